@@ -1,0 +1,32 @@
+"""What every loader hands to the prompt builder: one image or one video as model-ready patches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VisualInput:
+    """One image (a PDF page is one too) or one video, laid out as the vision tower reads it.
+
+    pixel_values: (gt*gh*gw, 3*T*p*p) float32 patch rows in block-major order (see patches.py).
+    grid_thw: (gt, gh, gw) in patches; images have gt == 1, videos one gt per frame pair.
+    timestamps: videos only, seconds of the first frame of each frame pair (len == gt).
+    source: what the user named (a path, "-", a URL), for messages.
+    original_size: (width, height) of the input before resizing, to map grounding boxes back.
+    """
+
+    kind: Literal["image", "video"]
+    pixel_values: np.ndarray
+    grid_thw: tuple[int, int, int]
+    timestamps: tuple[float, ...] = field(default=())
+    source: str = ""
+    original_size: tuple[int, int] = (0, 0)
+
+    def tokens_per_frame(self, merge_size: int = 2) -> int:
+        """<|image|> placeholders for one image or one frame pair."""
+        _, h, w = self.grid_thw
+        return h * w // merge_size**2

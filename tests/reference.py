@@ -111,8 +111,9 @@ def _config_dict(tok: Tokenizer, text: dict, vision: dict, layout: str) -> dict:
 
 @torch.no_grad()
 def random_state_dict(config: dict, seed: int) -> dict[str, torch.Tensor]:
-    """transformers' own init for this config, then perturbed (norms != 1, biases != 0) and with
-    a sharper lm_head so greedy decoding has clear winners."""
+    """transformers' own init for this config, then perturbed: norms != 1 and biases != 0 (a
+    dropped norm or bias must show), matrices 3x wider than the 0.02 init (otherwise a random model
+    repeats one token forever and greedy comparisons prove little) and a sharper lm_head."""
     from transformers import Glm4vConfig, Glm4vForConditionalGeneration
 
     torch.manual_seed(seed)
@@ -127,6 +128,8 @@ def random_state_dict(config: dict, seed: int) -> dict[str, torch.Tensor]:
             p += 0.05 * torch.randn(p.shape, generator=g)
         if name == "lm_head.weight":
             p *= 8.0
+        elif p.dim() >= 2:
+            p *= 3.0
         state[name] = p.contiguous()
     return state
 

@@ -1,0 +1,103 @@
+"""Token generation: prefill the prompt into a preallocated KV cache, then decode one token at a
+time, yielding ids as they are produced. Knows nothing of text or terminals.
+
+Sampling follows transformers' order: repetition penalty, temperature, top-k, top-p, then a draw
+from the device generator (temperature 0 is greedy). Sampling stays on the device; the only host
+sync per token is reading the id to yield it, done after the next step has been queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from glmv_cli.model.glm4v import Glm4v
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (1, V); seen (1, V) bool. Seen tokens: positive logits / penalty, negative * penalty."""
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (to -inf) everything outside the top-k and outside the smallest top-p nucleus."""
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative <= 1 - top_p
+        drop_sorted[..., -1:] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return logits
+
+
+def next_token(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
+    """(1, V) logits -> (1, 1) token id, on the logits' device."""
+    logits = logits.float()
+    if s.repetition_penalty != 1.0:
+        logits = apply_repetition_penalty(logits, seen, s.repetition_penalty)
+    if s.greedy:
+        return logits.argmax(-1, keepdim=True)
+    logits = filter_top_k_top_p(logits / s.temperature, s.top_k, s.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
+class Generation:
+    """Iterates over generated token ids; `finish_reason` is "stop" or "length" once exhausted.
+
+    The stop token itself is not yielded.
+    """
+
+    def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
+                 stop_ids: tuple[int, ...] = ()):
+        self.model, self.inputs = model, inputs
+        self.max_new_tokens, self.sampling, self.stop_ids = max_new_tokens, sampling, set(stop_ids)
+        self.prompt_tokens = int(inputs["input_ids"].shape[1])
+        self.finish_reason: str | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        model, s = self.model, self.sampling
+        device = model.lm_head.weight.device
+        ids = self.inputs["input_ids"].to(device)
+        generator = None
+        if s.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(s.seed)
+        seen = torch.zeros(1, model.cfg.text.vocab_size, dtype=torch.bool, device=device)
+        seen[0, ids[0]] = True
+        text = model.language_model
+        text.setup_cache(1, self.prompt_tokens + self.max_new_tokens)
+        try:
+            logits, delta = model.prefill(**{**self.inputs, "input_ids": ids})
+            pos = self.prompt_tokens
+            for step in range(self.max_new_tokens):
+                token = next_token(logits, seen, s, generator)  # (1, 1)
+                seen[0, token[0, 0]] = True
+                if step + 1 < self.max_new_tokens:  # queue the next step before reading the id
+                    logits = model.decode(token, pos, delta)[:, -1]
+                    pos += 1
+                value = int(token)
+                if value in self.stop_ids:
+                    self.finish_reason = "stop"
+                    return
+                yield value
+            self.finish_reason = "length"
+        finally:
+            text.drop_cache()

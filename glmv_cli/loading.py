@@ -1,0 +1,172 @@
+"""Find a checkpoint (a folder, or a repo id in the local Hugging Face cache) and load it.
+
+The model is built on the meta device, given real storage of the target dtype and device, and
+every tensor is read from its safetensors file straight into that storage: loading peaks at the
+size of the weights plus one tensor, never twice the model. Keys are the checkpoint's own; any
+missing / unexpected / misshapen ones are reported together in one error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from glmv_cli.errors import ModelError
+from glmv_cli.model.config import Glm4vConfig
+from glmv_cli.model.glm4v import Glm4v
+from glmv_cli.model.rope import inverse_frequencies
+from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPO = "zai-org/GLM-4.1V-9B-Thinking"
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, honouring HF_HUB_CACHE / HF_HOME / XDG_CACHE_HOME."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The snapshot folder of `repo_id` in the local cache (refs/main first, else the newest)."""
+    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snap = repo / "snapshots" / ref.read_text().strip()
+        if snap.is_dir():
+            return snap
+    snaps = sorted((p for p in (repo / "snapshots").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    return snaps[-1] if snaps else None
+
+
+def resolve_checkpoint(name: str | os.PathLike) -> Path:
+    """A local folder as given, or a repo id ("org/name") found in the local cache; no network."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelError(f"{path} is a file; give the checkpoint folder that holds config.json")
+    text = str(name)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        snap = cached_snapshot(text)
+        if snap is not None:
+            return snap
+        raise ModelError(f"model {text!r} is not in the local Hugging Face cache ({hf_cache_dir()}); "
+                         f"download it with `hf download {text}` or pass --model PATH")
+    raise ModelError(f"no checkpoint folder {path}; pass --model PATH to a checkpoint folder or a repo id "
+                     f"such as {DEFAULT_REPO}")
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: the shards of its index, or model.safetensors."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            raise ModelError(f"{index} is not a valid safetensors index; re-download it") from None
+        files = [folder / name for name in dict.fromkeys(weight_map.values())]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ModelError(f"{folder}: shard(s) {', '.join(missing)} listed in {INDEX_FILE} are missing; "
+                             f"finish the download")
+        return files
+    if (folder / SINGLE_FILE).is_file():
+        return [folder / SINGLE_FILE]
+    raise ModelError(f"{folder} has no {SINGLE_FILE} and no {INDEX_FILE}; is the download complete?")
+
+
+def checkpoint_dtype(folder: Path) -> torch.dtype:
+    """The dtype the checkpoint was saved in (config.json's dtype / torch_dtype), else bfloat16."""
+    raw = json.loads((folder / "config.json").read_text())
+    name = raw.get("dtype") or raw.get("torch_dtype") or raw.get("text_config", {}).get("torch_dtype")
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(name, torch.bfloat16)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str | torch.dtype, folder: Path, device: torch.device) -> torch.dtype:
+    """"auto": the checkpoint's dtype, except float16 on CPU (slow there) which becomes float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype != "auto":
+        try:
+            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+        except KeyError:
+            raise ModelError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32") from None
+    chosen = checkpoint_dtype(folder)
+    return torch.float32 if device.type == "cpu" and chosen == torch.float16 else chosen
+
+
+def index_tensors(files: list[Path]) -> dict[str, tuple[Path, TensorEntry]]:
+    """Every tensor name -> (file, entry), reading only the headers."""
+    where = {}
+    for path in files:
+        for name, entry in read_header(path).items():
+            where[name] = (path, entry)
+    return where
+
+
+def check_keys(model: torch.nn.Module, where: dict[str, tuple[Path, TensorEntry]]) -> None:
+    """One error listing every missing, unexpected and misshapen key."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(where))
+    unexpected = sorted(set(where) - set(expected))
+    shapes = [f"{k} {list(where[k][1].shape)} in {where[k][0].name}, expected {list(s)}"
+              for k, s in expected.items() if k in where and where[k][1].shape != s]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if items:
+            shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise ModelError("checkpoint keys do not match GLM-4.1V: " + "; ".join(problems))
+
+
+def reset_rope_buffers(model: Glm4v) -> None:
+    """Recompute the non-persistent rope frequencies (not in checkpoints), always in float32."""
+    device = model.lm_head.weight.device
+    text, vision = model.cfg.text, model.cfg.vision
+    model.language_model.inv_freq = inverse_frequencies(text.rotary_dim, text.rope_theta).to(device)
+    model.visual.inv_freq = inverse_frequencies(vision.head_dim // 2, vision.rope_theta).to(device)
+
+
+def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Glm4v:
+    """Build on meta, allocate on the target, stream every tensor in; no second copy."""
+    config = Glm4vConfig.from_folder(folder)
+    where = index_tensors(weight_files(folder))
+    with torch.device("meta"):
+        model = Glm4v(config)
+    check_keys(model, where)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    params = model.state_dict()
+    by_file: dict[Path, list[str]] = {}
+    for name, (path, _) in where.items():
+        by_file.setdefault(path, []).append(name)
+    for path, names in by_file.items():
+        log.info("reading %s (%d tensors)", path.name, len(names))
+        with TensorReader(path) as reader:
+            for name in sorted(names, key=lambda n: where[n][1].offset):
+                reader.read_into(where[name][1], params[name])
+    reset_rope_buffers(model)
+    return model.eval()

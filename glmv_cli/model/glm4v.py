@@ -1,0 +1,116 @@
+"""GLM-4.1V: vision tower + GLM decoder, with the checkpoint's module names.
+
+`Glm4v.forward` takes the tensors transformers' Glm4vProcessor produces, by the same names, and
+returns logits. Image features fill the `<|image|>` placeholders of images (type 1) and video
+features the placeholders inside `<|begin_of_video|>..<|end_of_video|>` (type 2, video frames reuse
+the image token), so prompts that mix images and videos work too.
+
+For generation, `prefill` runs the prompt into the preallocated KV cache and returns the last
+logits and the rope delta; `decode` runs new tokens at positions `text position + delta`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glmv_cli.model.config import Glm4vConfig
+from glmv_cli.model.positions import mm_token_types, rope_positions
+from glmv_cli.model.text import TextModel, padded_causal_mask
+from glmv_cli.model.vision import VisionModel
+
+
+class Glm4vBody(nn.Module):
+    """The `model.` prefix of the checkpoint: `model.visual` and `model.language_model`."""
+
+    def __init__(self, cfg: Glm4vConfig):
+        super().__init__()
+        self.visual = VisionModel(cfg.vision)
+        self.language_model = TextModel(cfg.text)
+
+
+class Glm4v(nn.Module):
+    def __init__(self, cfg: Glm4vConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = Glm4vBody(cfg)
+        self.lm_head = nn.Linear(cfg.text.hidden_size, cfg.text.vocab_size, bias=False)
+
+    @property
+    def visual(self) -> VisionModel:
+        return self.model.visual
+
+    @property
+    def language_model(self) -> TextModel:
+        return self.model.language_model
+
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        return mm_token_types(input_ids, c.image_token_id, c.video_start_token_id, c.video_end_token_id)
+
+    def embed(self, input_ids: torch.Tensor, types: torch.Tensor, pixel_values=None, image_grid_thw=None,
+              pixel_values_videos=None, video_grid_thw=None) -> torch.Tensor:
+        """Token embeddings (B, S, hidden) with vision features scattered into the placeholders."""
+        embeds = self.language_model.embed_tokens(input_ids)
+        for kind, pixels, grids in ((1, pixel_values, image_grid_thw), (2, pixel_values_videos, video_grid_thw)):
+            slots = types == kind
+            n_slots = int(slots.sum())
+            if pixels is None:
+                if n_slots:
+                    raise ValueError(f"the prompt has {n_slots} {_NAMES[kind]} placeholders but no pixels")
+                continue
+            features = self.visual(pixels.to(embeds.device), grids)
+            if features.shape[0] != n_slots:
+                raise ValueError(f"{_NAMES[kind]} features ({features.shape[0]}) and placeholders ({n_slots}) "
+                                 f"do not match")
+            embeds = embeds.masked_scatter(slots[..., None], features.to(embeds.dtype))
+        return embeds
+
+    def positions(self, types: torch.Tensor, image_grid_thw=None, video_grid_thw=None,
+                  attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """3D positions (3, B, S) and rope deltas (B, 1) for a prompt."""
+        grids = [_grid_list(image_grid_thw), _grid_list(video_grid_thw)]
+        return rope_positions(types, *grids, self.cfg.vision.spatial_merge_size, attention_mask)
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+                video_grid_thw=None, attention_mask=None, mm_token_type_ids=None, **_unused) -> torch.Tensor:
+        """Full forward without cache: logits (B, S, vocab) in float32."""
+        types = mm_token_type_ids if mm_token_type_ids is not None else self.token_types(input_ids)
+        embeds = self.embed(input_ids, types, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        position_ids, _ = self.positions(types, image_grid_thw, video_grid_thw, attention_mask)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = padded_causal_mask(attention_mask.to(embeds.device))
+        hidden = self.language_model(embeds, position_ids.to(embeds.device), mask=mask)
+        return self.lm_head(hidden).float()
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+                video_grid_thw=None, mm_token_type_ids=None, **_unused) -> tuple[torch.Tensor, int]:
+        """One unpadded prompt (1, S) into the KV cache -> (last logits (1, vocab), rope delta)."""
+        types = mm_token_type_ids if mm_token_type_ids is not None else self.token_types(input_ids)
+        embeds = self.embed(input_ids, types, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        position_ids, deltas = self.positions(types, image_grid_thw, video_grid_thw)
+        hidden = self.language_model(embeds, position_ids.to(embeds.device), start=0, use_cache=True)
+        return self.lm_head(hidden[:, -1]), int(deltas[0, 0])
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, start: int, rope_delta: int) -> torch.Tensor:
+        """Text tokens (1, S) at cache positions [start, start+S) -> logits (1, S, vocab)."""
+        S = tokens.shape[1]
+        pos = torch.arange(start, start + S, device=tokens.device) + rope_delta
+        position_ids = pos.view(1, 1, S).expand(3, 1, S)
+        hidden = self.language_model(self.language_model.embed_tokens(tokens), position_ids, start=start,
+                                     use_cache=True)
+        return self.lm_head(hidden)
+
+
+_NAMES = {1: "image", 2: "video"}
+
+
+def _grid_list(grid_thw) -> list[tuple[int, int, int]]:
+    if grid_thw is None:
+        return []
+    rows = grid_thw.tolist() if torch.is_tensor(grid_thw) else grid_thw
+    return [tuple(int(v) for v in row) for row in rows]

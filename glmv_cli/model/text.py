@@ -1,0 +1,138 @@
+"""The GLM-4 text decoder of GLM-4.1V, with a preallocated KV cache.
+
+Each layer is a "sandwich": the attention output and the MLP output are each normalised again
+before their residual add (post_self_attn_layernorm, post_mlp_layernorm). Attention is GQA with
+q/k/v biases and partial interleaved M-RoPE (rope.py); the MLP is SwiGLU with gate and up fused in
+one weight (gate_up_proj: rows [0:I] gate, [I:2I] up), as the checkpoint stores it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glmv_cli.model.config import TextConfig
+from glmv_cli.model.layers import RMSNorm
+from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
+
+
+class KVCache(nn.Module):
+    """Keys and values of one layer, (B, KV, max_len, D), allocated once for the whole request."""
+
+    def __init__(self, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v (B, KV, S, D) at [start, start+S) and return all keys/values up to there."""
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class TextAttention(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=True)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=True)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=True)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None,
+                start: int, mask: torch.Tensor | None) -> torch.Tensor:
+        B, S, _ = x.shape
+        D = self.head_dim
+        q = self.q_proj(x).view(B, S, self.num_heads, D).transpose(1, 2)  # (B, H, S, D)
+        k = self.k_proj(x).view(B, S, self.num_kv_heads, D).transpose(1, 2)  # (B, KV, S, D)
+        v = self.v_proj(x).view(B, S, self.num_kv_heads, D).transpose(1, 2)  # (B, KV, S, D)
+        q, k = apply_text_rope(q, cos, sin), apply_text_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
+        causal = mask is None and S > 1 and k.shape[2] == S
+        if mask is None and S > 1 and not causal:  # a multi-token step after cached tokens
+            mask = causal_mask(S, k.shape[2], x.device)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           enable_gqa=self.num_kv_heads != self.num_heads)  # (B, H, S, D)
+        return self.o_proj(o.transpose(1, 2).reshape(B, S, -1))
+
+
+def causal_mask(queries: int, keys: int, device) -> torch.Tensor:
+    """(queries, keys) bool: the last `queries` positions of a `keys`-long sequence, causally."""
+    q = torch.arange(keys - queries, keys, device=device)[:, None]
+    return torch.arange(keys, device=device)[None, :] <= q
+
+
+def padded_causal_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S) 1/0 padding mask -> (B, 1, S, S) bool causal mask over real tokens. A padded query
+    attends to itself only, so no row is empty (an empty row would give NaN)."""
+    S = attention_mask.shape[1]
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+    eye = torch.eye(S, dtype=torch.bool, device=attention_mask.device)
+    return (causal_mask(S, S, attention_mask.device) & keys) | eye
+
+
+class TextMLP(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(up * F.silu(gate))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        eps = cfg.rms_norm_eps
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps)
+        self.self_attn = TextAttention(cfg)
+        self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps)
+        self.mlp = TextMLP(cfg)
+        self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, eps)
+
+    def forward(self, x, cos, sin, cache, start, mask):
+        x = x + self.post_self_attn_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask))
+        return x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
+
+
+class TextModel(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.register_buffer("inv_freq", inverse_frequencies(cfg.rotary_dim, cfg.rope_theta), persistent=False)
+        self.caches: list[KVCache] | None = None
+
+    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None) -> None:
+        """Preallocate the KV cache for `max_len` positions (prompt + new tokens, not the model's max)."""
+        ref = self.embed_tokens.weight
+        self.caches = [KVCache(batch, self.cfg.num_kv_heads, max_len, self.cfg.head_dim, dtype or ref.dtype,
+                               device or ref.device) for _ in self.layers]
+
+    def drop_cache(self) -> None:
+        self.caches = None
+
+    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, start: int = 0,
+                mask: torch.Tensor | None = None, use_cache: bool = False) -> torch.Tensor:
+        """embeds (B, S, hidden), position_ids (3, B, S) -> normed hidden states (B, S, hidden).
+
+        With use_cache the keys/values go to the preallocated cache at [start, start+S) and
+        attention reads everything cached before them.
+        """
+        cos, sin = text_rope(position_ids, self.inv_freq, self.cfg.mrope_section, embeds.dtype)
+        if use_cache and self.caches is None:
+            raise RuntimeError("setup_cache() must be called before a cached forward")
+        x = embeds
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, self.caches[i] if use_cache else None, start, mask)
+        return self.norm(x)

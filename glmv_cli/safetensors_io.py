@@ -96,3 +96,54 @@ class TensorReader:
             done += got
         if not direct:
             out.copy_(target)
+
+
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def _write_file(path: Path, specs: dict[str, tuple[tuple[int, ...], torch.dtype]], fill) -> int:
+    """One safetensors file, header first, then each tensor as `fill(name)` produces it."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, (shape, dtype) in specs.items():
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little") + blob)
+        for name, (shape, dtype) in specs.items():
+            tensor = fill(name).to(dtype).contiguous()
+            assert tuple(tensor.shape) == tuple(shape), name
+            f.write(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return offset
+
+
+def write_safetensors(folder: Path, specs: dict[str, tuple[tuple[int, ...], torch.dtype]], fill,
+                      shard_bytes: int = 5 * 2**30) -> list[Path]:
+    """model.safetensors, or model-0000i-of-0000n.safetensors + index when over `shard_bytes`.
+
+    Tensors are produced one at a time by `fill(name)`, so memory stays at one tensor.
+    """
+    shards: list[dict] = [{}]
+    size = 0
+    for name, (shape, dtype) in specs.items():
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = (shape, dtype)
+        size += nbytes
+    if len(shards) == 1:
+        path = Path(folder) / "model.safetensors"
+        _write_file(path, shards[0], fill)
+        return [path]
+    paths, weight_map, total = [], {}, 0
+    for i, part in enumerate(shards):
+        path = Path(folder) / f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        total += _write_file(path, part, fill)
+        weight_map.update({name: path.name for name in part})
+        paths.append(path)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (Path(folder) / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return paths

@@ -22,91 +22,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-CHAT_TEMPLATE = (Path(__file__).parents[1] / "glmv_cli" / "chat_template.jinja")
-
-GLM_SPECIAL_TOKENS = [
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-    "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
-    "<|image|>", "<|video|>", "<think>", "</think>", "<answer>", "</answer>",
-    "<|begin_of_box|>", "<|end_of_box|>",
-]
-
-CORPUS = [
-    "Describe this image and this video. What is shown? 0 1 2 3 4 5 6 7 8 9 seconds",
-    "The quick brown fox jumps over the lazy dog. How many shapes are in the image?",
-    "What color is the circle? red green blue yellow purple orange square triangle",
-    "Summarize the document. On which page is the blue square? At which second does it appear?",
-]
-
-# Sizes of the tiny text/vision towers; tests vary them through `text` / `vision` overrides.
-TINY_TEXT = dict(
-    hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, mrope_section=[2, 3, 3], max_position_embeddings=4096,
-)
-TINY_VISION = dict(
-    depth=2, hidden_size=64, num_heads=4, intermediate_size=96, image_size=112,
+from glmv_cli.random_checkpoint import (  # noqa: F401  (re-exported for the tests)
+    CHAT_TEMPLATE, GLM_SPECIAL_TOKENS, SHAPES, build_tokenizer, config_dict, write_side_files,
 )
 
-
-def build_tokenizer(vocab_size: int = 300) -> Tokenizer:
-    """Byte-level BPE (any text tokenizes) + the GLM special tokens, each one id, never split."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(CORPUS * 10, trainer)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in GLM_SPECIAL_TOKENS])
-    return tok
+TINY_TEXT, TINY_VISION = SHAPES["tiny"]
 
 
-def _config_dict(tok: Tokenizer, text: dict, vision: dict, layout: str) -> dict:
-    ids = {t: tok.token_to_id(t) for t in GLM_SPECIAL_TOKENS}
-    t = {**TINY_TEXT, **text}
-    v = {**TINY_VISION, **vision}
-    head_dim = t["hidden_size"] // t["num_attention_heads"]
-    assert sum(t["mrope_section"]) * 2 == head_dim // 2, "mrope_section must cover half the head"
-    rope = {"rope_type": "default", "mrope_section": list(t.pop("mrope_section"))}
-    text_cfg = {
-        "model_type": "glm4v_text",
-        "vocab_size": 64 * math.ceil(tok.get_vocab_size() / 64),
-        "rms_norm_eps": 1e-5, "hidden_act": "silu", "attention_bias": True, "attention_dropout": 0.0,
-        "initializer_range": 0.02, "tie_word_embeddings": False, "use_cache": True,
-        "pad_token_id": ids["<|endoftext|>"],
-        "eos_token_id": [ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]],
-        **t,
-    }
-    if layout == "hub":
-        text_cfg.update(rope_theta=10000.0, partial_rotary_factor=0.5, rope_scaling=rope)
-    elif layout == "rope_parameters":
-        text_cfg["rope_parameters"] = {**rope, "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
-    else:
-        raise ValueError(layout)
-    vision_cfg = {
-        "model_type": "glm4v", "out_hidden_size": text_cfg["hidden_size"], "patch_size": 14,
-        "temporal_patch_size": 2, "spatial_merge_size": 2, "in_channels": 3, "rms_norm_eps": 1e-5,
-        "hidden_act": "silu", "attention_bias": False, "attention_dropout": 0.0, "initializer_range": 0.02,
-        **v,
-    }
-    return {
-        "architectures": ["Glm4vForConditionalGeneration"],
-        "model_type": "glm4v",
-        "text_config": text_cfg,
-        "vision_config": vision_cfg,
-        "image_token_id": ids["<|image|>"],
-        "video_token_id": ids["<|video|>"],
-        "image_start_token_id": ids["<|begin_of_image|>"],
-        "image_end_token_id": ids["<|end_of_image|>"],
-        "video_start_token_id": ids["<|begin_of_video|>"],
-        "video_end_token_id": ids["<|end_of_video|>"],
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-        "transformers_version": "5.23.0",
-    }
+def _config_dict(tok, text: dict, vision: dict, layout: str) -> dict:
+    config = config_dict(tok, {**TINY_TEXT, **text}, {**TINY_VISION, **vision}, layout)
+    config["torch_dtype"] = "float32"
+    return config
 
 
 @torch.no_grad()
@@ -163,29 +90,7 @@ def write_checkpoint(
     config = _config_dict(tok, text or {}, vision or {}, layout)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     save_weights(folder, state if state is not None else random_state_dict(config, seed), shards)
-    tok.save(str(folder / "tokenizer.json"))
-    tok_cfg = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "padding_side": "left", "clean_up_tokenization_spaces": False,
-        "model_max_length": config["text_config"]["max_position_embeddings"],
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
-    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE.read_text())
-    proc = {
-        "size": {"shortest_edge": 12544, "longest_edge": 9633792}, "do_rescale": True, "patch_size": 14,
-        "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711], "image_processor_type": "Glm4vImageProcessor",
-        "processor_class": "Glm4vProcessor",
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(proc, indent=2))
-    video = {**proc, "size": {"shortest_edge": 12544, "longest_edge": 47040000},
-             "video_processor_type": "Glm4vVideoProcessor"}
-    video.pop("image_processor_type")
-    (folder / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
-    gen = {"_from_model_config": True, "do_sample": False,
-           "eos_token_id": config["text_config"]["eos_token_id"],
-           "pad_token_id": config["text_config"]["pad_token_id"]}
-    (folder / "generation_config.json").write_text(json.dumps(gen, indent=2))
+    write_side_files(folder, tok, config)
     return folder
 
 

@@ -1,0 +1,103 @@
+"""Generation: sampling filters equal transformers' logits processors, seeds reproduce, stop ids
+end the stream, defaults come from generation_config.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import glmv_cli
+from glmv_cli.generate import Sampling, apply_repetition_penalty, filter_top_k_top_p
+from tests.model.conftest import model_kwargs
+
+
+@pytest.fixture(scope="module")
+def glm(tiny_folder):
+    return glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+
+
+def random_logits(seed=0, vocab=300):
+    return torch.randn(1, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+@pytest.mark.parametrize("penalty", [1.1, 1.5, 0.8])
+def test_repetition_penalty_equals_transformers(penalty):
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    logits, ids = random_logits(), torch.tensor([[3, 7, 7, 42, 299]])
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    seen[0, ids[0]] = True
+    expected = RepetitionPenaltyLogitsProcessor(penalty)(ids, logits.clone())
+    assert torch.equal(apply_repetition_penalty(logits, seen, penalty), expected)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(5, 1.0), (0, 0.5), (20, 0.9), (1, 0.3)])
+def test_top_k_top_p_equal_transformers(top_k, top_p):
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    logits = random_logits(seed=top_k)
+    expected = logits.clone()
+    if top_k:
+        expected = TopKLogitsWarper(top_k)(None, expected)
+    if top_p < 1:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    got = filter_top_k_top_p(logits, top_k, top_p)
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
+    kept = ~torch.isinf(got)
+    assert torch.equal(got[kept], logits[kept])
+
+
+def test_same_seed_same_tokens_other_seed_other_tokens(glm, prompt_inputs):
+    inputs = model_kwargs(prompt_inputs("image"))
+    run = lambda seed: list(glm.generate(inputs, max_new_tokens=24, ignore_stop=True, temperature=1.5,
+                                         top_p=0.95, seed=seed))
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def test_top_k_one_is_greedy(glm, prompt_inputs):
+    inputs = model_kwargs(prompt_inputs("video"))
+    greedy = list(glm.generate(inputs, max_new_tokens=16, ignore_stop=True))
+    sampled = list(glm.generate(inputs, max_new_tokens=16, ignore_stop=True, temperature=0.7, top_k=1, seed=3))
+    assert sampled == greedy
+
+
+def test_repetition_penalty_changes_greedy_output(glm, prompt_inputs):
+    inputs = model_kwargs(prompt_inputs("text"))
+    plain = list(glm.generate(inputs, max_new_tokens=32, ignore_stop=True))
+    penalised = list(glm.generate(inputs, max_new_tokens=32, ignore_stop=True, repetition_penalty=5.0))
+    assert plain != penalised
+    prompt = set(inputs["input_ids"][0].tolist())
+    assert sum(t in prompt for t in penalised) <= sum(t in prompt for t in plain)
+
+
+def test_stops_at_a_checkpoint_end_id_without_yielding_it(glm, prompt_inputs, tiny_folder, tmp_path):
+    inputs = model_kwargs(prompt_inputs("image"))
+    free = list(glm.generate(inputs, max_new_tokens=20, ignore_stop=True))
+    k = next(i for i in range(2, len(free)) if free[i] not in free[:i])  # first new token after 2
+    stop = free[k]
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_folder, folder)
+    gen_cfg = json.loads((folder / "generation_config.json").read_text())
+    gen_cfg["eos_token_id"] = [stop]
+    (folder / "generation_config.json").write_text(json.dumps(gen_cfg))
+    stopping = glmv_cli.load(folder, device="cpu", dtype="float32")
+    assert stop in stopping.stop_ids
+    generation = stopping.generate(inputs, max_new_tokens=20)
+    assert list(generation) == free[:k]
+    assert generation.finish_reason == "stop"
+    limited = stopping.generate(inputs, max_new_tokens=k - 1)
+    assert list(limited) == free[:k - 1] and limited.finish_reason == "length"
+
+
+def test_generation_config_defaults_and_overrides(glm):
+    assert glm.sampling() == Sampling(temperature=0.0)
+    glm.defaults = {"do_sample": True, "temperature": 0.8, "top_p": 0.6, "top_k": 2, "repetition_penalty": 1.1}
+    try:
+        assert glm.sampling() == Sampling(temperature=0.8, top_p=0.6, top_k=2, repetition_penalty=1.1)
+        assert glm.sampling(temperature=0, top_k=None).greedy
+    finally:
+        glm.defaults = {}

@@ -4,16 +4,20 @@ The reference's `smart_resize` rule (sizes a multiple of patch*merge, a pixel bu
 normalisation, and the exact patch layout: each row is one 14x14 patch flattened as
 (C=3, T=2, 14, 14), rows in *block-major* order (the four patches of a 2x2 merge block are
 consecutive, blocks row-major). Images duplicate their single frame along T; videos pair frames.
+The sizes come from the checkpoint's preprocessor configs (`load_patch_specs`), with the user's
+pixel budgets applied on top (`with_pixel_limits`).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from glmv_cli.errors import InputError
+from glmv_cli.errors import InputError, ModelError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -103,3 +107,102 @@ def image_tokens(grid_thw: tuple[int, int, int], merge_size: int = 2) -> int:
     """How many <|image|> placeholders (LLM positions) one grid costs."""
     t, h, w = grid_thw
     return t * h * w // merge_size**2
+
+
+def normalize_image(pixels: np.ndarray, spec: PatchSpec) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W) with the PIL image processor's exact arithmetic.
+
+    The reference rescales in float64 (x * (1/255)), casts to float32, then normalises in float32.
+    A 256-entry table per channel holds those values, so the lookup is bit-identical and cheap.
+    """
+    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    table = (levels[:, None] - mean) / std  # (256, 3)
+    out = table[pixels, np.arange(3)]  # (H, W, 3)
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0))  # (3, H, W)
+
+
+# -- the checkpoint's preprocessor configs -------------------------------------------------------
+
+IMAGE_CONFIG = "preprocessor_config.json"
+VIDEO_CONFIG = "video_preprocessor_config.json"
+PROCESSOR_CONFIG = "processor_config.json"  # transformers v5 nests both under one file
+VIDEO_DEFAULT = PatchSpec(max_pixels=47040000)  # Glm4vVideoProcessor's class default
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path} is not readable JSON ({e}); re-download the checkpoint") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} should hold a JSON object; re-download the checkpoint")
+    return data
+
+
+def spec_from_dict(cfg: dict, default: PatchSpec = PatchSpec()) -> PatchSpec:
+    """A PatchSpec from one preprocessor config dict; missing keys keep `default`'s values.
+
+    Pixel budgets come from size.shortest_edge / size.longest_edge, or the legacy spellings
+    size.min_pixels / size.max_pixels and top-level min_pixels / max_pixels (these win, as in
+    the Qwen2-VL-era processors).
+    """
+    size = cfg.get("size") if isinstance(cfg.get("size"), dict) else {}
+    min_pixels = cfg.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels")
+    max_pixels = cfg.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels")
+    fields = {
+        "patch_size": cfg.get("patch_size"), "temporal_patch_size": cfg.get("temporal_patch_size"),
+        "merge_size": cfg.get("merge_size"), "min_pixels": min_pixels, "max_pixels": max_pixels,
+        "mean": tuple(cfg["image_mean"]) if cfg.get("image_mean") else None,
+        "std": tuple(cfg["image_std"]) if cfg.get("image_std") else None,
+    }
+    spec = replace(default, **{k: v for k, v in fields.items() if v is not None})
+    _check(spec)
+    return spec
+
+
+def _check(spec: PatchSpec) -> None:
+    ints = (spec.patch_size, spec.temporal_patch_size, spec.merge_size, spec.min_pixels, spec.max_pixels)
+    if not all(isinstance(v, int) and v > 0 for v in ints):
+        raise ModelError(f"preprocessor config has non-positive or non-integer sizes: {spec}")
+    if len(spec.mean) != 3 or len(spec.std) != 3 or not all(s > 0 for s in spec.std):
+        raise ModelError(f"preprocessor config needs 3 image_mean and 3 positive image_std values: {spec}")
+
+
+def load_patch_specs(folder: Path) -> tuple[PatchSpec, PatchSpec]:
+    """(image spec, video spec) of a checkpoint folder.
+
+    Images: processor_config.json's "image_processor", else preprocessor_config.json, else the
+    GLM-4.1V defaults. Videos: processor_config.json's "video_processor", else
+    video_preprocessor_config.json, else the image config file (transformers' own fallback), else
+    the GLM-4.1V video defaults.
+    """
+    folder = Path(folder)
+    nested = _read_json(folder / PROCESSOR_CONFIG) or {}
+    image_cfg = nested.get("image_processor") or _read_json(folder / IMAGE_CONFIG)
+    video_cfg = nested.get("video_processor") or _read_json(folder / VIDEO_CONFIG) or image_cfg
+    image = spec_from_dict(image_cfg) if image_cfg else PatchSpec()
+    video = spec_from_dict(video_cfg, VIDEO_DEFAULT) if video_cfg else VIDEO_DEFAULT
+    return image, video
+
+
+def with_pixel_limits(spec: PatchSpec, *, min_pixels: int | None = None,
+                      max_pixels: int | None = None) -> PatchSpec:
+    """The user's --min-pixels / --max-pixels applied to a spec (None keeps the checkpoint's value).
+
+    The numbers mean what the processor's size.shortest_edge / size.longest_edge mean: a budget for
+    frames x height x width, so an image (counted as temporal_patch_size frames) gets at most
+    max_pixels / 2 pixels of area, and a video shares max_pixels among all its sampled frames.
+    """
+    spec = replace(spec, **{k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels))
+                            if v is not None})
+    floor = spec.temporal_patch_size * spec.factor**2
+    if spec.max_pixels < floor:
+        raise InputError(f"--max-pixels {spec.max_pixels} is below the smallest possible input "
+                         f"({floor} = {spec.temporal_patch_size} x {spec.factor} x {spec.factor}); raise it")
+    if spec.min_pixels <= 0 or spec.min_pixels > spec.max_pixels:
+        raise InputError(f"--min-pixels {spec.min_pixels} must be positive and at most --max-pixels "
+                         f"{spec.max_pixels}")
+    return spec

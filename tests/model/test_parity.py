@@ -148,3 +148,34 @@ def test_left_padded_batch_matches_single_prompts(ours, reference, processor):
     expected = building_block_logits(reference, batch)
     real = batch["attention_mask"].bool()
     assert (got[real] - expected[real]).abs().max().item() <= ATOL
+
+
+def test_glm46v_checkpoint_with_other_special_ids_matches_its_reference(tmp_path):
+    """GLM-4.6V-Flash's layout: model_type glm46v, special tokens at other ids (here: a larger BPE
+    vocabulary moves every special token). transformers runs it as Glm46VForConditionalGeneration."""
+    import json
+
+    from transformers import Glm46VForConditionalGeneration
+
+    import tests.reference as ref_module
+    from glmv_cli.random_checkpoint import build_tokenizer
+
+    original = ref_module.build_tokenizer
+    ref_module.build_tokenizer = lambda: build_tokenizer(vocab_size=340)
+    try:
+        folder = ref_module.write_checkpoint(tmp_path / "glm46v", seed=5)
+    finally:
+        ref_module.build_tokenizer = original
+    config = json.loads((folder / "config.json").read_text())
+    base, write_ids = build_tokenizer().token_to_id("<|image|>"), config["image_token_id"]
+    assert write_ids != base  # the ids really moved
+    config["model_type"] = "glm46v"
+    config["vision_config"]["model_type"] = "glm4v_vision"  # glm46v resolves sub-configs by model_type
+    config["architectures"] = ["Glm46VForConditionalGeneration"]
+    (folder / "config.json").write_text(json.dumps(config))
+    reference = Glm46VForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32).eval()
+    inputs = make_inputs(reference_processor(folder), "mixed")
+    ours = glmv_cli.load(folder, device="cpu", dtype="float32")
+    assert ours.config.model_type == "glm46v" and ours.config.image_token_id == write_ids
+    expected = building_block_logits(reference, inputs)
+    assert (ours.model(**model_kwargs(inputs)) - expected).abs().max().item() <= ATOL

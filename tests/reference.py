@@ -24,7 +24,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from glmv_cli.random_checkpoint import (  # noqa: F401  (re-exported for the tests)
-    CHAT_TEMPLATE, GLM_SPECIAL_TOKENS, SHAPES, build_tokenizer, config_dict, write_side_files,
+    CHAT_TEMPLATE,
+    GLM_SPECIAL_TOKENS,
+    SHAPES,
+    build_tokenizer,
+    config_dict,
+    write_side_files,
 )
 
 TINY_TEXT, TINY_VISION = SHAPES["tiny"]

@@ -52,8 +52,11 @@ def test_top_k_top_p_equal_transformers(top_k, top_p):
 
 def test_same_seed_same_tokens_other_seed_other_tokens(glm, prompt_inputs):
     inputs = model_kwargs(prompt_inputs("image"))
-    run = lambda seed: list(glm.generate(inputs, max_new_tokens=24, ignore_stop=True, temperature=1.5,
-                                         top_p=0.95, seed=seed))
+
+    def run(seed):
+        return list(glm.generate(inputs, max_new_tokens=24, ignore_stop=True, temperature=1.5, top_p=0.95,
+                                 seed=seed))
+
     assert run(1) == run(1)
     assert run(1) != run(2)
 

@@ -3,7 +3,8 @@ time, yielding ids as they are produced. Knows nothing of text or terminals.
 
 Sampling follows transformers' order: repetition penalty, temperature, top-k, top-p, then a draw
 from the device generator (temperature 0 is greedy). Sampling stays on the device; the only host
-sync per token is reading the id to yield it, done after the next step has been queued.
+sync per token is reading the id to yield it; on an asynchronous device (CUDA) the next step is
+queued before that read, so the device never waits for the host.
 """
 
 from __future__ import annotations
@@ -87,17 +88,21 @@ class Generation:
         try:
             logits, delta = model.prefill(**{**self.inputs, "input_ids": ids})
             pos = self.prompt_tokens
+            queue_early = device.type != "cpu"  # on an async device, queue the next step before reading the id
             for step in range(self.max_new_tokens):
                 token = next_token(logits, seen, s, generator)  # (1, 1)
                 seen[0, token[0, 0]] = True
-                if step + 1 < self.max_new_tokens:  # queue the next step before reading the id
+                more = step + 1 < self.max_new_tokens
+                if more and queue_early:
                     logits = model.decode(token, pos, delta)[:, -1]
-                    pos += 1
                 value = int(token)
                 if value in self.stop_ids:
                     self.finish_reason = "stop"
                     return
                 yield value
+                if more and not queue_early:
+                    logits = model.decode(token, pos, delta)[:, -1]
+                pos += 1
             self.finish_reason = "length"
         finally:
             text.drop_cache()

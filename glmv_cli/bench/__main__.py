@@ -1,0 +1,111 @@
+"""`glmv bench`: ours against transformers' Glm4vForConditionalGeneration on the same random weights.
+
+    python -m glmv_cli.bench --shape small --dtype float32 [--image 448] [--new-tokens 32] [--threads 2]
+
+Builds (or reuses) a random checkpoint of the shape, runs ours then the reference in this process
+with the same dtype, threads and prompt (text + one image), prints a table on stderr and one JSON
+object as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from glmv_cli.bench.bandwidth import copy_bandwidth, weight_read_bandwidth
+from glmv_cli.bench.measure import measure_ours, measure_reference, prompt_text
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def bench_checkpoint(shape: str, dtype: str, root: Path) -> Path:
+    """A random checkpoint of `shape` saved in `dtype`, written once and reused."""
+    from glmv_cli.random_checkpoint import write_random_checkpoint
+
+    folder = root / f"{shape}-{dtype}"
+    if not (folder / "config.json").is_file():
+        print(f"writing a random {shape} checkpoint to {folder} ...", file=sys.stderr)
+        write_random_checkpoint(folder, shape, dtype=DTYPES[dtype])
+    return folder
+
+
+def decode_bytes_per_token(folder: Path, dtype: torch.dtype) -> int:
+    """Weight bytes one decode step reads: every decoder and lm_head weight, one embedding row."""
+    from glmv_cli.loading import index_tensors, weight_files
+
+    total = 0
+    for name, (_, entry) in index_tensors(weight_files(folder)).items():
+        if name.startswith("model.visual."):
+            continue
+        count = int(np.prod(entry.shape))
+        if name.endswith("embed_tokens.weight"):
+            count = entry.shape[1]
+        total += count * torch.empty((), dtype=dtype).element_size()
+    return total
+
+
+def table(result: dict) -> str:
+    rows = ["load_s", "peak_rss_gb", "preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_tok_s"]
+    lines = [f"{'':14s}{'ours':>12s}{'reference':>12s}{'ratio':>9s}"]
+    for key in rows:
+        a, b = result["ours"][key], result["reference"][key]
+        ratio = (a / b if key == "decode_tok_s" else b / a) if a and b else float("nan")
+        lines.append(f"{key:14s}{a:12.4f}{b:12.4f}{ratio:9.2f}")
+    lines.append(f"bandwidth: measured weight-read {result['bandwidth_gbs_measured']:.1f} GB/s, copy "
+                 f"{result['copy_bandwidth_gbs']:.1f} GB/s; ours achieves {result['ours_bandwidth_gbs']:.1f} GB/s "
+                 f"({100 * result['bandwidth_utilization']:.0f}%)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description="glmv against transformers on the same random weights")
+    ap.add_argument("--shape", default="tiny", choices=["tiny", "small", "1b", "9b"])
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--image", type=int, default=448, help="side of the square test image, pixels")
+    ap.add_argument("--prompt-words", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--checkpoint", type=Path, default=None, help="use this folder instead of a random one")
+    ap.add_argument("--cache", type=Path, default=Path(os.environ.get("GLMV_BENCH_CACHE",
+                                                                         Path.home() / ".cache" / "glmv" / "bench")))
+    ap.add_argument("--skip-reference", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    folder = args.checkpoint or bench_checkpoint(args.shape, args.dtype, args.cache)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (args.image, args.image, 3), dtype=np.uint8))
+    text = prompt_text(args.prompt_words)
+    common = dict(device=device, dtype=dtype, new_tokens=args.new_tokens)
+    ours = measure_ours(folder, image, text, **common)
+    reference = None if args.skip_reference else measure_reference(folder, image, text, **common)
+    weight_bw = weight_read_bandwidth(device, dtype)
+    per_token = decode_bytes_per_token(folder, dtype)
+    achieved = per_token * ours.decode_tok_s / 1e9
+    result = {
+        "shape": args.shape, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
+        "image": args.image, "prompt_tokens": ours.prompt_tokens, "new_tokens": args.new_tokens,
+        "ours": ours.as_dict(), "reference": reference.as_dict() if reference else None,
+        "decode_speedup": round(ours.decode_tok_s / reference.decode_tok_s, 3) if reference else None,
+        "ttft_speedup": round(reference.ttft_s / ours.ttft_s, 3) if reference else None,
+        "weight_bytes_per_token": per_token, "bandwidth_gbs_measured": round(weight_bw, 2),
+        "copy_bandwidth_gbs": round(copy_bandwidth(device), 2), "ours_bandwidth_gbs": round(achieved, 2),
+        "bandwidth_utilization": round(achieved / weight_bw, 3),
+    }
+    if reference:
+        print(table(result), file=sys.stderr)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Time one implementation end to end on one prompt: load, preprocess, vision, prefill, decode.
+
+`measure_ours` and `measure_reference` return the same `Timings`, so the two can sit side by side.
+Peak resident memory is the process's high-water mark reset before each load (Linux), so running
+ours then the reference in one process still gives each its own peak.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+
+@dataclass
+class Timings:
+    load_s: float
+    peak_rss_gb: float
+    preprocess_s: float
+    vision_s: float
+    prefill_s: float
+    ttft_s: float
+    decode_tok_s: float
+    prompt_tokens: int
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_gb() -> float:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+class Clock:
+    def __init__(self, device):
+        self.device = device
+
+    def __call__(self, fn):
+        _sync(self.device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(self.device)
+        return out, time.perf_counter() - start
+
+
+def prompt_text(words: int) -> str:
+    """A question of about `words` tokens."""
+    base = "Describe the shapes and colors you see in this image and how they are arranged"
+    return " ".join((base.split() * (words // 14 + 1))[:words])
+
+
+def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, new_tokens: int) -> Timings:
+    import glmv_cli
+    from glmv_cli.inputs.image import preprocess_image
+    from glmv_cli.inputs.patches import load_patch_specs
+    from glmv_cli.prompt import PromptConfig, Turn, build_inputs
+    from glmv_cli.tokenizer import Tokenizer
+
+    clock = Clock(device)
+    reset_peak_rss()
+    glm, load_s = clock(lambda: glmv_cli.load(folder, device=device, dtype=dtype))
+    tokenizer, config = Tokenizer.from_folder(folder), PromptConfig.from_folder(folder)
+    spec = load_patch_specs(folder)[0]
+
+    def preprocess():
+        visual = preprocess_image(image, spec, source="bench")
+        return build_inputs([Turn.user(visual, text)], tokenizer, config).as_dict()
+
+    preprocess()  # warm-up
+    inputs, preprocess_s = clock(preprocess)
+    model = glm.model
+    pixels = inputs["pixel_values"].to(glm.device)
+    _, vision_s = clock(lambda: model.visual(pixels, inputs["image_grid_thw"]))
+    n = inputs["input_ids"].shape[1]
+    model.language_model.setup_cache(1, n + new_tokens)
+    (logits, delta), prefill_total = clock(lambda: model.prefill(**inputs))
+    model.language_model.drop_cache()
+    generation = glm.generate(inputs, max_new_tokens=new_tokens, ignore_stop=True)
+    stream = iter(generation)
+    first, ttft_gen = clock(lambda: next(stream))
+    _, rest = clock(lambda: sum(1 for _ in stream))
+    del glm, model
+    gc.collect()
+    return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
+                   prefill_s=max(prefill_total - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
+                   decode_tok_s=(new_tokens - 1) / rest, prompt_tokens=n)
+
+
+def measure_reference(folder: Path, image: Image.Image, text: str, *, device, dtype, new_tokens: int) -> Timings:
+    from glmv_cli.reference import reference_model, reference_processor
+
+    clock = Clock(device)
+    reset_peak_rss()
+    model, load_s = clock(lambda: reference_model(folder, dtype=dtype).to(device))
+    processor = reference_processor(folder)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def preprocess():
+        return processor(text=[prompt], images=[image], return_tensors="pt").to(device)
+
+    preprocess()
+    inputs, preprocess_s = clock(preprocess)
+    with torch.no_grad():
+        _, vision_s = clock(lambda: model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]))
+        _, forward_s = clock(lambda: model(**inputs, use_cache=True))
+        gen = dict(do_sample=False, pad_token_id=model.generation_config.pad_token_id)
+        _, ttft_gen = clock(lambda: model.generate(**inputs, max_new_tokens=1, **gen))
+        _, total = clock(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **gen))
+    del model
+    gc.collect()
+    return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
+                   prefill_s=max(forward_s - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
+                   decode_tok_s=(new_tokens - 1) / max(total - ttft_gen, 1e-9),
+                   prompt_tokens=int(inputs["input_ids"].shape[1]))

@@ -1,0 +1,232 @@
+"""Synthetic tasks with checkable answers, for training and evaluating the demo checkpoint.
+
+Four tasks, every example drawn from a seeded `random.Random`:
+  * shapes  - 1-6 solid, non-overlapping circles / squares / triangles in six colours on white,
+              each 10-30% of the shorter side, images 112-448 px, aspect 1:2 .. 2:1. Questions: how
+              many shapes; the colour of the circle (exactly one circle); the shape of the red one
+              (exactly one red shape).
+  * numbers - one or two digits, black on white, DejaVu Sans, varied size and position.
+  * pdf     - 2-8 pages, one shape per page; which page holds the blue square.
+  * video   - 4-12 s at 8-30 fps, white frames; one shape appears at a whole second and stays.
+Answers come in the model's own format: `<think>` a short true description `</think>` then
+`<answer>` the answer `</answer>`. PDFs and videos are written as real files (PyMuPDF, PyAV), so
+they go through the same loaders as a user's files.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+COLORS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220), "yellow": (240, 200, 20),
+          "purple": (140, 40, 170), "orange": (245, 130, 20)}
+SHAPES = ("circle", "square", "triangle")
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    color: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.kind}"
+
+    @property
+    def a_name(self) -> str:
+        return ("an " if self.color[0] in "aeiou" else "a ") + self.name
+
+
+@dataclass(frozen=True)
+class Example:
+    task: str  # shapes_count | shapes_color | shapes_shape | numbers | pdf | video
+    question: str
+    thinking: str
+    answer: str
+    attachment: Image.Image | Path
+
+    @property
+    def target(self) -> str:
+        """The assistant text the model should produce."""
+        return f"<think>{self.thinking}</think><answer>{self.answer}</answer>"
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
+    x0, y0, x1, y1 = shape.box
+    fill = COLORS[shape.color]
+    if shape.kind == "circle":
+        draw.ellipse(shape.box, fill=fill)
+    elif shape.kind == "square":
+        draw.rectangle(shape.box, fill=fill)
+    else:
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+
+
+def place_shapes(rng: random.Random, width: int, height: int, specs: list[tuple[str, str]]) -> list[Shape] | None:
+    """Non-overlapping boxes (with a margin) for (kind, colour) specs, or None if they do not fit."""
+    short = min(width, height)
+    placed: list[Shape] = []
+    for kind, color in specs:
+        for _ in range(200):
+            side = rng.randint(int(0.10 * short), int(0.30 * short))
+            x0, y0 = rng.randint(0, width - side), rng.randint(0, height - side)
+            box = (x0, y0, x0 + side, y0 + side)
+            if all(_apart(box, other.box, margin=4) for other in placed):
+                placed.append(Shape(kind, color, box))
+                break
+        else:
+            return None
+    return placed
+
+
+def _apart(a, b, margin: int) -> bool:
+    return a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1]
+
+
+def random_size(rng: random.Random, low: int = 112, high: int = 448) -> tuple[int, int]:
+    """(width, height) between low and high pixels with an aspect ratio between 1:2 and 2:1."""
+    while True:
+        w, h = rng.randint(low, high), rng.randint(low, high)
+        if 0.5 <= w / h <= 2.0:
+            return w, h
+
+
+def shapes_image(rng: random.Random) -> tuple[Image.Image, list[Shape]]:
+    while True:
+        width, height = random_size(rng)
+        specs = [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(rng.randint(1, 6))]
+        shapes = place_shapes(rng, width, height, specs)
+        if shapes:
+            break
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for shape in shapes:
+        draw_shape(draw, shape)
+    return image, shapes
+
+
+def describe(shapes: list[Shape]) -> str:
+    names = [s.a_name for s in shapes]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    count = NUMBER_WORDS[len(shapes)]
+    return f"I see {count} shape{'s' if len(shapes) > 1 else ''}: {listed}."
+
+
+def shapes_example(rng: random.Random) -> Example:
+    """One of the three shape questions, chosen among those the image allows."""
+    image, shapes = shapes_image(rng)
+    options = [("shapes_count", "How many shapes are in the image?", str(len(shapes)))]
+    circles = [s for s in shapes if s.kind == "circle"]
+    if len(circles) == 1:
+        options.append(("shapes_color", "What color is the circle?", circles[0].color))
+    reds = [s for s in shapes if s.color == "red"]
+    if len(reds) == 1:
+        options.append(("shapes_shape", "What shape is the red one?", reds[0].kind))
+    task, question, answer = rng.choice(options)
+    return Example(task, question, describe(shapes), answer, image)
+
+
+def numbers_example(rng: random.Random) -> Example:
+    value = rng.randint(0, 99) if rng.random() < 0.6 else rng.randint(0, 9)
+    text = str(value)
+    width, height = random_size(rng)
+    size = rng.randint(int(0.2 * min(width, height)), int(0.6 * min(width, height)))
+    font = ImageFont.truetype(str(FONT), size)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = rng.randint(-left, max(-left, width - right))
+    y = rng.randint(-top, max(-top, height - bottom))
+    draw.text((x, y), text, fill="black", font=font)
+    digits = " and ".join(text) if len(text) == 2 else text
+    thinking = f"The image shows the digit{'s' if len(text) == 2 else ''} {digits}."
+    return Example("numbers", "What number is written in the image?", thinking, text, image)
+
+
+def pdf_example(rng: random.Random, folder: Path, index: int) -> Example:
+    """A PDF whose pages each hold one shape; exactly one page holds the blue square."""
+    import pymupdf
+
+    pages = rng.randint(2, 8)
+    target = rng.randrange(pages)
+    doc = pymupdf.open()
+    names = []
+    for page_no in range(pages):
+        width, height = rng.choice([(200, 260), (260, 200), (220, 220)])
+        page = doc.new_page(width=width, height=height)
+        if page_no == target:
+            kind, color = "square", "blue"
+        else:
+            kind, color = rng.choice([(k, c) for k in SHAPES for c in COLORS if (k, c) != ("square", "blue")])
+        shape = place_shapes(rng, width, height, [(kind, color)])[0]
+        _draw_pdf_shape(page, shape)
+        names.append(f"page {page_no + 1} has {shape.a_name}")
+    path = folder / f"pdf-{index:05d}.pdf"
+    doc.save(str(path))
+    doc.close()
+    thinking = "; ".join(names).capitalize() + "."
+    return Example("pdf", "On which page is the blue square?", thinking, str(target + 1), path)
+
+
+def _draw_pdf_shape(page, shape: Shape) -> None:
+    import pymupdf
+
+    x0, y0, x1, y1 = shape.box
+    color = tuple(c / 255 for c in COLORS[shape.color])
+    if shape.kind == "circle":
+        page.draw_circle(((x0 + x1) / 2, (y0 + y1) / 2), (x1 - x0) / 2, color=color, fill=color)
+    elif shape.kind == "square":
+        page.draw_rect(pymupdf.Rect(x0, y0, x1, y1), color=color, fill=color)
+    else:
+        page.draw_polyline([((x0 + x1) / 2, y0), (x1, y1), (x0, y1), ((x0 + x1) / 2, y0)], color=color,
+                           fill=color, closePath=True)
+
+
+def video_example(rng: random.Random, folder: Path, index: int) -> Example:
+    """An mp4 of white frames where one shape appears at a whole second and stays."""
+    import av
+    import numpy as np
+
+    seconds, fps = rng.randint(4, 12), rng.randint(8, 30)
+    appear = rng.randint(1, seconds - 1)
+    width, height = rng.choice([(160, 120), (192, 144), (224, 168), (128, 160)])
+    kind, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+    shape = place_shapes(rng, width, height, [(kind, color)])[0]
+    frame_with = Image.new("RGB", (width, height), "white")
+    draw_shape(ImageDraw.Draw(frame_with), shape)
+    blank, full = np.full((height, width, 3), 255, np.uint8), np.asarray(frame_with)
+    path = folder / f"video-{index:05d}.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for i in range(seconds * fps):
+            pixels = full if i >= appear * fps else blank
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    question = f"At which second does the {shape.name} appear?"
+    thinking = f"The first frames are blank; {shape.a_name} appears at {appear} seconds and stays."
+    return Example("video", question, thinking, str(appear), path)
+
+
+TASKS = ("shapes", "numbers", "pdf", "video")
+
+
+def make_example(task: str, rng: random.Random, folder: Path, index: int) -> Example:
+    if task == "shapes":
+        return shapes_example(rng)
+    if task == "numbers":
+        return numbers_example(rng)
+    if task == "pdf":
+        return pdf_example(rng, folder, index)
+    if task == "video":
+        return video_example(rng, folder, index)
+    raise ValueError(task)

@@ -1,0 +1,103 @@
+"""The synthetic demo tasks obey their rules, and their answers are true of the pixels."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from glmv_cli.demo.tasks import COLORS, Shape, make_example, place_shapes, shapes_image
+
+
+def near(pixel, color, tol=40) -> bool:
+    return all(abs(int(a) - b) <= tol for a, b in zip(pixel, color))
+
+
+def center(shape: Shape) -> tuple[int, int]:
+    x0, y0, x1, y1 = shape.box
+    return (x0 + x1) // 2, (y0 + 2 * y1) // 3  # below the middle: inside triangles too
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_shape_images_follow_the_rules(seed):
+    image, shapes = shapes_image(random.Random(seed))
+    w, h = image.size
+    assert 112 <= w <= 448 and 112 <= h <= 448 and 0.5 <= w / h <= 2
+    assert 1 <= len(shapes) <= 6
+    pixels = np.asarray(image)
+    for i, s in enumerate(shapes):
+        side = s.box[2] - s.box[0]
+        assert 0.10 * min(w, h) - 1 <= side <= 0.30 * min(w, h)
+        x, y = center(s)
+        assert near(pixels[y, x], COLORS[s.color])  # drawn where it says, in its colour
+        for other in shapes[i + 1:]:
+            a, b = s.box, other.box
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_placement_gives_up_when_shapes_cannot_fit():
+    assert place_shapes(random.Random(0), 20, 20, [("square", "red")] * 50) is None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_shape_questions_are_answerable(seed, tmp_path):
+    example = make_example("shapes", random.Random(seed), tmp_path, 0)
+    assert example.target.startswith("<think>") and example.target.endswith("</answer>")
+    if example.task == "shapes_count":
+        assert example.answer in {"1", "2", "3", "4", "5", "6"}
+    elif example.task == "shapes_color":
+        assert example.answer in COLORS and f"{example.answer} circle" in example.thinking
+    else:
+        assert example.answer in {"circle", "square", "triangle"}
+        assert f"red {example.answer}" in example.thinking
+
+
+def test_same_seed_same_examples(tmp_path):
+    a = [make_example("shapes", random.Random(7), tmp_path, 0).target for _ in range(3)]
+    b = [make_example("shapes", random.Random(7), tmp_path, 0).target for _ in range(3)]
+    assert a == b
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_numbers_show_dark_digits_inside_the_image(seed, tmp_path):
+    example = make_example("numbers", random.Random(seed), tmp_path, 0)
+    assert example.answer.isdigit() and 1 <= len(example.answer) <= 2
+    dark = (np.asarray(example.attachment).max(axis=2) < 100).sum()
+    assert dark > 50
+    assert " and ".join(example.answer) in example.thinking or example.answer in example.thinking
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pdf_has_the_blue_square_on_the_answer_page(seed, tmp_path):
+    import pymupdf
+
+    example = make_example("pdf", random.Random(seed), tmp_path, seed)
+    doc = pymupdf.open(example.attachment)
+    assert 2 <= doc.page_count <= 8
+    page = int(example.answer)
+    blue = []
+    for i, p in enumerate(doc):
+        pixels = np.frombuffer(p.get_pixmap().samples, np.uint8).reshape(-1, 3)
+        blue.append(int((np.abs(pixels.astype(int) - COLORS["blue"]).max(axis=1) < 40).sum()))
+    assert blue[page - 1] > 100
+    assert f"page {page} has a blue square" in example.thinking.lower()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_video_shape_appears_at_the_answer_second(seed, tmp_path):
+    import av
+
+    example = make_example("video", random.Random(seed), tmp_path, seed)
+    second = int(example.answer)
+    with av.open(str(example.attachment)) as container:
+        stream = container.streams.video[0]
+        frames = [(float(f.time), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+    duration = frames[-1][0]
+    assert 4 - 1 <= duration <= 12
+    for t, pixels in frames:
+        colored = (pixels.min(axis=2) < 150).sum()
+        if t < second - 0.05:
+            assert colored == 0, f"shape visible at {t:.2f}s, before {second}s"
+        elif t > second + 0.05:
+            assert colored > 20, f"shape missing at {t:.2f}s"

@@ -169,4 +169,4 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Glm4v:
             for name in sorted(names, key=lambda n: where[n][1].offset):
                 reader.read_into(where[name][1], params[name])
     reset_rope_buffers(model)
-    return model.eval()
+    return model.eval().requires_grad_(False)

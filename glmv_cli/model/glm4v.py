@@ -72,10 +72,10 @@ class Glm4v(nn.Module):
         grids = [_grid_list(image_grid_thw), _grid_list(video_grid_thw)]
         return rope_positions(types, *grids, self.cfg.vision.spatial_merge_size, attention_mask)
 
-    @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                 video_grid_thw=None, attention_mask=None, mm_token_type_ids=None, **_unused) -> torch.Tensor:
-        """Full forward without cache: logits (B, S, vocab) in float32."""
+        """Full forward without cache: logits (B, S, vocab) in float32. Differentiable (training);
+        loaded models have requires_grad off, so inference builds no graph."""
         types = mm_token_type_ids if mm_token_type_ids is not None else self.token_types(input_ids)
         embeds = self.embed(input_ids, types, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
         position_ids, _ = self.positions(types, image_grid_thw, video_grid_thw, attention_mask)

@@ -154,3 +154,9 @@ def test_wrong_shape_is_named(tiny_folder, broken):
 def test_unknown_dtype(tiny_folder):
     with pytest.raises(ModelError, match="unknown dtype 'float8'"):
         load(tiny_folder, dtype="float8")
+
+
+def test_loaded_model_builds_no_autograd_graph(tiny_folder, prompt_inputs):
+    glm = load(tiny_folder)
+    assert not any(p.requires_grad for p in glm.model.parameters())
+    assert not glm.model(**model_kwargs(prompt_inputs("image"))).requires_grad

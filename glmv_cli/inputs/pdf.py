@@ -1,0 +1,245 @@
+"""PDF files -> one image VisualInput per selected page (plus its text layer), within a token budget.
+
+Pages are rendered with PyMuPDF at a DPI (180 by default) to RGB and preprocessed like any image.
+Before anything is rendered, `plan_pages` prices the selection from the page sizes alone: a page
+of W x H pixels costs smart_resize(W, H) / 14^2 / 2^2 <|image|> placeholders plus its
+<|begin_of_image|> and <|end_of_image|>. When the selection does not fit `budget_tokens`, every
+page is rendered at the highest common DPI that fits, down to MIN_DPI; below that the user is
+asked to pick fewer pages.
+
+MIN_DPI = 96: at 96 DPI 10-point body text is ~13 px high (x-height ~6 px), what a desktop screen
+shows at 100% zoom and about one 14 px patch per line, the smallest size at which the model still
+reads running text reliably; an A4 page then costs 1,122 tokens (vs 3,977 at 180 DPI).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmv_cli.errors import InputError
+from glmv_cli.inputs.image import preprocess_image
+from glmv_cli.inputs.pages import parse_pages
+from glmv_cli.inputs.patches import PatchSpec, smart_resize
+from glmv_cli.inputs.visual import VisualInput
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DPI = 180
+MIN_DPI = 96
+MARKER_TOKENS = 2  # <|begin_of_image|> and <|end_of_image|> around each page
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """What rendering the selection will do: one DPI for all pages and what that costs.
+
+    pages: 1-based page numbers in the order shown to the model.
+    tokens: LLM positions of all pages together (placeholders + begin/end markers).
+    message: "" when the requested DPI fits, else one line saying what was lowered (for stderr).
+    """
+
+    pages: tuple[int, ...]
+    dpi: int
+    requested_dpi: int
+    tokens: int
+    budget_tokens: int | None = None
+    message: str = ""
+
+    @property
+    def reduced(self) -> bool:
+        return self.dpi < self.requested_dpi
+
+
+@dataclass(frozen=True)
+class PdfPage:
+    number: int  # 1-based
+    visual: VisualInput
+    text: str | None = None  # the page's text layer, when asked for
+
+
+@dataclass(frozen=True)
+class PdfDocument:
+    source: str
+    page_count: int
+    pages: tuple[PdfPage, ...]
+    plan: RenderPlan
+
+
+def open_pdf(source: str | Path | bytes, *, password: str | None = None, name: str = ""):
+    """A pymupdf.Document (use it in a `with`), authenticated, with at least one page."""
+    import pymupdf
+
+    label = name or ("stdin" if isinstance(source, bytes) else str(source))
+    pymupdf.TOOLS.mupdf_display_errors(False)  # MuPDF would print repairs to stderr; we log them
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    if not isinstance(source, bytes):
+        if Path(source).is_dir():
+            raise InputError(f"{label} is a directory, not a PDF")
+        if not Path(source).exists():
+            raise InputError(f"{label}: no such file; check the path")
+    try:
+        if isinstance(source, bytes):
+            doc = pymupdf.open(stream=source, filetype="pdf")
+        else:
+            doc = pymupdf.open(str(source), filetype="pdf")
+    except (pymupdf.FileDataError, RuntimeError, ValueError) as e:
+        raise InputError(f"{label} is not a PDF MuPDF can read ({e}); it may be corrupt or truncated: "
+                         f"re-download or re-export it") from None
+    _authenticate(doc, password, label)
+    notes = pymupdf.TOOLS.mupdf_warnings(reset=True)
+    if doc.is_repaired:
+        log.warning("%s is damaged; MuPDF repaired it, some pages may be blank or incomplete", label)
+    if notes:
+        log.debug("%s: MuPDF says: %s", label, notes.replace("\n", "; "))
+    if doc.page_count == 0:
+        doc.close()
+        raise InputError(f"{label} has no pages; nothing to show the model")
+    return doc
+
+
+def _authenticate(doc, password: str | None, label: str) -> None:
+    if not doc.needs_pass:
+        if password:
+            log.info("%s is not encrypted; --password ignored", label)
+        return
+    if password is None:
+        doc.close()
+        raise InputError(f"{label} is password-protected; give its password with --password")
+    if not doc.authenticate(password):
+        doc.close()
+        raise InputError(f"the password for {label} is wrong; check --password")
+
+
+def pixel_size(rect, dpi: float) -> tuple[int, int]:
+    """(width, height) of a page rect (points, rotation applied) rendered at `dpi`, as MuPDF
+    rounds it (the pixmap has exactly this size)."""
+    import pymupdf
+
+    zoom = dpi / 72
+    box = (pymupdf.Rect(rect) * pymupdf.Matrix(zoom, zoom)).irect
+    return box.width, box.height
+
+
+def image_cost(width: int, height: int, spec: PatchSpec) -> int:
+    """LLM positions of one image of width x height pixels: placeholders + begin/end markers."""
+    T = spec.temporal_patch_size
+    h, w = smart_resize(T, height, width, temporal_factor=T, factor=spec.factor,
+                        min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+    return (h // spec.patch_size) * (w // spec.patch_size) // spec.merge_size**2 + MARKER_TOKENS
+
+
+def _total_tokens(rects: Counter, dpi: int, spec: PatchSpec, label: str) -> int:
+    total = 0
+    for (number, rect), count in rects.items():
+        w, h = pixel_size(rect, dpi)
+        if w == 0 or h == 0:
+            raise InputError(f"{label}: page {number} has no area ({rect}); leave it out with --pages")
+        try:
+            total += count * image_cost(w, h, spec)
+        except InputError as e:
+            raise InputError(f"{label}: page {number} ({w}x{h} px at {dpi} DPI): {e}") from None
+    return total
+
+
+def plan_pages(
+    doc, pages: tuple[int, ...], spec: PatchSpec, *, dpi: int = DEFAULT_DPI,
+    budget_tokens: int | None = None, min_dpi: int = MIN_DPI, name: str = "the PDF",
+) -> RenderPlan:
+    """Choose one DPI for `pages` (1-based) from their sizes alone, nothing rendered.
+
+    The requested DPI if the pages fit `budget_tokens` (or there is no budget), else the highest
+    DPI down to min(min_dpi, dpi) that fits; past that floor an InputError suggests --pages.
+    """
+    if dpi <= 0:
+        raise InputError(f"--dpi must be positive, got {dpi}")
+    rects = Counter()  # pages of the same size are priced once
+    first_of = {}
+    for n in pages:
+        r = tuple(doc[n - 1].rect)
+        first_of.setdefault(r, n)
+        rects[(first_of[r], r)] += 1
+    tokens = _total_tokens(rects, dpi, spec, name)
+    if budget_tokens is None or tokens <= budget_tokens:
+        return RenderPlan(pages, dpi, dpi, tokens, budget_tokens)
+    floor = min(min_dpi, dpi)
+    for lower in range(dpi - 1, floor - 1, -1):
+        fitted = _total_tokens(rects, lower, spec, name)
+        if fitted <= budget_tokens:
+            message = (f"{name}: {len(pages)} pages at {dpi} DPI take {tokens} tokens, more than the "
+                       f"{budget_tokens} available; rendering them at {lower} DPI ({fitted} tokens)")
+            log.info(message)
+            return RenderPlan(pages, lower, dpi, fitted, budget_tokens, message)
+    fit = _pages_that_fit(doc, pages, floor, spec, budget_tokens, name)
+    raise InputError(
+        f"{name}: {len(pages)} pages take {fitted if dpi > floor else tokens} tokens even at {floor} DPI, more "
+        f"than the {budget_tokens} available; choose fewer pages with --pages (about {fit} fit at "
+        f"{floor} DPI) or allow a longer context with --max-context"
+    )
+
+
+def _pages_that_fit(doc, pages, dpi: int, spec: PatchSpec, budget: int, name: str) -> int:
+    used = 0
+    for k, n in enumerate(pages):
+        used += _total_tokens(Counter({(n, tuple(doc[n - 1].rect)): 1}), dpi, spec, name)
+        if used > budget:
+            return k
+    return len(pages)
+
+
+def render_page(doc, number: int, dpi: int, *, name: str = "the PDF"):
+    """Page `number` (1-based) as an RGB PIL image at `dpi` (rotation applied, no alpha).
+    MuPDF's complaints while drawing it (a damaged file) are logged as a warning."""
+    import pymupdf
+    from PIL import Image
+
+    pymupdf.TOOLS.mupdf_warnings(reset=True)
+    try:
+        pix = doc[number - 1].get_pixmap(dpi=dpi, alpha=False)
+    except (RuntimeError, ValueError) as e:
+        raise InputError(f"{name}: page {number} cannot be rendered ({e}); the PDF may be corrupt") from None
+    notes = pymupdf.TOOLS.mupdf_warnings(reset=True)
+    if notes:
+        log.warning("%s: page %d may be incomplete (MuPDF: %s)", name, number, notes.splitlines()[0])
+    return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+
+
+def render_pages(
+    source: str | Path | bytes, pages: str | None = None, *, dpi: int = DEFAULT_DPI,
+    password: str | None = None, name: str = "", progress: Callable[[int, int], None] | None = None,
+) -> list:
+    """The selected pages ("1-3,7"; None for all) as RGB PIL images, in order."""
+    label = name or ("stdin" if isinstance(source, bytes) else str(source))
+    with open_pdf(source, password=password, name=label) as doc:
+        numbers = parse_pages(pages, doc.page_count, source=label)
+        images = []
+        for k, n in enumerate(numbers, start=1):
+            images.append(render_page(doc, n, dpi, name=label))
+            if progress:
+                progress(k, len(numbers))
+        return images
+
+
+def load_pdf(
+    source: str | Path | bytes, spec: PatchSpec, *, pages: str | None = None, dpi: int = DEFAULT_DPI,
+    budget_tokens: int | None = None, min_dpi: int = MIN_DPI, password: str | None = None,
+    with_text: bool = False, name: str = "", progress: Callable[[int, int], None] | None = None,
+) -> PdfDocument:
+    """Plan, then render and preprocess the selected pages; `progress(done, total)` after each."""
+    label = name or ("stdin" if isinstance(source, bytes) else str(source))
+    with open_pdf(source, password=password, name=label) as doc:
+        numbers = parse_pages(pages, doc.page_count, source=label)
+        plan = plan_pages(doc, numbers, spec, dpi=dpi, budget_tokens=budget_tokens, min_dpi=min_dpi,
+                          name=label)
+        out = []
+        for k, n in enumerate(numbers, start=1):
+            image = render_page(doc, n, plan.dpi, name=label)
+            visual = preprocess_image(image, spec, source=f"{label} page {n}")
+            text = doc[n - 1].get_text() if with_text else None
+            out.append(PdfPage(n, visual, text))
+            if progress:
+                progress(k, len(numbers))
+        return PdfDocument(label, doc.page_count, tuple(out), plan)

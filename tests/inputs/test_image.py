@@ -94,19 +94,28 @@ def test_transparency_is_composited_on_white():
     assert np.allclose(rows.reshape(-1, 3, 2 * 14 * 14)[:, :, 0], white, atol=1e-6)
 
 
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "camera.png")  # camera: 8-bit grayscale
+
+
 def _package_images():
+    """Real photographs shipped in scikit-image's wheel (test extra), and plot PNGs that networkx
+    and sympy (torch dependencies) ship: images not made by us."""
     found = []
-    for package, folder in (("networkx", "drawing/tests/baseline"), ("sympy", "plotting/tests")):
+    for package, folder, names in (("skimage", "data", PHOTOS), ("networkx", "drawing/tests/baseline", None),
+                                   ("sympy", "plotting/tests", None)):
         spec = importlib.util.find_spec(package)
         if spec and spec.origin:
-            found += sorted((Path(spec.origin).parent / folder).glob("*.png"))[:2]
-    return found
+            base = Path(spec.origin).parent / folder
+            found += [base / n for n in names] if names else sorted(base.glob("*.png"))[:2]
+    return [p for p in found if p.is_file()]
 
 
-@pytest.mark.parametrize("path", _package_images() or [None], ids=lambda p: p.name if p else "none")
+def test_the_test_extra_ships_real_photographs():
+    assert {p.name for p in _package_images()} >= set(PHOTOS), "pip install -e '.[test]' brings scikit-image"
+
+
+@pytest.mark.parametrize("path", _package_images(), ids=lambda p: p.name)
 def test_real_images_from_installed_packages(reference, path):
-    if path is None:
-        pytest.skip("networkx/sympy (torch dependencies) ship no test PNGs here")
     image = open_image(path)
     assert_matches(reference, image)
     assert load_image(path, SPEC).grid_thw == preprocess_image(image, SPEC).grid_thw

@@ -10,6 +10,7 @@ object as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = prompt_text(args.prompt_words)
     common = dict(device=device, dtype=dtype, new_tokens=args.new_tokens)
     ours = measure_ours(folder, image, text, **common)
+    gc.collect()  # ours is gone before the reference loads
     reference = None if args.skip_reference else measure_reference(folder, image, text, **common)
     weight_bw = weight_read_bandwidth(device, dtype)
     per_token = decode_bytes_per_token(folder, dtype)

@@ -7,7 +7,6 @@ ours then the reference in one process still gives each its own peak.
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -104,8 +103,6 @@ def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, 
     stream = iter(generation)
     first, ttft_gen = clock(lambda: next(stream))
     _, rest = clock(lambda: sum(1 for _ in stream))
-    del glm, model
-    gc.collect()
     return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
                    prefill_s=max(prefill_total - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
                    decode_tok_s=(new_tokens - 1) / rest, prompt_tokens=n)
@@ -132,8 +129,6 @@ def measure_reference(folder: Path, image: Image.Image, text: str, *, device, dt
         gen = dict(do_sample=False, pad_token_id=model.generation_config.pad_token_id)
         _, ttft_gen = clock(lambda: model.generate(**inputs, max_new_tokens=1, **gen))
         _, total = clock(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **gen))
-    del model
-    gc.collect()
     return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
                    prefill_s=max(forward_s - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
                    decode_tok_s=(new_tokens - 1) / max(total - ttft_gen, 1e-9),

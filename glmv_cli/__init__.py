@@ -1,12 +1,25 @@
 """glmv: ask GLM-4.1V vision-language models about images, PDFs and videos, locally.
 
-`glmv_cli.load(path_or_repo_id, device=..., dtype=...)` is the Python entry point (see api.py).
-Importing the package is cheap; torch is imported on first use.
+Two Python entry points, both cheap to import (torch is imported on first use):
+
+* `glmv_cli.Session(model)`: what the CLI itself uses. Load once, ask many times, get a stream of
+  typed events (Progress, Note, Thinking, Answer, Done) or a collected Result; `session.conversation()`
+  keeps a multi-turn history. See glmv_cli/app/session.py.
+* `glmv_cli.load(path_or_repo_id, device=..., dtype=...)`: the bare model and token generation on
+  processor-style tensors (see api.py).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Session": "glmv_cli.app.session", "Conversation": "glmv_cli.app.session", "Result": "glmv_cli.app.session",
+    "GenerationOptions": "glmv_cli.app.session", "Progress": "glmv_cli.app.session", "Note": "glmv_cli.app.session",
+    "Done": "glmv_cli.app.session", "LoadOptions": "glmv_cli.app.loaders", "Thinking": "glmv_cli.stream",
+    "Answer": "glmv_cli.stream", "GlmvError": "glmv_cli.errors",
+}
+__all__ = ["load", "__version__", *_LAZY]
 
 
 def load(path_or_repo_id="zai-org/GLM-4.1V-9B-Thinking", *, device="auto", dtype="auto"):
@@ -14,3 +27,11 @@ def load(path_or_repo_id="zai-org/GLM-4.1V-9B-Thinking", *, device="auto", dtype
     from glmv_cli.api import load as _load
 
     return _load(path_or_repo_id, device=device, dtype=dtype)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'glmv_cli' has no attribute {name!r}")

@@ -1,65 +1,225 @@
-"""The `glmv` command. Thin: parse options, call the library, render, map errors to exit codes."""
+"""The `glmv` command. Thin: parse options, call glmv_cli.commands, map errors to exit codes.
+
+Options are defined once in options.py. Nothing heavy is imported at module level, so `--help`
+and shell completion (`glmv --install-completion`) answer at once.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Annotated
 
 import typer
 
+from glmv_cli import options as o
 from glmv_cli.errors import GlmvError
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown", context_settings={"help_option_names": ["-h", "--help"]},
                   help="Ask GLM-4.1V vision-language models about images, PDFs and videos, locally.")
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint folder or Hugging Face repo id "
-                                              "(default: $GLMV_MODEL, else zai-org/GLM-4.1V-9B-Thinking).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | mps")]
-DtypeOpt = Annotated[str, typer.Option(help="auto | bfloat16 | float16 | float32")]
+Args = Annotated[list[str] | None, typer.Argument(
+    metavar="INPUTS", show_default=False,
+    help="Files, http(s) URLs or - (stdin) to attach, then the question.")]
+File = Annotated[str, typer.Argument(metavar="FILE", help="The file (a path, an http(s) URL or - for stdin).")]
+Question = Annotated[str | None, typer.Argument(metavar="[QUESTION]", show_default=False,
+                                                help="What to ask about it.")]
+Attachments = Annotated[list[str] | None, typer.Argument(
+    metavar="ATTACHMENTS", show_default=False, help="Files or URLs to attach to your first message.")]
+
+
+def _examples(*lines: str) -> str:
+    return "**Examples**\n\n```\n" + "\n".join(lines) + "\n```"
 
 
 @app.callback()
 def _root() -> None:
-    """Ask GLM-4.1V vision-language models about images, PDFs and videos, locally."""
+    """Ask GLM-4.1V vision-language models about images, PDFs and videos, locally.
 
-
-def model_name(model: str | None) -> str:
-    from glmv_cli.loading import DEFAULT_REPO
-
-    return model or os.environ.get("GLMV_MODEL") or DEFAULT_REPO
-
-
-@app.command()
-def info(model: ModelOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto") -> None:
-    """Which checkpoint would be used and from where, its shape, and the memory it needs.
-
-    Example: glmv info --model ~/models/GLM-4.1V-9B-Thinking
+    The answer goes to stdout, the model's reasoning and progress to stderr.
     """
+
+
+@app.command(epilog=_examples(
+    'glmv ask photo.jpg "What is in this picture?"',
+    'glmv ask a.png b.png c.jpg "Compare these"',
+    'glmv ask "Explain M-RoPE in two sentences"',
+    'glmv ask - "What is this?" < photo.jpg',
+    'git diff | glmv ask "Review this change"',
+    'glmv ask https://example.com/chart.png "Summarize the trend" --json',
+    'glmv ask screenshot.png "Write the HTML for this page" -x > page.html',
+    'glmv ask street.jpg "Where is the bus? Give its box" --draw-boxes boxes.png'))
+def ask(
+    args: Args = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
+    max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
+    top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
+    extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, verbose: o.Verbose = False,
+    max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
+    pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
+    fps: o.Fps = 2.0, max_frames: o.MaxFrames = None, start: o.Start = None, end: o.End = None,
+    video_backend: o.VideoBackend = "auto",
+) -> None:
+    """Ask about images, PDFs, videos, slides, URLs, piped text, or nothing at all.
+
+    Every argument that is an existing file, an http(s) URL or - (stdin) is attached; the rest is
+    the question. Text piped into stdin is added before the question.
+    """
+    from glmv_cli import commands as c
+
+    out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
+    items, question = c.split_args(args or [])
+    c.run_ask(items, question or c.default_question(items), c.ModelChoice(model, device, dtype),
+              c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
+                             video_backend),
+              c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
+                                   think_budget, max_context), out)
+
+
+@app.command(epilog=_examples(
+    "glmv pdf report.pdf",
+    'glmv pdf report.pdf "What was the revenue in 2023?" --pages 2-5 --dpi 150',
+    'glmv pdf scan.pdf "Transcribe page 1" --pages 1 --with-text',
+    'glmv pdf locked.pdf --password hunter2 -R',
+    'glmv pdf slides.pptx "List the action items"   (needs LibreOffice)'))
+def pdf(
+    file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
+    dtype: o.Dtype = "auto", max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
+    top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
+    extract: o.Extract = False, verbose: o.Verbose = False,
+    max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
+    pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
+) -> None:
+    """Ask about a PDF (or PowerPoint slides): each selected page is shown to the model as an image.
+
+    Without a question: summarize the document. Pages are rendered at --dpi, lowered when they
+    would not fit the context.
+    """
+    from glmv_cli import commands as c
+
+    out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
+    c.check_file_kind(file, ("pdf", "slides"), "PDF")
+    items, _ = c.split_args([file], read_stdin=False)
+    c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], c.ModelChoice(model, device, dtype),
+              c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
+              c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
+                                   think_budget, max_context), out)
+
+
+@app.command(epilog=_examples(
+    "glmv video clip.mp4",
+    'glmv video clip.mp4 "When does the door open?" --fps 1',
+    'glmv video talk.mkv "Summarize minutes 2 to 4" --start 120 --end 240 --max-frames 64'))
+def video(
+    file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
+    dtype: o.Dtype = "auto", max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
+    top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
+    extract: o.Extract = False, verbose: o.Verbose = False,
+    max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
+    fps: o.Fps = 2.0, max_frames: o.MaxFrames = None, start: o.Start = None, end: o.End = None,
+    video_backend: o.VideoBackend = "auto",
+) -> None:
+    """Ask about a video: frames are sampled at --fps (within --start/--end) and shown with their times.
+
+    Without a question: describe the video.
+    """
+    from glmv_cli import commands as c
+
+    out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
+    c.check_file_kind(file, ("video",), "video")
+    items, _ = c.split_args([file], read_stdin=False)
+    c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], c.ModelChoice(model, device, dtype),
+              c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
+                             video_backend=video_backend),
+              c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
+                                   think_budget, max_context), out)
+
+
+@app.command(epilog=_examples(
+    "glmv chat",
+    "glmv chat photo.jpg --system 'Answer in French'",
+    "glmv chat < questions.txt > answers.txt"))
+def chat(
+    attachments: Attachments = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
+    max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
+    top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False, extract: o.Extract = False,
+    verbose: o.Verbose = False, max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
+    pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
+    fps: o.Fps = 2.0, max_frames: o.MaxFrames = None, start: o.Start = None, end: o.End = None,
+    video_backend: o.VideoBackend = "auto",
+) -> None:
+    """Chat with the model, several turns; attachments given here go with your first message.
+
+    In the chat: /attach PATH|URL, /reset, /save FILE.md, /help, /exit. Ctrl-C stops an answer,
+    Ctrl-D leaves. The history keeps the answers, not the reasoning. Reads one message per line,
+    from a pipe too (no prompt is shown then).
+    """
+    from glmv_cli import commands as c
+
+    out = c.output_options(False, jsonl, hide_reasoning, extract, None, verbose, system)
+    c.run_chat(list(attachments or []), c.ModelChoice(model, device, dtype),
+               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
+                              video_backend),
+               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
+                                    think_budget, max_context), out)
+
+
+@app.command(epilog=_examples("glmv info", "glmv info --model ~/models/GLM-4.6V-Flash --device cpu"))
+def info(model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto") -> None:
+    """Which checkpoint would be used and from where, its shape, and the memory it needs."""
     from glmv_cli.info import describe
 
     typer.echo(describe(model_name(model), device=device, dtype=dtype))
 
 
+def model_name(model: str | None) -> str:
+    import os
+
+    from glmv_cli.loading import DEFAULT_REPO
+
+    return model or os.environ.get("GLMV_MODEL") or DEFAULT_REPO
+
+
 def main() -> None:
-    """Console entry point: one line on stderr and an exit code for every known failure
-    (usage errors are Typer's: a usage line and exit code 2)."""
+    """Console entry point: one line on stderr and an exit code for every known failure (usage
+    errors are Typer's: a usage message and exit code 2; Ctrl-C: 130). --debug anywhere shows
+    the traceback and debug logs."""
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+    from glmv_cli.render import LogHandler
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[LogHandler()],
+                        format="%(message)s")
     try:
-        app()
+        app(prog_name="glmv")
     except GlmvError as e:
         if debug:
             raise
-        print(f"glmv: error: {e}", file=sys.stderr)
+        _error(str(e))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `glmv ask ... | head -1`
+        sys.stderr.close()
+        sys.exit(1)
     except Exception as e:
         if debug:
             raise
-        print(f"glmv: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         sys.exit(1)
+
+
+def _error(message: str) -> None:
+    from glmv_cli.render import error
+
+    error(message)
+

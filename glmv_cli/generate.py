@@ -9,7 +9,8 @@ queued before that read, so the device never waits for the host.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,17 +63,21 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator)
 
 
 class Generation:
-    """Iterates over generated token ids; `finish_reason` is "stop" or "length" once exhausted.
+    """Iterates over generated token ids; the stop token itself is not yielded.
 
-    The stop token itself is not yielded.
+    `forced(token)` (optional) names ids to feed in after a yielded token as if the model had
+    written them (e.g. "</think><answer>" when a think budget runs out); they are yielded too and
+    count toward max_new_tokens. Once exhausted: `finish_reason` ("stop" | "length"),
+    `prefill_seconds` (prompt in, first token out) and `decode_seconds` (the rest).
     """
 
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
-                 stop_ids: tuple[int, ...] = ()):
-        self.model, self.inputs = model, inputs
+                 stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None):
+        self.model, self.inputs, self.forced = model, inputs, forced
         self.max_new_tokens, self.sampling, self.stop_ids = max_new_tokens, sampling, set(stop_ids)
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
         self.finish_reason: str | None = None
+        self.prefill_seconds = self.decode_seconds = 0.0
 
     def __iter__(self) -> Iterator[int]:
         model, s = self.model, self.sampling
@@ -85,17 +90,21 @@ class Generation:
         seen[0, ids[0]] = True
         text = model.language_model
         text.setup_cache(1, self.prompt_tokens + self.max_new_tokens)
+        start = time.perf_counter()
         try:
             logits, delta = model.prefill(**{**self.inputs, "input_ids": ids})
-            pos = self.prompt_tokens
+            pos, step = self.prompt_tokens, 0
             queue_early = device.type != "cpu"  # on an async device, queue the next step before reading the id
-            for step in range(self.max_new_tokens):
+            while step < self.max_new_tokens:
                 token = next_token(logits, seen, s, generator)  # (1, 1)
                 seen[0, token[0, 0]] = True
-                more = step + 1 < self.max_new_tokens
+                step += 1
+                more = step < self.max_new_tokens
                 if more and queue_early:
                     logits = model.decode(token, pos, delta)[:, -1]
                 value = int(token)
+                if step == 1:
+                    self.prefill_seconds, start = time.perf_counter() - start, time.perf_counter()
                 if value in self.stop_ids:
                     self.finish_reason = "stop"
                     return
@@ -103,6 +112,15 @@ class Generation:
                 if more and not queue_early:
                     logits = model.decode(token, pos, delta)[:, -1]
                 pos += 1
+                extra = tuple(self.forced(value))[: self.max_new_tokens - step] if self.forced else ()
+                if extra:
+                    row = torch.tensor([extra], dtype=torch.long, device=device)  # (1, F)
+                    seen[0, row[0]] = True
+                    logits = model.decode(row, pos, delta)[:, -1]
+                    pos, step = pos + len(extra), step + len(extra)
+                    yield from extra
             self.finish_reason = "length"
         finally:
+            if self.prefill_seconds:
+                self.decode_seconds = time.perf_counter() - start
             text.drop_cache()

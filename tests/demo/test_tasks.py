@@ -11,7 +11,7 @@ from glmv_cli.demo.tasks import COLORS, Shape, make_example, place_shapes, shape
 
 
 def near(pixel, color, tol=40) -> bool:
-    return all(abs(int(a) - b) <= tol for a, b in zip(pixel, color))
+    return all(abs(int(a) - b) <= tol for a, b in zip(pixel, color, strict=True))
 
 
 def center(shape: Shape) -> tuple[int, int]:
@@ -77,7 +77,7 @@ def test_pdf_has_the_blue_square_on_the_answer_page(seed, tmp_path):
     assert 2 <= doc.page_count <= 8
     page = int(example.answer)
     blue = []
-    for i, p in enumerate(doc):
+    for p in doc:
         pixels = np.frombuffer(p.get_pixmap().samples, np.uint8).reshape(-1, 3)
         blue.append(int((np.abs(pixels.astype(int) - COLORS["blue"]).max(axis=1) < 40).sum()))
     assert blue[page - 1] > 100

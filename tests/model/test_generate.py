@@ -104,3 +104,26 @@ def test_generation_config_defaults_and_overrides(glm):
         assert glm.sampling(temperature=0, top_k=None).greedy
     finally:
         glm.defaults = {}
+
+
+def test_forced_tokens_are_fed_in_and_decoding_continues_from_them(glm, prompt_inputs):
+    """The `forced` hook (think budget): after the 3rd token, two ids are inserted as if sampled;
+    what follows equals greedy full recomputation over the sequence that includes them."""
+    from glmv_cli.generate import Generation
+
+    inputs = model_kwargs(prompt_inputs("image"))
+    calls = []
+
+    def forced(token):
+        calls.append(token)
+        return (40, 41) if len(calls) == 3 else ()
+
+    generation = Generation(glm.model, inputs, max_new_tokens=10, forced=forced)
+    out = list(generation)
+    assert len(out) == 10 and out[3:5] == [40, 41] and generation.finish_reason == "length"
+    assert generation.prefill_seconds > 0 and generation.decode_seconds > 0
+    ids = torch.cat([inputs["input_ids"], torch.tensor([out[:5]])], dim=1)
+    for expected in out[5:]:
+        logits = glm.model(**{**inputs, "input_ids": ids, "attention_mask": None})
+        assert int(logits[0, -1].argmax()) == expected
+        ids = torch.cat([ids, torch.tensor([[expected]])], dim=1)

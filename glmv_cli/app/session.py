@@ -1,0 +1,371 @@
+"""The session: load a checkpoint once, ask many times, get a stream of typed events.
+
+    from glmv_cli import Session, Thinking, Answer, Done
+    session = Session("zai-org/GLM-4.1V-9B-Thinking")          # tokenizer + configs; weights on first ask
+    for event in session.ask("What is in this picture?", ["photo.jpg"]):
+        match event:
+            case Thinking(text): ...                             # reasoning, as it is generated
+            case Answer(text): ...                               # the answer, box markers removed
+            case Done(result): print(result.usage)               # everything, see Result
+    chat = session.conversation(system="Be brief.")              # multi-turn: history is kept
+    result = chat.run("And the colour?")                         # the same, collected
+
+Events in order: Progress (fetching, reading, rendering, decoding, loading weights, reading the
+prompt), Note (something the user should know: a PDF rendered at a lower DPI, an answer cut by
+max_new_tokens), then Thinking / Answer as generated, then one Done. Attachments are loaded and
+the prompt is checked against the context before the weights are loaded, so bad input fails fast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from glmv_cli.app import loaders
+from glmv_cli.app.attachments import Attachment, is_url, resolve
+from glmv_cli.app.boxes import Box, boxes_json, find_boxes
+from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.errors import InputError
+from glmv_cli.inputs.visual import VisualInput
+from glmv_cli.stream import Answer, StreamParser, Thinking
+
+# torch-importing modules (prompt, decode, api) are imported where they are used, so that the CLI's
+# --help and shell completion stay fast.
+
+DEFAULT_MAX_NEW_TOKENS = 8192  # thinking models need room; capped by what the context leaves
+PROMPT_OVERHEAD = 64  # template tokens around a turn, for the PDF page budget
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Something slow is starting (for a transient status line)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the user should know about the result (one line for stderr)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """None: generation_config.json's value (sampling), else glmv's default."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None  # 0 = greedy
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    think_budget: int | None = None  # thinking tokens before </think><answer> is forced
+    max_context: int | None = None  # default: the model's max_position_embeddings
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    image_tokens: int  # placeholders the images / pages / video frames fill
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    load_s: float  # loading the weights (0 when they were already loaded)
+    preprocess_s: float  # attachments and prompt
+    prefill_s: float  # prompt in, first token out
+    decode_tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class Result:
+    model: str
+    thinking: str
+    answer: str
+    raw: str  # the generated text with special tokens, without the stop token
+    boxes: list[Box]
+    images: list[tuple[str, tuple[int, int]]]  # (source, original (width, height)) of image inputs
+    usage: Usage
+    timings: Timings
+    finish_reason: str  # "stop" | "length"
+    completion_ids: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model, "thinking": self.thinking, "answer": self.answer, "raw": self.raw,
+            "boxes": boxes_json(self.boxes, self.images),
+            "usage": vars(self.usage),
+            "timings": {k: round(v, 4) for k, v in vars(self.timings).items()},
+            "finish_reason": self.finish_reason, "completion_ids": self.completion_ids, "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class Done:
+    result: Result
+
+
+Event = Progress | Note | Thinking | Answer | Done
+
+
+class Session:
+    """A checkpoint's tokenizer, prompt format and patch sizes (read at once, cheap) and its
+    weights (loaded on the first question, or by `load()`)."""
+
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto"):
+        from glmv_cli.api import generation_defaults
+        from glmv_cli.inputs.patches import load_patch_specs
+        from glmv_cli.loading import DEFAULT_REPO, resolve_checkpoint
+        from glmv_cli.model.config import Glm4vConfig
+        from glmv_cli.prompt import PromptConfig
+        from glmv_cli.tokenizer import Tokenizer
+
+        check_device(device)
+        self.name = str(model or os.environ.get("GLMV_MODEL") or DEFAULT_REPO)
+        self.folder = resolve_checkpoint(self.name)
+        self.config = Glm4vConfig.from_folder(self.folder)
+        self.tokenizer = Tokenizer.from_folder(self.folder)
+        self.prompt_config = PromptConfig.from_folder(self.folder)
+        self.image_spec, self.video_spec = load_patch_specs(self.folder)
+        self.defaults = generation_defaults(self.folder)
+        self.device, self.dtype = device, dtype
+        self.glmv = None  # glmv_cli.api.Glmv once loaded
+
+    @property
+    def loaded(self) -> bool:
+        return self.glmv is not None
+
+    def load(self):
+        """Load the weights (once); returns the `glmv_cli.api.Glmv`."""
+        if self.glmv is None:
+            from glmv_cli.api import load
+
+            self.glmv = load(self.folder, device=self.device, dtype=self.dtype)
+        return self.glmv
+
+    def conversation(self, system: str | None = None) -> Conversation:
+        return Conversation(self, system)
+
+    def ask(self, question: str, attachments: Iterable = (), *, system: str | None = None,
+            load: LoadOptions | None = None, generation: GenerationOptions | None = None) -> Iterator[Event]:
+        """One question without history; see Conversation.ask."""
+        return self.conversation(system).ask(question, attachments, load=load, generation=generation)
+
+    def run(self, question: str, attachments: Iterable = (), **kwargs) -> Result:
+        """`ask`, collected: the final Result."""
+        return collect(self.ask(question, attachments, **kwargs))
+
+    def think_budget(self, budget: int | None):
+        """The app.decode.ThinkBudget for `budget` thinking tokens (None: no budget)."""
+        from glmv_cli.app.decode import ThinkBudget
+
+        if budget is None:
+            return None
+        if budget < 0:
+            raise InputError(f"--think-budget must be 0 or more tokens, got {budget}")
+        tok = self.tokenizer
+        ids = [tok.token_id(t) for t in ("<think>", "</think>", "<answer>")]
+        if None in ids:
+            raise InputError("--think-budget needs <think>, </think> and <answer> tokens, which this "
+                             "checkpoint's tokenizer lacks")
+        return ThinkBudget(budget, ids[0], ids[1], (ids[1], ids[2]))
+
+
+def check_device(device: str) -> None:
+    """A clear InputError for a device this machine does not have."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available to this torch "
+                         f"({torch.__version__}); use --device cpu or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
+
+
+def collect(events: Iterable[Event]) -> Result:
+    """Run an event stream to its end; the Result of its Done event."""
+    result = None
+    for event in events:
+        if isinstance(event, Done):
+            result = event.result
+    if result is None:
+        raise InputError("the event stream ended without a result")
+    return result
+
+
+class Conversation:
+    """A chat: the turns so far (answers only, no thinking) and the session that answers."""
+
+    def __init__(self, session: Session, system: str | None = None):
+        from glmv_cli.prompt import Turn
+
+        self.session, self.system = session, system
+        self.turns: list[Turn] = [Turn.system(system)] if system else []
+        self.attachments: list[list[Attachment]] = []  # per user turn, for transcripts
+        self._last_tokens = 0  # prompt + completion tokens of the last turn
+
+    def reset(self) -> None:
+        from glmv_cli.prompt import Turn
+
+        self.turns = [Turn.system(self.system)] if self.system else []
+        self.attachments, self._last_tokens = [], 0
+
+    def ask(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,
+            generation: GenerationOptions | None = None) -> Iterator[Event]:
+        """Load `attachments` (paths, URLs, bytes, Attachments), build the prompt with the history,
+        generate; the turn joins the history when the generator ends, even when it is stopped
+        early (Ctrl-C: the partial answer is kept)."""
+        from glmv_cli.prompt import Turn, build_inputs, check_context
+
+        s, load, gen = self.session, load or LoadOptions(), generation or GenerationOptions()
+        start = time.perf_counter()
+        budget = s.think_budget(gen.think_budget)
+        max_context, max_new, room = self._limits(gen, question)
+        parts, used = yield from self._load(attachments, load, room)
+        turn = Turn.user(*parts, question)
+        inputs = build_inputs([*self.turns, turn], s.tokenizer, s.prompt_config)
+        n_prompt = inputs.num_prompt_tokens
+        if gen.max_new_tokens is None:  # glmv's default: whatever room the context leaves
+            max_new = max(1, min(max_new, max_context - n_prompt))
+        check_context(n_prompt, max_new, max_context)
+        preprocess_s = time.perf_counter() - start
+        load_s = 0.0
+        if not s.loaded:
+            yield Progress(f"loading weights of {s.name}")
+            load_s = s.load().load_seconds
+        yield Progress(f"reading the prompt ({n_prompt:,} tokens)")
+        ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget)
+        try:
+            yield from _stream(decoding, s.tokenizer.stream(), parser, ids)
+        finally:
+            self.turns += [turn, Turn.assistant(s.tokenizer.decode(ids))]
+            self.attachments.append(used)
+            self._last_tokens = n_prompt + len(ids)
+        notes = _notes(parser, decoding, max_new)
+        yield from (Note(n) for n in notes)
+        yield Done(self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0)))
+
+    def _limits(self, gen: GenerationOptions, question: str) -> tuple[int, int, int]:
+        """(context, max new tokens, tokens left for attachments)."""
+        s = self.session
+        if gen.max_new_tokens is not None and gen.max_new_tokens < 1:
+            raise InputError(f"--max-new-tokens must be at least 1, got {gen.max_new_tokens}")
+        max_context = gen.max_context or s.config.text.max_position_embeddings
+        max_new = gen.max_new_tokens or int(s.defaults.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
+        answer_room = max_new if gen.max_new_tokens is not None else min(max_new, max_context // 4)
+        room = max_context - answer_room - self._last_tokens - len(s.tokenizer.encode(question)) - PROMPT_OVERHEAD
+        return max_context, max_new, room
+
+    def _load(self, attachments: Iterable, load: LoadOptions, room: int):
+        """Resolve and load each attachment (events), then return (parts, attachments)."""
+        s, parts, used = self.session, [], []
+        for item in attachments:
+            if isinstance(item, str) and is_url(item):
+                yield Progress(f"fetching {item}")
+            att = resolve(item)
+            yield Progress(loaders.describe(att, load))
+            loaded = loaders.load(att, s.image_spec, s.video_spec, load, budget_tokens=max(room, 1))
+            yield from (Note(n) for n in loaded.notes)
+            room -= sum(_tokens(p, s.prompt_config.merge_size) for p in loaded.parts)
+            parts += loaded.parts
+            used.append(att)
+        return parts, used
+
+    def _decoding(self, inputs, max_new: int, gen: GenerationOptions, budget):
+        from glmv_cli.app.decode import BudgetState
+        from glmv_cli.generate import Generation
+
+        glmv = self.session.load()
+        sampling = glmv.sampling(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
+                                 repetition_penalty=gen.repetition_penalty, seed=gen.seed)
+        forced = BudgetState(budget).after if budget else None
+        return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
+                          stop_ids=glmv.stop_ids, forced=forced)
+
+    def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
+        from glmv_cli.prompt import answer_for_history
+
+        raw = self.session.tokenizer.decode(ids)
+        n_decoded = max(len(ids) - 1, 0)
+        rate = n_decoded / decoding.decode_seconds if n_decoded and decoding.decode_seconds else 0.0
+        images = [(p.source, p.original_size) for p in parts if isinstance(p, VisualInput) and p.kind == "image"]
+        return Result(
+            model=self.session.name, thinking=parser.thinking, answer=parser.answer, raw=raw,
+            boxes=find_boxes(answer_for_history(raw)), images=images,
+            usage=Usage(inputs.num_prompt_tokens, sum(inputs.attachment_tokens), len(ids)),
+            timings=Timings(timings.load_s, timings.preprocess_s, decoding.prefill_seconds, rate),
+            finish_reason=decoding.finish_reason or "length", completion_ids=ids, notes=notes,
+        )
+
+    def run(self, question: str, attachments: Iterable = (), **kwargs) -> Result:
+        return collect(self.ask(question, attachments, **kwargs))
+
+    def transcript(self) -> str:
+        """The conversation as Markdown (answers without thinking), for /save."""
+        from glmv_cli.prompt import answer_for_history
+
+        out, k = [f"# glmv chat with {self.session.name}\n"], 0
+        for turn in self.turns:
+            if turn.role == "system":
+                out.append(f"**System:** {turn.text}\n")
+            elif turn.role == "user":
+                names = [a.label for a in self.attachments[k]] if k < len(self.attachments) else []
+                k += 1
+                out.append("## You\n")
+                if names:
+                    out.append("Attached: " + ", ".join(f"`{n}`" for n in names) + "\n")
+                out.append(_question_text(turn) + "\n")
+            else:
+                answer = answer_for_history(turn.text).replace("<|begin_of_box|>", "").replace("<|end_of_box|>", "")
+                out.append(f"## Assistant\n\n{answer}\n")
+        return "\n".join(out)
+
+
+def _stream(decoding, decoder, parser: StreamParser, ids: list[int]) -> Iterator[Event]:
+    """Token ids -> text deltas -> Thinking / Answer events; `ids` collects the ids."""
+    for token in decoding:
+        ids.append(token)
+        yield from parser.feed(decoder.feed(token))
+    yield from parser.feed(decoder.flush())
+    yield from parser.finish()
+
+
+def _question_text(turn) -> str:
+    return "".join(p for p in turn.parts if isinstance(p, str)).strip()
+
+
+def _tokens(part, merge_size: int) -> int:
+    if isinstance(part, VisualInput):
+        return part.grid_thw[0] * part.tokens_per_frame(merge_size) + 2
+    return len(part) // 3  # a rough count for text parts; check_context has the exact one
+
+
+def _notes(parser: StreamParser, decoding, max_new: int) -> list[str]:
+    cut = decoding.finish_reason == "length"
+    state = parser.unfinished
+    if state == "thinking":
+        how = f"reached {max_new} new tokens" if cut else "stopped"
+        return [f"the model {how} while still thinking, so there is no answer; "
+                + ("raise --max-new-tokens or cap the thinking with --think-budget" if cut else "ask again")]
+    if cut:
+        return [f"the answer was cut off at {max_new} new tokens; raise --max-new-tokens for the rest"]
+    if state == "answer":
+        return ["the model ended without closing its answer"]
+    return []
+
+
+def save_transcript(conversation: Conversation, path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    try:
+        path.write_text(conversation.transcript(), encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write {path} ({e.strerror or e})") from None
+    return path

@@ -1,0 +1,297 @@
+"""What each `glmv` command does, between Typer (cli.py) and the session (app/): split the
+arguments into attachments and a question, read stdin, run the session's events through a
+renderer, draw boxes, and the chat loop. All terminal output goes through glmv_cli.render."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmv_cli import render
+from glmv_cli.app import attachments as att
+from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.app.session import Conversation, Done, GenerationOptions, Session, save_transcript
+from glmv_cli.errors import GlmvError, InputError, ModelError
+
+# Suffixes that make a non-existing argument "a missing file" rather than words of the question.
+FILE_SUFFIXES = {
+    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".pdf", ".mp4", ".mov",
+    ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ppt", ".pptx", ".odp", ".txt", ".md", ".csv", ".json",
+}
+DEFAULT_QUESTIONS = {
+    "image": "Describe this image.", "images": "Describe these images.", "pdf": "Summarize this document.",
+    "video": "Describe this video.", "mixed": "Describe these attachments.",
+}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    json: bool = False
+    jsonl: bool = False
+    hide_reasoning: bool = False
+    extract: bool = False
+    draw_boxes: Path | None = None
+    verbose: bool = False
+    system: str | None = None
+
+
+# -- arguments ------------------------------------------------------------------------------------
+
+def looks_like_path(arg: str) -> bool:
+    return not any(c.isspace() for c in arg) and ("/" in arg or Path(arg).suffix.lower() in FILE_SUFFIXES)
+
+
+def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True) -> tuple[list, str | None]:
+    """(attachments, question) from `glmv ask` arguments.
+
+    Every "-", http(s) URL and existing path is an attachment; the other arguments are the
+    question (joined with spaces, so unquoted words work). "-" reads stdin's bytes as a file;
+    without "-", text piped into stdin becomes context before the question (or the question
+    itself when none is given) and a piped image / PDF / video becomes an attachment.
+    """
+    stdin = stdin if stdin is not None else sys.stdin
+    items: list = []
+    words: list[str] = []
+    for arg in args:
+        if att.looks_like_attachment(arg):
+            items.append(arg)
+        elif looks_like_path(arg):
+            raise InputError(f"{arg}: no such file; check the path (quote questions that contain a path)")
+        else:
+            words.append(arg)
+    if items.count(att.STDIN) > 1:
+        raise InputError("'-' (stdin) can be attached only once")
+    if att.STDIN in items:
+        items[items.index(att.STDIN)] = att.from_bytes(_read(stdin))
+    elif read_stdin and not _isatty(stdin):
+        data = _read(stdin)
+        if data.strip():
+            piped = att.from_bytes(data)
+            if piped.kind != "text":
+                items.append(piped)
+            elif words:
+                items.append(att.from_text(piped.read_text()))
+            else:
+                words = [piped.read_text().strip()]
+    return items, " ".join(words) if words else None
+
+
+def _read(stdin) -> bytes:
+    stream = getattr(stdin, "buffer", stdin)
+    data = stream.read()
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return True  # no usable stdin: do not read it
+
+
+def default_question(items: list) -> str:
+    kinds = []
+    for item in items:
+        if isinstance(item, att.Attachment):
+            kinds.append(item.kind)
+        elif att.is_url(item):
+            kinds.append("url")
+        else:
+            kinds.append(att.kind_of(att.peek(item), item))
+    if not kinds:
+        raise InputError("nothing to ask: give a question, e.g. glmv ask photo.jpg \"what is this?\"")
+    if all(k == "image" for k in kinds):
+        return DEFAULT_QUESTIONS["image" if len(kinds) == 1 else "images"]
+    if len(kinds) == 1 and kinds[0] in ("pdf", "slides"):
+        return DEFAULT_QUESTIONS["pdf"]
+    if len(kinds) == 1 and kinds[0] == "video":
+        return DEFAULT_QUESTIONS["video"]
+    return DEFAULT_QUESTIONS["mixed"]
+
+
+def check_file_kind(path: str, kinds: tuple[str, ...], what: str) -> None:
+    """`glmv pdf` takes a PDF (or slides), `glmv video` a video: say so before loading anything."""
+    if att.is_url(path) or path == att.STDIN:
+        return
+    mime = att.peek(path)
+    if att.kind_of(mime, path) not in kinds:
+        raise InputError(f"{path} is {mime}, not a {what}; ask about it with `glmv ask {path} ...`")
+
+
+# -- one question ---------------------------------------------------------------------------------
+
+def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,
+            out: OutputOptions) -> None:
+    term = render.Terminal(verbose=out.verbose)
+    renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
+                                    extract=out.extract)
+    term.status(f"opening {model.model or 'the model'}")
+    try:
+        session = Session(model.model, device=model.device, dtype=model.dtype)
+        conversation = session.conversation(out.system)
+        result = None
+        for event in conversation.ask(question, items, load=load, generation=gen):
+            renderer.handle(event)
+            if isinstance(event, Done):
+                result = event.result
+    except KeyboardInterrupt:
+        renderer.interrupted()
+        raise
+    finally:
+        term.clear_status()
+    if out.draw_boxes and result is not None:
+        draw(conversation, result, out.draw_boxes, term)
+
+
+def draw(conversation: Conversation, result, path: Path, term: render.Terminal) -> None:
+    from glmv_cli.app.boxes import draw_boxes
+    from glmv_cli.inputs.image import open_image
+
+    images = [a for a in (conversation.attachments[-1] if conversation.attachments else []) if a.kind == "image"]
+    if not images:
+        raise InputError("--draw-boxes needs an image attachment to draw on")
+    first = images[0]
+    image = open_image(first.read_bytes() if first.path is None else first.path, name=first.label)
+    try:
+        draw_boxes(image, result.boxes).save(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot write {path} ({e}); give a .png or .jpg path in a writable folder") from None
+    if not result.boxes:
+        term.line("note: ", f"the answer holds no boxes; {path} is {first.label} unchanged", style="yellow")
+
+
+# -- chat -----------------------------------------------------------------------------------------
+
+CHAT_HELP = """commands:
+  /attach PATH|URL   attach a file (or URL) to your next message
+  /reset             forget the conversation (and pending attachments)
+  /save FILE.md      write the conversation so far as Markdown
+  /help              this help
+  /exit              leave (or Ctrl-D); Ctrl-C stops an answer"""
+
+
+def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,
+             out: OutputOptions) -> None:
+    term = render.Terminal(verbose=out.verbose)
+    screen = render.ChatScreen(term)
+    session = Session(model.model, device=model.device, dtype=model.dtype)
+    conversation = session.conversation(out.system)
+    pending = [_check_attachment(i) for i in items]
+    screen.welcome(session.name, [_label(i) for i in pending])
+    while True:
+        try:
+            line = screen.read().strip()
+        except EOFError:
+            screen.blank()
+            return
+        except KeyboardInterrupt:
+            screen.blank()
+            continue
+        if not line:
+            continue
+        if line.startswith("/"):
+            if chat_command(line, conversation, pending, screen) == "exit":
+                return
+            continue
+        with screen.busy():
+            ask_in_chat(conversation, line, pending, load, gen, out, term)
+        pending.clear()
+
+
+def ask_in_chat(conversation, line, pending, load, gen, out, term) -> None:
+    renderer = render.make_renderer(term, json_=False, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
+                                    extract=out.extract)
+    events = conversation.ask(line, list(pending), load=load, generation=gen)
+    try:
+        for event in events:
+            renderer.handle(event)
+    except KeyboardInterrupt:
+        events.close()
+        renderer.interrupted()
+    except ModelError:
+        raise
+    except GlmvError as e:
+        events.close()
+        term.clear_status()
+        render.error(str(e), term)
+    finally:
+        term.clear_status()
+    if term.err_tty:
+        term.write_err("\n")
+
+
+def chat_command(line: str, conversation: Conversation, pending: list, screen: render.ChatScreen) -> str | None:
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if name in ("/exit", "/quit"):
+        return "exit"
+    if name == "/help":
+        screen.info(CHAT_HELP)
+    elif name == "/reset":
+        conversation.reset()
+        pending.clear()
+        screen.info("conversation cleared")
+    elif name == "/attach":
+        if not arg:
+            screen.info("attached: " + (", ".join(_label(p) for p in pending) or "nothing") + "; /attach PATH|URL")
+            return None
+        try:
+            pending.append(_check_attachment(arg))
+            screen.info(f"attached {arg} to your next message")
+        except GlmvError as e:
+            render.error(str(e), screen.term)
+    elif name == "/save":
+        if not arg:
+            screen.info("/save FILE.md: give a file name")
+            return None
+        try:
+            screen.info(f"saved to {save_transcript(conversation, arg)}")
+        except GlmvError as e:
+            render.error(str(e), screen.term)
+    else:
+        screen.info(f"unknown command {name}; /help lists them")
+    return None
+
+
+def _check_attachment(item: str):
+    """A path must exist now (URLs are fetched when the message is sent)."""
+    if isinstance(item, str) and not att.is_url(item):
+        return att.from_path(item)
+    return item
+
+
+def _label(item) -> str:
+    return item.label if isinstance(item, att.Attachment) else str(item)
+
+
+# -- option values -> dataclasses ------------------------------------------------------------------
+
+def generation_options(max_new_tokens=None, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
+                       seed=None, think_budget=None, max_context=None) -> GenerationOptions:
+    return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                             repetition_penalty=repetition_penalty, seed=seed, think_budget=think_budget,
+                             max_context=max_context)
+
+
+def load_options(max_pixels=None, min_pixels=None, pages=None, dpi=None, with_text=False, password=None,
+                 fps=2.0, max_frames=None, start=None, end=None, video_backend="auto") -> LoadOptions:
+    return LoadOptions(min_pixels=min_pixels, max_pixels=max_pixels, pages=pages, dpi=dpi, with_text=with_text,
+                       password=password, fps=fps, max_frames=max_frames, start=start, end=end,
+                       video_backend=video_backend)
+
+
+def output_options(json=False, jsonl=False, hide_reasoning=False, extract=False, draw_boxes=None, verbose=False,
+                   system=None) -> OutputOptions:
+    if json and jsonl:
+        raise InputError("choose one of --json and --jsonl")
+    return OutputOptions(json=json, jsonl=jsonl, hide_reasoning=hide_reasoning, extract=extract,
+                         draw_boxes=draw_boxes, verbose=verbose, system=system)

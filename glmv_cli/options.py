@@ -1,0 +1,93 @@
+"""Every `glmv` option, defined once as an Annotated type and shared by the commands that take it.
+
+Grouped into help panels. Importing this (and cli.py) stays cheap: no torch, so `--help` and shell
+completion answer at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+MODEL, GEN, OUT, IMG, PDF, VID = "Model", "Generation", "Output", "Images", "PDFs and slides", "Videos"
+
+# -- model --
+Model = Annotated[str | None, typer.Option(
+    "--model", "-m", rich_help_panel=MODEL, show_default=False,
+    help="Checkpoint folder, or repo id in the local Hugging Face cache \\[default: $GLMV_MODEL, else "
+         "zai-org/GLM-4.1V-9B-Thinking ].")]
+Device = Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option(
+    rich_help_panel=MODEL, help="auto picks cuda, then mps, then cpu.")]
+Dtype = Annotated[Literal["auto", "bfloat16", "float16", "float32"], typer.Option(
+    rich_help_panel=MODEL, help="auto: the checkpoint's dtype (float16 becomes float32 on CPU).")]
+
+# -- generation --
+MaxNewTokens = Annotated[int | None, typer.Option(
+    min=1, rich_help_panel=GEN, show_default=False,
+    help="Most tokens to generate, thinking included \\[default: generation_config.json, else what the context "
+         "leaves, at most 8192].")]
+Temperature = Annotated[float | None, typer.Option(
+    "--temperature", "-t", min=0.0, rich_help_panel=GEN, show_default=False,
+    help="0 = greedy \\[default: generation_config.json].")]
+TopP = Annotated[float | None, typer.Option(min=0.0, max=1.0, rich_help_panel=GEN, show_default=False,
+                                            help="Nucleus sampling \\[default: generation_config.json].")]
+TopK = Annotated[int | None, typer.Option(min=0, rich_help_panel=GEN, show_default=False,
+                                          help="0 = off \\[default: generation_config.json].")]
+RepetitionPenalty = Annotated[float | None, typer.Option(
+    min=0.0, rich_help_panel=GEN, show_default=False, help="\\[default: generation_config.json]")]
+Seed = Annotated[int | None, typer.Option(rich_help_panel=GEN, show_default=False,
+                                          help="Seed for sampling, for repeatable answers.")]
+System = Annotated[str | None, typer.Option("--system", "-s", rich_help_panel=GEN, show_default=False,
+                                            help="System prompt.")]
+ThinkBudget = Annotated[int | None, typer.Option(
+    min=0, rich_help_panel=GEN, show_default=False,
+    help="After N thinking tokens, close the thinking (insert </think><answer>) and make the model answer.")]
+MaxContext = Annotated[int | None, typer.Option(
+    min=1, rich_help_panel=GEN, show_default=False,
+    help="Token budget for prompt + answer; PDFs are rendered at a lower DPI to fit "
+         "\\[default: the model's context].")]
+
+# -- output --
+Json = Annotated[bool, typer.Option("--json", rich_help_panel=OUT,
+                                    help="One JSON object on stdout when done (answer, thinking, usage, ...).")]
+Jsonl = Annotated[bool, typer.Option("--jsonl", rich_help_panel=OUT,
+                                     help="One JSON event per line as they happen.")]
+HideReasoning = Annotated[bool, typer.Option("--hide-reasoning", "-R", rich_help_panel=OUT,
+                                             help="Do not show the model's reasoning on stderr.")]
+Extract = Annotated[bool, typer.Option("--extract", "-x", rich_help_panel=OUT,
+                                       help="Print only the first fenced code block of the answer.")]
+DrawBoxes = Annotated[Path | None, typer.Option(
+    rich_help_panel=OUT, show_default=False, dir_okay=False, metavar="OUT.png",
+    help="Save the (first) input image with the answer's grounding boxes drawn.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUT,
+                                       help="Progress lines on stderr even when it is not a terminal.")]
+
+# -- images --
+MaxPixels = Annotated[int | None, typer.Option(rich_help_panel=IMG, show_default=False,
+                                               help="Pixel budget per image (frames x height x width for videos).")]
+MinPixels = Annotated[int | None, typer.Option(rich_help_panel=IMG, show_default=False,
+                                               help="Smallest pixel budget; small images are upscaled to it.")]
+
+# -- pdf --
+Pages = Annotated[str | None, typer.Option(rich_help_panel=PDF, show_default=False,
+                                           help="Pages to show, e.g. 1-3,7 or 5- \\[default: all].")]
+Dpi = Annotated[int | None, typer.Option(min=1, rich_help_panel=PDF, show_default=False,
+                                         help="Render resolution \\[default: 180, lowered to fit the context].")]
+WithText = Annotated[bool, typer.Option("--with-text", rich_help_panel=PDF,
+                                        help="Add each page's text layer to the prompt.")]
+Password = Annotated[str | None, typer.Option(rich_help_panel=PDF, show_default=False,
+                                              help="Password of an encrypted PDF.")]
+
+# -- video --
+Fps = Annotated[float, typer.Option(rich_help_panel=VID, help="Frames sampled per second.")]
+MaxFrames = Annotated[int | None, typer.Option(rich_help_panel=VID, show_default=False,
+                                               help="At most this many frames, spread evenly.")]
+Start = Annotated[float | None, typer.Option(rich_help_panel=VID, show_default=False,
+                                             help="Start of the window, in seconds.")]
+End = Annotated[float | None, typer.Option(rich_help_panel=VID, show_default=False,
+                                           help="End of the window, in seconds.")]
+VideoBackend = Annotated[Literal["auto", "decord", "pyav"], typer.Option(rich_help_panel=VID,
+                                                                         help="Video decoder.")]
+

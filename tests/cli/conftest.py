@@ -1,0 +1,94 @@
+"""Checkpoints, media files and a `glmv` runner shared by the CLI tests.
+
+Every test drives the real `glmv` process (`python -m glmv_cli`) with one torch thread, stdin
+closed unless a test pipes something in, and no terminal (tmux tests make their own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.cli.crafted import ANSWER_SCRIPT, LOOP_SCRIPT, write_crafted
+from tests.reference import write_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def glmv_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLMV_", "NO_COLOR", "FORCE_COLOR"))}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), TERM="dumb", COLUMNS="120",
+               no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+
+def run_glmv(*args, input: bytes | str | None = None, env: dict | None = None, timeout: float = 120,
+             cwd: Path | None = None) -> Run:
+    """`glmv ARGS...` as a real process; stdin is closed unless `input` is given."""
+    data = input.encode() if isinstance(input, str) else input
+    done = subprocess.run([sys.executable, "-m", "glmv_cli", *map(str, args)], input=data,
+                          stdin=None if data is not None else subprocess.DEVNULL, capture_output=True,
+                          env=env or glmv_env(), timeout=timeout, cwd=cwd)
+    return Run(done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random checkpoint (transformers-loadable), for parity with the reference."""
+    return write_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def scripted(tmp_path_factory) -> Path:
+    """Greedy output: <think>Let me look. I see a blue square.</think><answer>The blue square is at
+    <|begin_of_box|>[[120,250,500,750]]<|end_of_box|></answer>."""
+    return write_crafted(tmp_path_factory.mktemp("scripted"), ANSWER_SCRIPT)
+
+
+@pytest.fixture(scope="session")
+def looping(tmp_path_factory) -> Path:
+    """Greedy output: a short thought, then "la la la ..." forever (a long context)."""
+    return write_crafted(tmp_path_factory.mktemp("looping"), LOOP_SCRIPT, text={"max_position_embeddings": 65536})
+
+
+def random_image(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """Real files: two PNGs and a JPEG, a 3-page PDF, an MP4, a text file."""
+    from tests.inputs.media import encode_video, write_pdf
+
+    root = tmp_path_factory.mktemp("media")
+    files = {
+        "png": random_image(root / "a.png", 120, 80, seed=1),
+        "png2": random_image(root / "b.png", 60, 90, seed=2),
+        "jpg": random_image(root / "c.jpg", 100, 100, seed=3),
+        "pdf": write_pdf(root / "doc.pdf", [(200.0, 150.0)] * 3),
+        "mp4": encode_video(root / "clip.mp4", frames=8, fps=4, size=(64, 48)),
+    }
+    (root / "notes.txt").write_text("The meeting is on Tuesday.\n")
+    files["txt"] = root / "notes.txt"
+    return files

@@ -1,0 +1,251 @@
+"""`glmv ask / pdf / video` as real processes: what stdout and stderr carry, --json / --jsonl,
+greedy ids equal to transformers' generate, stdin, model selection, and --draw-boxes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from glmv_cli.stream import parse
+from tests.cli.conftest import glmv_env, run_glmv
+from tests.cli.crafted import ANSWER, RAW, THINKING
+from tests.reference import reference_model, reference_processor
+
+MAX_NEW = 24
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    return reference_model(tiny), reference_processor(tiny)
+
+
+def reference_ids(reference, content: list[dict], **media) -> tuple[list[int], int]:
+    """transformers' greedy continuation (stop token dropped) and the prompt length."""
+    model, processor = reference
+    messages = [{"role": "user", "content": content}]
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = dict(processor(text=[prompt], return_tensors="pt", **media))
+    inputs.pop("video_metadata", None)
+    n = inputs["input_ids"].shape[1]
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)[0, n:].tolist()
+    stops = set(model.generation_config.eos_token_id)
+    return (out[:-1] if out and out[-1] in stops else out), n
+
+
+# -- stdout / stderr ------------------------------------------------------------------------------
+
+def test_stdout_is_the_answer_and_stderr_the_reasoning(scripted, media):
+    run = run_glmv("ask", media["png"], "Where is the blue square?", "--model", scripted)
+    assert run.code == 0, run.err
+    assert run.out == ANSWER + "\n"
+    assert THINKING in run.err and ANSWER not in run.err
+    assert "\x1b" not in run.out + run.err  # not a terminal: no escape codes
+
+
+def test_hide_reasoning(scripted, media):
+    run = run_glmv("ask", media["png"], "where?", "--model", scripted, "-R")
+    assert (run.code, run.out, run.err) == (0, ANSWER + "\n", "")
+
+
+def test_random_model_stdout_is_what_the_parser_calls_the_answer(tiny, media):
+    """Whatever a random model writes, stdout holds exactly the answer part of its raw output."""
+    args = ("ask", media["png"], "Describe this.", "--model", tiny, "--max-new-tokens", MAX_NEW)
+    plain, as_json = run_glmv(*args), run_glmv(*args, "--json")
+    assert plain.code == as_json.code == 0, plain.err + as_json.err
+    raw = as_json.json["raw"]
+    thinking, answer = parse(raw)
+    assert plain.out == (answer + "\n" if answer else "")
+    assert as_json.json["answer"] == answer and as_json.json["thinking"] == thinking
+
+
+def test_json_fields(scripted, media):
+    run = run_glmv("ask", media["png"], "Where is the blue square?", "--model", scripted, "--json")
+    assert run.code == 0, run.err
+    d = json.loads(run.out)
+    assert run.out.count("\n") == 1
+    assert (d["model"], d["thinking"], d["answer"], d["raw"]) == (str(scripted), THINKING, ANSWER, RAW)
+    assert d["boxes"] == [{"box": [120.0, 250.0, 500.0, 750.0],
+                           "pixels": [{"image": str(media["png"]), "box": [14, 20, 60, 60]}]}]  # 120x80 image
+    assert d["usage"] == {"prompt_tokens": d["usage"]["prompt_tokens"], "image_tokens": 12, "completion_tokens": 10}
+    assert set(d["timings"]) == {"load_s", "preprocess_s", "prefill_s", "decode_tokens_per_s"}
+    assert all(v >= 0 for v in d["timings"].values()) and d["timings"]["load_s"] > 0
+    assert d["finish_reason"] == "stop" and run.err == ""
+
+
+def test_jsonl_events(scripted, media):
+    run = run_glmv("ask", media["png"], "where?", "--model", scripted, "--jsonl")
+    assert run.code == 0, run.err
+    events = [json.loads(line) for line in run.out.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[-1] == "done" and types.count("done") == 1
+    assert types.index("thinking") < types.index("answer")
+    assert "".join(e["text"] for e in events if e["type"] == "thinking") == THINKING
+    assert "".join(e["text"] for e in events if e["type"] == "answer") == ANSWER
+    assert [e["text"] for e in events if e.get("boxed")] == ["[[120,250,500,750]]"]
+    assert events[-1]["answer"] == ANSWER
+
+
+def test_extract_without_a_code_block_prints_the_answer(scripted):
+    run = run_glmv("ask", "q", "--model", scripted, "-x", "-R")
+    assert (run.code, run.out) == (0, ANSWER + "\n")
+
+
+def test_think_budget_from_the_command_line(scripted):
+    run = run_glmv("ask", "q", "--model", scripted, "--think-budget", "1", "--json")
+    assert run.code == 0, run.err
+    assert run.json["thinking"] == "Let me look." and run.json["answer"] == ANSWER
+    assert run.json["raw"].startswith("<think>Let me look.</think><answer>")
+
+
+def test_cut_thinking_still_prints_what_there_is_with_a_note(scripted):
+    run = run_glmv("ask", "q", "--model", scripted, "--max-new-tokens", "3")
+    assert run.code == 0
+    assert run.out == ""
+    assert "Let me look. I see a blue square." in run.err
+    assert "glmv: note: the model reached 3 new tokens while still thinking" in run.err
+
+
+def test_ask_sends_pdfs_and_videos_to_their_loaders(scripted, media):
+    run = run_glmv("ask", media["pdf"], media["mp4"], "what is in these?", "--model", scripted, "--json", "--dpi", "72",
+                   "--pages", "1-2", "--fps", "1")
+    assert run.code == 0, run.err
+    assert [p["image"] for p in run.json["boxes"][0]["pixels"]] == [f"{media['pdf']} page 1", f"{media['pdf']} page 2"]
+    # pages: 200x150 pt at 72 DPI -> 196x140 px -> 7x5 merged patches each; the video: 2 frames
+    # (2 s at 1 fps) of 64x48, upscaled to the pixel minimum -> 112x84 -> 4x3
+    assert run.json["usage"]["image_tokens"] == 2 * 35 + 12
+
+
+def test_verbose_progress_lines_off_a_terminal(scripted, media):
+    run = run_glmv("ask", media["png"], "where?", "--model", scripted, "-R", "-v")
+    assert run.code == 0
+    assert [line.split(" ")[1] for line in run.err.splitlines()] == ["opening", "reading", "loading", "reading"]
+
+
+def test_draw_boxes(scripted, media, tmp_path):
+    out = tmp_path / "boxes.png"
+    run = run_glmv("ask", media["png"], "where?", "--model", scripted, "-R", "--draw-boxes", out)
+    assert run.code == 0, run.err
+    drawn, original = Image.open(out).convert("RGB"), Image.open(media["png"]).convert("RGB")
+    assert drawn.size == original.size == (120, 80)
+    x1, y1, x2, y2 = 14, 20, 60, 60
+    assert drawn.getpixel((x1, (y1 + y2) // 2)) == (255, 0, 0) == drawn.getpixel(((x1 + x2) // 2, y2))
+    assert drawn.getpixel((100, 5)) == original.getpixel((100, 5))  # outside the box: untouched
+
+
+# -- parity with transformers ---------------------------------------------------------------------
+
+def test_one_image_equals_reference_greedy(tiny, media, reference):
+    want, n = reference_ids(reference, [{"type": "image"}, {"type": "text", "text": "Describe this."}],
+                            images=[Image.open(media["png"])])
+    run = run_glmv("ask", media["png"], "Describe this.", "--model", tiny, "--temperature", "0",
+                   "--max-new-tokens", MAX_NEW, "--json")
+    assert run.code == 0, run.err
+    assert run.json["completion_ids"] == want and len(want) >= 8
+    assert run.json["usage"]["prompt_tokens"] == n
+
+
+def test_several_images_equal_reference_greedy(tiny, media, reference):
+    paths = [media["png"], media["png2"], media["jpg"]]
+    want, n = reference_ids(reference, [{"type": "image"}] * 3 + [{"type": "text", "text": "Compare these."}],
+                            images=[Image.open(p).convert("RGB") for p in paths])
+    run = run_glmv("ask", *paths, "Compare these.", "--model", tiny, "-t", "0", "--max-new-tokens", MAX_NEW, "--json")
+    assert run.code == 0, run.err
+    assert run.json["completion_ids"] == want and len(want) >= 8
+    assert run.json["usage"]["prompt_tokens"] == n
+
+
+def test_pdf_page_equals_reference_greedy(tiny, media, reference):
+    from glmv_cli.inputs.pdf import render_pages
+
+    page = render_pages(media["pdf"], "2", dpi=100)[0]
+    want, n = reference_ids(reference, [{"type": "image"}, {"type": "text", "text": "What is on it?"}], images=[page])
+    run = run_glmv("pdf", media["pdf"], "What is on it?", "--pages", "2", "--dpi", "100", "--model", tiny,
+                   "-t", "0", "--max-new-tokens", MAX_NEW, "--json")
+    assert run.code == 0, run.err
+    assert run.json["completion_ids"] == want and len(want) >= 8
+    assert run.json["usage"]["prompt_tokens"] == n
+
+
+def test_video_equals_reference_greedy(tiny, media, reference):
+    from transformers.video_utils import VideoMetadata
+
+    from glmv_cli.inputs.video_decode import decode_frames, probe_video
+
+    probe = probe_video(media["mp4"])
+    frames = decode_frames(media["mp4"], range(probe.frame_count), backend="pyav", probe=probe)
+    meta = VideoMetadata(total_num_frames=probe.frame_count, fps=probe.fps, duration=probe.duration)
+    want, n = reference_ids(reference, [{"type": "video"}, {"type": "text", "text": "What happens?"}],
+                            videos=[frames], video_metadata=[meta], do_sample_frames=True)
+    run = run_glmv("video", media["mp4"], "What happens?", "--model", tiny, "-t", "0",
+                   "--max-new-tokens", MAX_NEW, "--json")
+    assert run.code == 0, run.err
+    assert run.json["completion_ids"] == want and len(want) >= 8
+    assert run.json["usage"]["prompt_tokens"] == n
+
+
+def test_text_only_prompt_tokens_equal_reference(tiny, reference):
+    _, n = reference_ids(reference, [{"type": "text", "text": "Write a haiku about the sea."}])
+    run = run_glmv("ask", "Write a haiku about the sea.", "--model", tiny, "--max-new-tokens", "4", "--json")
+    assert run.code == 0 and run.json["usage"]["prompt_tokens"] == n
+
+
+# -- stdin ----------------------------------------------------------------------------------------
+
+def test_image_bytes_on_stdin(scripted, media):
+    run = run_glmv("ask", "-", "what is this?", "--model", scripted, "--json", input=media["png"].read_bytes())
+    assert run.code == 0, run.err
+    assert run.json["usage"]["image_tokens"] == 12
+    assert run.json["boxes"][0]["pixels"] == [{"image": "stdin", "box": [14, 20, 60, 60]}]
+
+
+def test_piped_image_without_dash_is_attached_too(scripted, media):
+    run = run_glmv("ask", "what is this?", "--model", scripted, "--json", input=media["png"].read_bytes())
+    assert run.code == 0 and run.json["usage"]["image_tokens"] == 12
+
+
+def test_piped_text_is_context_before_the_question(tiny, reference):
+    diff = "--- a/x.py\n+++ b/x.py\n-print(1)\n+print(2)\n"
+    _, n = reference_ids(reference, [{"type": "text", "text": diff.strip("\n") + "\n\n"},
+                                     {"type": "text", "text": "review this"}])
+    run = run_glmv("ask", "review this", "--model", tiny, "--max-new-tokens", "4", "--json", input=diff)
+    assert run.code == 0, run.err
+    assert run.json["usage"]["prompt_tokens"] == n
+
+
+def test_piped_text_alone_is_the_question(tiny, reference):
+    _, n = reference_ids(reference, [{"type": "text", "text": "What is 2+2?"}])
+    run = run_glmv("ask", "--model", tiny, "--max-new-tokens", "4", "--json", input="What is 2+2?\n")
+    assert run.code == 0 and run.json["usage"]["prompt_tokens"] == n
+
+
+def test_text_file_attachment(scripted, media):
+    run = run_glmv("ask", media["txt"], "When is the meeting?", "--model", scripted, "--json")
+    plain = run_glmv("ask", "When is the meeting?", "--model", scripted, "--json")
+    assert run.code == plain.code == 0
+    assert run.json["usage"]["prompt_tokens"] > plain.json["usage"]["prompt_tokens"] + 8
+    assert run.json["usage"]["image_tokens"] == 0
+
+
+# -- model selection ------------------------------------------------------------------------------
+
+def test_model_from_environment_and_from_the_hub_cache(scripted, tmp_path):
+    by_env = run_glmv("ask", "q", "-R", env=glmv_env(GLMV_MODEL=str(scripted)))
+    assert (by_env.code, by_env.out) == (0, ANSWER + "\n")
+    repo = tmp_path / "hub" / "models--someone--tiny-glm"
+    shutil.copytree(scripted, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    by_id = run_glmv("ask", "q", "-R", "--model", "someone/tiny-glm", env=glmv_env(HF_HUB_CACHE=str(tmp_path / "hub")))
+    assert (by_id.code, by_id.out) == (0, ANSWER + "\n")
+
+
+def test_default_model_missing_says_how_to_download(tmp_path):
+    run = run_glmv("ask", "q", env=glmv_env(HF_HUB_CACHE=str(tmp_path)))
+    assert run.code == 3
+    assert run.err.count("\n") == 1 and "Traceback" not in run.err
+    assert "hf download zai-org/GLM-4.1V-9B-Thinking" in run.err

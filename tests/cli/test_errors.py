@@ -1,0 +1,113 @@
+"""Exit codes and messages for each class of failure: one line on stderr, no traceback (unless
+--debug), nothing on stdout, and bad input caught before the weights are loaded."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from tests.cli.conftest import run_glmv
+
+
+def one_line_error(run, code: int, *fragments: str) -> None:
+    assert run.code == code, (run.code, run.err)
+    assert run.out == ""
+    assert run.err.startswith("glmv: error: ") and run.err.count("\n") == 1, run.err
+    assert "Traceback" not in run.err
+    for fragment in fragments:
+        assert fragment in run.err, run.err
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, media):
+    root = tmp_path_factory.mktemp("bad")
+    (root / "archive.zip").write_bytes(b"")
+    with zipfile.ZipFile(root / "archive.zip", "w") as z:
+        z.writestr("a.txt", "hello")
+    (root / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    (root / "broken.png").write_bytes(media["png"].read_bytes()[:60])
+    (root / "empty.jpg").write_bytes(b"")
+    broken_model = root / "broken-model"
+    broken_model.mkdir()
+    (broken_model / "config.json").write_text("{not json")
+    return root
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["ask", "missing.png", "what?"], ["missing.png: no such file"]),
+    (["ask", "{bad}/archive.zip", "what?"], ["application/zip, which glmv cannot read"]),
+    (["ask", "{bad}/blob.bin", "what?"], ["application/octet-stream, which glmv cannot read"]),
+    (["ask", "{bad}/broken.png", "what?"], ["broken.png"]),
+    (["ask", "{bad}/empty.jpg", "what?"], ["empty.jpg is empty"]),
+    (["ask", "{bad}", "what?"], ["is a directory"]),
+    (["pdf", "{pdf}", "--pages", "7-9"], ["page 9 is out of range", "3 pages"]),
+    (["pdf", "{pdf}", "--pages", "2-x"], ["bad page selection"]),
+    (["pdf", "{png}"], ["image/png, not a PDF"]),
+    (["video", "{pdf}"], ["application/pdf, not a video"]),
+    (["video", "{mp4}", "--start", "30"], ["past the end"]),
+    (["ask", "q", "--max-new-tokens", "5000"], ["over the 4,096-token context"]),
+    (["ask", "{png}", "q", "--max-context", "20"], ["over the 20-token context"]),
+    (["ask"], ["nothing to ask"]),
+    (["ask", "q", "--device", "cuda"], ["no CUDA device"]),
+    (["ask", "q", "--json", "--jsonl"], ["choose one of --json and --jsonl"]),
+])
+def test_bad_input_exits_2(scripted, media, bad_files, args, fragments):
+    subs = {"bad": bad_files, "pdf": media["pdf"], "png": media["png"], "mp4": media["mp4"]}
+    args = [a.format(**subs) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(scripted)]
+    one_line_error(run_glmv(*args), 2, *fragments)
+
+
+def test_usage_errors_exit_2(scripted):
+    run = run_glmv("ask", "q", "--model", scripted, "--temperature", "hot")
+    assert run.code == 2 and "Traceback" not in run.err and "temperature" in run.err
+    assert run_glmv("ask", "q", "--no-such-option").code == 2
+
+
+@pytest.mark.parametrize("model,fragment", [
+    ("{tmp}/nowhere", "no checkpoint folder"),
+    ("{bad}/broken-model", "config.json"),
+    ("{png}", "is a file"),
+    ("nobody/no-such-model", "hf download nobody/no-such-model"),
+])
+def test_model_problems_exit_3(media, bad_files, tmp_path, model, fragment):
+    model = model.format(tmp=tmp_path, bad=bad_files, png=media["png"])
+    one_line_error(run_glmv("ask", "q", "--model", model), 3, fragment)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    run = run_glmv("ask", "q", "--model", tmp_path / "nowhere", "--debug")
+    assert run.code != 0 and "Traceback" in run.err and "ModelError" in run.err
+
+
+def test_other_failures_exit_1_with_one_line(monkeypatch, capsys):
+    """An unexpected exception: exit 1, its type and message on one line, a hint about --debug."""
+    import sys
+
+    from glmv_cli import cli
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "app", boom)
+    monkeypatch.setattr(sys, "argv", ["glmv", "ask", "q"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err == "glmv: error: RuntimeError: disk on fire (run with --debug for the traceback)\n"
+
+
+def test_bad_input_fails_before_loading_weights(scripted, media):
+    """--jsonl shows progress events: a bad page range never gets to 'loading weights'."""
+    run = run_glmv("pdf", media["pdf"], "--pages", "5", "--model", scripted, "--jsonl")
+    assert run.code == 2
+    assert "loading weights" not in run.out + run.err
+    good = run_glmv("pdf", media["pdf"], "--pages", "1", "--model", scripted, "--jsonl", "--dpi", "72")
+    assert good.code == 0
+    messages = [json.loads(line).get("message", "") for line in good.out.splitlines()]
+    assert any(m.startswith("rendering pages 1 of") for m in messages)
+    assert any(m.startswith("loading weights") for m in messages)

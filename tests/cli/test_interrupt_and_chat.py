@@ -1,0 +1,80 @@
+"""Ctrl-C (a real SIGINT to a generating process) and `glmv chat` driven through a pipe."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from tests.cli.conftest import glmv_env, run_glmv
+from tests.cli.crafted import ANSWER
+
+
+class Reader(threading.Thread):
+    """Collects a pipe's bytes as they arrive."""
+
+    def __init__(self, pipe):
+        super().__init__(daemon=True)
+        self.pipe, self.data = pipe, b""
+
+    def run(self):
+        for chunk in iter(lambda: self.pipe.read1(4096), b""):
+            self.data += chunk
+
+    def wait_for(self, text: bytes, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while text not in self.data and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return text in self.data
+
+
+def test_ctrl_c_stops_generation_keeps_the_partial_answer_and_exits_130(looping):
+    proc = subprocess.Popen([sys.executable, "-m", "glmv_cli", "ask", "sing", "--model", str(looping),
+                             "--max-new-tokens", "60000"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=glmv_env())
+    out, err = Reader(proc.stdout), Reader(proc.stderr)
+    out.start(), err.start()
+    try:
+        assert out.wait_for(b"la la la"), err.data
+        assert proc.poll() is None  # still generating: 60000 tokens take far longer than this
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    out.join(5), err.join(5)
+    assert code == 130
+    text = out.data.decode()
+    assert text.startswith("la la la") and text.endswith("\n") and text.count("\n") == 1
+    assert set(text.strip().split()) == {"la"}
+    assert b"Let me look." in err.data and b"stopped (Ctrl-C)" in err.data and b"Traceback" not in err.data
+
+
+def test_chat_through_a_pipe(scripted, media, tmp_path):
+    script = "\n".join([
+        "Where is the blue square?", "/save transcript.md", "And now?", "/reset", "Again?", "/attach nothing.png",
+        "/bogus", "",
+    ])
+    run = run_glmv("chat", media["png"], "--model", scripted, "--jsonl", input=script, cwd=tmp_path)
+    assert run.code == 0, run.err
+    done = [json.loads(line) for line in run.out.splitlines() if json.loads(line)["type"] == "done"]
+    assert [d["answer"] for d in done] == [ANSWER] * 3
+    first, second, after_reset = (d["usage"]["prompt_tokens"] for d in done)
+    assert done[0]["usage"]["image_tokens"] == 12 and done[1]["usage"]["image_tokens"] == 12  # the image stays
+    assert second > first + 10  # the history is in the prompt
+    assert after_reset < first  # no image, no history
+    assert "nothing.png: no such file" in run.err and "unknown command /bogus" in run.err
+    md = (tmp_path / "transcript.md").read_text()
+    assert "Where is the blue square?" in md and ANSWER in md and "Let me look" not in md and "a.png" in md
+
+
+def test_chat_plain_output_is_answers_only(scripted):
+    run = run_glmv("chat", "--model", scripted, "-R", input="one\ntwo\n")
+    assert (run.code, run.out) == (0, f"{ANSWER}\n{ANSWER}\n")
+
+
+def test_chat_missing_attachment_fails_at_start(scripted):
+    run = run_glmv("chat", "nothing.png", "--model", scripted, input="hi\n")
+    assert run.code == 2 and "nothing.png: no such file" in run.err

@@ -1,0 +1,99 @@
+"""The Python API the CLI uses: Session / Conversation events, results, the think budget, history,
+and generation ids equal to the lead's Generation (same prefill, sampling and stop handling)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glmv_cli import Answer, Done, GenerationOptions, Note, Progress, Session, Thinking
+from glmv_cli.errors import InputError
+from glmv_cli.prompt import Turn, build_inputs
+from tests.cli.crafted import ANSWER, RAW, THINKING
+
+
+@pytest.fixture(scope="module")
+def session(scripted):
+    return Session(scripted, device="cpu")
+
+
+def test_events_in_order_and_result(session, media):
+    events = list(session.ask("Where is the blue square?", [str(media["png"])]))
+    kinds = [type(e) for e in events]
+    assert kinds[0] is Progress and kinds[-1] is Done
+    first_text = next(i for i, k in enumerate(kinds) if k in (Thinking, Answer))
+    assert all(k is Progress for k in kinds[:first_text])
+    assert kinds.index(Answer) > kinds.index(Thinking)
+    assert "".join(e.text for e in events if isinstance(e, Thinking)) == THINKING
+    assert "".join(e.text for e in events if isinstance(e, Answer)) == ANSWER
+    result = events[-1].result
+    assert (result.thinking, result.answer, result.raw, result.finish_reason) == (THINKING, ANSWER, RAW, "stop")
+    assert result.usage.completion_tokens == len(result.completion_ids) == 10
+    assert result.usage.image_tokens == 3 * 4  # 120x80 -> 112x84 pixels -> (84/28) x (112/28) merged patches
+    assert [b.coords for b in result.boxes] == [[120, 250, 500, 750]]
+    assert result.to_json()["boxes"][0]["pixels"] == [{"image": str(media["png"]), "box": [14, 20, 60, 60]}]
+
+
+@pytest.mark.parametrize("budget,thinking", [(0, ""), (1, "Let me look."), (2, THINKING), (50, THINKING)])
+def test_think_budget_forces_the_answer(session, budget, thinking):
+    result = session.run("q", generation=GenerationOptions(think_budget=budget))
+    assert result.thinking == thinking
+    assert result.answer == ANSWER
+    forced = "<think>" + thinking + "</think><answer>"
+    assert result.raw.startswith(forced)
+
+
+def test_unfinished_thinking_and_answer_give_notes(session):
+    events = list(session.ask("q", generation=GenerationOptions(max_new_tokens=2)))
+    notes = [e.message for e in events if isinstance(e, Note)]
+    result = events[-1].result
+    assert (result.thinking, result.answer, result.finish_reason) == ("Let me look.", "", "length")
+    assert len(notes) == 1 and "still thinking" in notes[0] and "--think-budget" in notes[0]
+    result = session.run("q", generation=GenerationOptions(max_new_tokens=6))
+    assert result.answer == "The blue square is at"
+    assert result.notes and "cut off at 6 new tokens" in result.notes[0]
+
+
+def test_history_keeps_answers_not_thinking(session, media):
+    chat = session.conversation(system="Be brief.")
+    chat.run("Where is it?", [str(media["png"])])
+    chat.run("And now?")
+    assert [t.role for t in chat.turns] == ["system", "user", "assistant", "user", "assistant"]
+    prompt = build_inputs([*chat.turns[:4]], session.tokenizer, session.prompt_config)
+    text = session.tokenizer.decode(prompt.input_ids[0].tolist())
+    assert "The blue square is at" in text and "Let me look" not in text
+    assert "Be brief." in text and text.count("<|begin_of_image|>") == 1
+    md = chat.transcript()
+    assert "Where is it?" in md and "Attached: `" in md and "[[120,250,500,750]]" in md and "Let me" not in md
+    chat.reset()
+    assert chat.turns == [Turn.system("Be brief.")]
+
+
+def test_interrupted_turn_stays_in_history(session):
+    chat = session.conversation()
+    events = chat.ask("q")
+    for event in events:
+        if isinstance(event, Answer):
+            break
+    events.close()  # what Ctrl-C in the chat does
+    assert chat.turns[-1].role == "assistant" and chat.turns[-1].text.startswith("<think>Let me look.")
+
+
+def test_input_errors_before_the_weights_load(scripted, media, tmp_path):
+    fresh = Session(scripted, device="cpu")
+    with pytest.raises(InputError, match="no such file"):
+        list(fresh.ask("q", [str(tmp_path / "missing.png")]))
+    with pytest.raises(InputError, match="over the 4,096-token context"):
+        list(fresh.ask("q", generation=GenerationOptions(max_new_tokens=5000)))
+    assert not fresh.loaded
+
+
+def test_think_budget_needs_the_tags(session):
+    with pytest.raises(InputError, match="0 or more"):
+        session.think_budget(-1)
+    rule = session.think_budget(3)
+    tok = session.tokenizer
+    assert rule.forced == tuple(tok.encode("</think><answer>")) and rule.budget == 3
+
+
+torch.set_num_threads(1)

@@ -1,0 +1,163 @@
+"""What a person sees: `glmv ask` and `glmv chat` in a real terminal (tmux, 120x40), read back with
+capture-pane. Reasoning dim and answer plain, separated by a blank line; the status line shows
+while something slow runs and is gone afterwards; no stray escape sequences; Ctrl-C and Ctrl-D."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.cli.crafted import ANSWER, THINKING
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+
+SGR = re.compile(r"\x1b\[[0-9;]*m")
+DIM_THINKING = re.compile(r"\x1b\[2m" + re.escape(THINKING))
+
+
+@pytest.fixture
+def term(tmp_path, scripted, looping, media):
+    """A terminal in a folder with short names for the files (commands fit on one line):
+    model/ (scripted), loop/ (looping), a.png, c.jpg."""
+    from tests.cli.tmux import Tmux
+
+    for name, target in (("model", scripted), ("loop", looping), ("a.png", media["png"]), ("c.jpg", media["jpg"])):
+        (tmp_path / name).symlink_to(target)
+    t = Tmux(tmp_path)
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="module")
+def slow_server(media):
+    """Serves the PNG after 3 s, so the status line has time to be seen."""
+    body = media["png"].read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(3)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/photo.png"
+    httpd.shutdown()
+
+
+def lines(screen: str) -> list[str]:
+    return [line.rstrip() for line in screen.rstrip("\n").splitlines()]
+
+
+def assert_clean(screen: str) -> None:
+    """No escape sequence leaked as text (tmux interprets real ones; leftovers show as text)."""
+    for junk in ("\x1b", "[2m", "[0m", "^[", "\ufffd[", "\r"):
+        assert junk not in screen, (junk, screen)
+
+
+def test_ask_shows_status_then_reasoning_dim_then_the_answer(term, slow_server):
+    term.type(f"glmv ask {slow_server} 'Where is the blue square?' --model model")
+    term.wait_for("fetching " + slow_server, timeout=30)  # the status line, while the server sleeps
+    screen = term.wait_for_shell()
+    assert_clean(screen)
+    assert lines(screen) == [
+        f"$ glmv ask {slow_server} 'Where is the blue square?' --model model",
+        THINKING,
+        "",
+        ANSWER,
+        "$",
+    ]  # the status line (fetching, reading, loading weights) is gone
+    styled = term.screen(escapes=True)
+    assert DIM_THINKING.search(styled), styled  # reasoning is dim
+    answer_line = next(line for line in styled.splitlines() if ANSWER in line)
+    assert "\x1b[2m" not in answer_line.split(ANSWER)[0] or "\x1b[0m" in answer_line.split(ANSWER)[0]
+
+
+def test_no_color_means_no_escape_codes(term):
+    term.type("NO_COLOR=1 glmv ask a.png 'where?' --model model")
+    term.wait_for_shell()
+    styled = term.screen(escapes=True)
+    assert not SGR.search(styled.split("NO_COLOR=1", 1)[1]), styled
+    assert lines(term.screen())[1:4] == [THINKING, "", ANSWER]
+
+
+def test_errors_and_notes_on_the_terminal(term):
+    term.type("glmv ask missing.png 'where?' --model model")
+    assert term.exit_code() == 2
+    assert "glmv: error: missing.png: no such file; check the path" in term.screen()
+    term.type("glmv ask q --model model --max-new-tokens 3")
+    assert term.exit_code() == 0
+    screen = term.screen()
+    assert_clean(screen)
+    assert "glmv: note: the model reached 3 new tokens while still thinking" in screen
+
+
+def test_ctrl_c_in_ask(term):
+    term.type("glmv ask sing --model loop --max-new-tokens 60000 -R")
+    term.wait_for("la la la la")
+    term.key("C-c")
+    term.wait_for("stopped (Ctrl-C)")
+    assert term.exit_code() == 130
+    screen = term.screen()
+    assert "Traceback" not in screen
+    assert_clean(screen)
+    partial = next(line for line in lines(screen) if line.startswith("la la"))
+    assert set(partial.split()) == {"la"}  # the partial answer stays, on its own line
+
+
+def test_chat_turns_attach_save_and_ctrl_d(term, tmp_path):
+    term.type("glmv chat a.png --model model")
+    term.wait_for(">>>")
+    term.type("Where is the blue square?")
+    term.wait_for(ANSWER)
+    term.type("/attach c.jpg")
+    term.wait_for("attached c.jpg")
+    term.type("And in this one?")
+    deadline = time.monotonic() + 60
+    while term.screen().count(ANSWER) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    term.type("/save chat.md")
+    screen = term.wait_for("saved to chat.md")
+    term.key("C-d")
+    assert term.exit_code() == 0
+    screen = term.screen()
+    assert_clean(screen)
+    shown = lines(screen)
+    start = shown.index(">>> Where is the blue square?")
+    assert shown[start + 1:start + 4] == [THINKING, "", ANSWER]
+    assert ">>> And in this one?" in shown
+    assert screen.count(THINKING) == 2 and screen.count(ANSWER) == 2
+    assert "loading weights" not in screen and "reading the prompt" not in screen
+    md = (tmp_path / "chat.md").read_text()
+    assert md.count(ANSWER) == 2 and "Let me look" not in md and "c.jpg" in md
+
+
+def test_ctrl_c_in_chat_returns_to_the_prompt(term):
+    term.type("glmv chat --model loop --max-new-tokens 60000 -R")
+    term.wait_for(">>>")
+    term.type("sing")
+    term.wait_for("la la la la")
+    term.key("C-c")
+    screen = term.wait_for("stopped (Ctrl-C)")
+    deadline = time.monotonic() + 30
+    while not lines(term.screen())[-1].startswith(">>>") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lines(term.screen())[-1] == ">>>"  # back at the prompt, still in the chat
+    term.key("C-c")  # at the prompt: a fresh prompt, not an exit
+    time.sleep(0.5)
+    term.key("C-d")
+    assert term.exit_code() == 0
+    screen = term.screen()
+    assert "Traceback" not in screen
+    assert_clean(screen)

@@ -180,6 +180,19 @@ def info(model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "aut
     typer.echo(describe(model_name(model), device=device, dtype=dtype))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False, epilog=_examples(
+                 "glmv bench --shape small --dtype float32 --threads 2",
+                 "glmv bench --shape 9b --dtype bfloat16 --device cuda --image 1120"))
+def bench(ctx: typer.Context) -> None:
+    """Ours against transformers on the same random weights: load, TTFT (preprocess / vision /
+    prefill), decode tokens/s, bandwidth. A table on stderr, one JSON line last on stdout.
+    `glmv bench --help` lists its options."""
+    from glmv_cli.bench.__main__ import main as bench_main
+
+    bench_main(ctx.args)
+
+
 def model_name(model: str | None) -> str:
     import os
 

@@ -66,7 +66,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description="glmv against transformers on the same random weights")
+    ap = argparse.ArgumentParser(prog="glmv bench", description="glmv against transformers on the same random weights")
     ap.add_argument("--shape", default="tiny", choices=["tiny", "small", "1b", "9b"])
     ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
     ap.add_argument("--device", default="cpu")

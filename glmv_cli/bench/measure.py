@@ -125,7 +125,7 @@ def measure_reference(folder: Path, image: Image.Image, text: str, *, device, dt
     inputs, preprocess_s = clock(preprocess)
     with torch.no_grad():
         _, vision_s = clock(lambda: model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]))
-        _, forward_s = clock(lambda: model(**inputs, use_cache=True))
+        _, forward_s = clock(lambda: model(**inputs, use_cache=True, logits_to_keep=1))  # as generate() does
         gen = dict(do_sample=False, pad_token_id=model.generation_config.pad_token_id)
         _, ttft_gen = clock(lambda: model.generate(**inputs, max_new_tokens=1, **gen))
         _, total = clock(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **gen))

@@ -23,9 +23,13 @@ def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
         f"model        {cfg.model_type}: decoder {t.num_layers} layers, hidden {t.hidden_size}, "
         f"{t.num_heads} heads / {t.num_kv_heads} kv, vocab {t.vocab_size}, context {t.max_position_embeddings}",
         f"vision       {v.depth} blocks, hidden {v.hidden_size}, patch {v.patch_size}, merge {v.spatial_merge_size}",
-        f"parameters   {params / 1e9:.3f} B (vision {vision / 1e9:.3f} B)",
+        f"parameters   {_count(params)} (vision {_count(vision)})",
         "memory       " + ", ".join(f"{label} {params * size / 2**30:.2f} GiB"
                                     for label, size in (("bfloat16", 2), ("float16", 2), ("float32", 4))),
         f"would run on {dev} in {str(dt).removeprefix('torch.')}",
     ]
     return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} K"

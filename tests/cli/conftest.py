@@ -10,7 +10,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +96,39 @@ def media(tmp_path_factory) -> dict[str, Path]:
     (root / "notes.txt").write_text("The meeting is on Tuesday.\n")
     files["txt"] = root / "notes.txt"
     return files
+
+
+@contextmanager
+def local_server(routes: dict, *, slow: dict | None = None, redirects: dict | None = None):
+    """A real HTTP server on 127.0.0.1 in a thread, yielding its base URL.
+
+    routes: path -> (status, content type, body, send Content-Length); unknown paths get 404.
+    slow: path -> seconds to wait before answering; redirects: path -> Location (302).
+    """
+    slow, redirects = slow or {}, redirects or {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(slow.get(self.path, 0))
+            if self.path in redirects:
+                self.send_response(302)
+                self.send_header("Location", redirects[self.path])
+                self.end_headers()
+                return
+            status, ctype, body, length = routes.get(self.path, (404, "text/plain", b"nope", True))
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            if length:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()

@@ -3,16 +3,12 @@ fetched and typed, web pages / errors / oversized bodies / slow servers are refu
 
 from __future__ import annotations
 
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from glmv_cli.app.attachments import resolve
 from glmv_cli.app.fetch import fetch
 from glmv_cli.errors import InputError
-from tests.cli.conftest import glmv_env, run_glmv
+from tests.cli.conftest import glmv_env, local_server, run_glmv
 from tests.cli.crafted import ANSWER
 
 
@@ -29,36 +25,13 @@ def server(media):
         "/notes.txt": (200, "text/plain; charset=utf-8", b"The meeting is on Tuesday.", True),
     }
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/slow.png":
-                time.sleep(3)
-            if self.path == "/moved":
-                self.send_response(302)
-                self.send_header("Location", "/a.png")
-                self.end_headers()
-                return
-            status, ctype, body, length = routes.get(self.path, (404, "text/plain", b"nope", True))
-            if self.path == "/slow.png":
-                status, ctype, body, length = routes["/a.png"]
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            if length:
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    with pytest.MonkeyPatch.context() as mp:  # a proxy from the environment must not catch localhost
+    slow = {"/slow.png": 3}
+    routes["/slow.png"] = routes["/a.png"]
+    with local_server(routes, slow=slow, redirects={"/moved": "/a.png"}) as base, \
+            pytest.MonkeyPatch.context() as mp:  # a proxy from the environment must not catch localhost
         mp.setenv("no_proxy", "127.0.0.1,localhost")
         mp.setenv("NO_PROXY", "127.0.0.1,localhost")
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+        yield base
 
 
 def test_fetch_files(server, media):

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.cli.conftest import local_server
 from tests.cli.crafted import ANSWER, THINKING
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
@@ -36,24 +35,9 @@ def term(tmp_path, scripted, looping, media):
 @pytest.fixture(scope="module")
 def slow_server(media):
     """Serves the PNG after 3 s, so the status line has time to be seen."""
-    body = media["png"].read_bytes()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            time.sleep(3)
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/photo.png"
-    httpd.shutdown()
+    routes = {"/photo.png": (200, "image/png", media["png"].read_bytes(), True)}
+    with local_server(routes, slow={"/photo.png": 3}) as base:
+        yield f"{base}/photo.png"
 
 
 def lines(screen: str) -> list[str]:

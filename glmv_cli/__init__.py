@@ -5,8 +5,8 @@ Two Python entry points, both cheap to import (torch is imported on first use):
 * `glmv_cli.Session(model)`: what the CLI itself uses. Load once, ask many times, get a stream of
   typed events (Progress, Note, Thinking, Answer, Done) or a collected Result; `session.conversation()`
   keeps a multi-turn history. See glmv_cli/app/session.py.
-* `glmv_cli.load(path_or_repo_id, device=..., dtype=...)`: the bare model and token generation on
-  processor-style tensors (see api.py).
+* `glmv_cli.load(path_or_repo_id, device=..., dtype=..., quantize=None|"int8")`: the bare model and
+  token generation on processor-style tensors (see api.py).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ _LAZY = {
 __all__ = ["load", "__version__", *_LAZY]
 
 
-def load(path_or_repo_id="zai-org/GLM-4.1V-9B-Thinking", *, device="auto", dtype="auto"):
+def load(path_or_repo_id="zai-org/GLM-4.1V-9B-Thinking", *, device="auto", dtype="auto", quantize=None):
     """Load a checkpoint folder or a repo id from the local Hugging Face cache; returns a `Glmv`."""
     from glmv_cli.api import load as _load
 
-    return _load(path_or_repo_id, device=device, dtype=dtype)
+    return _load(path_or_repo_id, device=device, dtype=dtype, quantize=quantize)
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from glmv_cli.generate import Generation, Sampling
+from glmv_cli.generate import Generation, Sampling, compiled_step
 from glmv_cli.loading import DEFAULT_REPO, load_model, pick_device, pick_dtype, resolve_checkpoint
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
@@ -36,6 +36,7 @@ class Glmv:
     stop_ids: tuple[int, ...]
     defaults: dict = field(default_factory=dict)
     load_seconds: float = 0.0
+    _step: object = field(default=None, repr=False)
 
     @property
     def config(self) -> Glm4vConfig:
@@ -52,12 +53,20 @@ class Glmv:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Sampling(**values)
 
+    def compiled_step(self):
+        """The torch.compile'd one-token decode step, made once per loaded model (generate.py)."""
+        if self._step is None:
+            self._step = compiled_step(self.model)
+        return self._step
+
     def generate(self, inputs: dict, *, max_new_tokens: int | None = None, ignore_stop: bool = False,
-                 **sampling) -> Generation:
-        """An iterator of new token ids for the processor-style `inputs` (batch of one)."""
+                 compile: bool = False, **sampling) -> Generation:
+        """An iterator of new token ids for the processor-style `inputs` (batch of one); compile=True
+        decodes with the compiled step."""
         limit = max_new_tokens or int(self.defaults.get("max_new_tokens") or 1024)
         return Generation(self.model, inputs, max_new_tokens=limit, sampling=self.sampling(**sampling),
-                          stop_ids=() if ignore_stop else self.stop_ids)
+                          stop_ids=() if ignore_stop else self.stop_ids,
+                          step=self.compiled_step() if compile else None)
 
 
 def generation_defaults(folder: Path) -> dict:
@@ -78,13 +87,14 @@ def _ids(value) -> tuple[int, ...]:
 
 
 def load(path_or_repo_id: str | Path = DEFAULT_REPO, *, device: str | torch.device = "auto",
-         dtype: str | torch.dtype = "auto") -> Glmv:
-    """Load a GLM-4.1V-architecture checkpoint from a folder or the local Hugging Face cache."""
+         dtype: str | torch.dtype = "auto", quantize: str | None = None) -> Glmv:
+    """Load a GLM-4.1V-architecture checkpoint from a folder or the local Hugging Face cache;
+    quantize="int8" stores the text decoder's weights in int8 (model/quant.py)."""
     start = time.perf_counter()
     folder = resolve_checkpoint(path_or_repo_id)
     dev = pick_device(device)
     dt = pick_dtype(dtype, folder, dev)
-    model = load_model(folder, dev, dt)
+    model = load_model(folder, dev, dt, quantize)
     defaults = generation_defaults(folder)
     stop_ids = tuple(dict.fromkeys(_ids(defaults.get("eos_token_id")) + model.cfg.eos_token_ids))
     return Glmv(model=model, folder=folder, device=dev, dtype=dt, stop_ids=stop_ids, defaults=defaults,

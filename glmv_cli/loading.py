@@ -18,6 +18,7 @@ import torch
 from glmv_cli.errors import ModelError
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
+from glmv_cli.model.quant import swap_int8
 from glmv_cli.model.rope import inverse_frequencies
 from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
 
@@ -50,9 +51,19 @@ def cached_snapshot(repo_id: str) -> Path | None:
     return snaps[-1] if snaps else None
 
 
+DEMO_NAME = "demo"
+DEMO_FOLDER = Path(__file__).parent / "demo" / "checkpoint"
+
+
 def resolve_checkpoint(name: str | os.PathLike) -> Path:
-    """A local folder as given, or a repo id ("org/name") found in the local cache; no network."""
+    """A local folder as given, "demo" (the small checkpoint shipped in the package, unless ./demo
+    is a checkpoint folder), or a repo id ("org/name") found in the local cache; no network."""
     path = Path(name).expanduser()
+    if str(name) == DEMO_NAME and not (path / "config.json").is_file():
+        if not (DEMO_FOLDER / SINGLE_FILE).is_file():
+            raise ModelError(f"the demo checkpoint is missing from {DEMO_FOLDER}; reinstall glmv or rebuild it "
+                             f"with `python -m glmv_cli.demo.train`")
+        return DEMO_FOLDER
     if path.is_dir():
         return path
     if path.exists():
@@ -151,14 +162,35 @@ def reset_rope_buffers(model: Glm4v) -> None:
     model.visual.inv_freq = inverse_frequencies(vision.head_dim // 2, vision.rope_theta).to(device)
 
 
-def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Glm4v:
-    """Build on meta, allocate on the target, stream every tensor in; no second copy."""
+QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_BLOCK_BYTES = 64 * 2**20  # float32 rows read and quantized at a time
+
+
+def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device) -> None:
+    """A float weight from the file into an Int8Linear, in blocks of rows."""
+    rows = entry.shape[0]
+    step = max(1, QUANTIZE_BLOCK_BYTES // (4 * max(1, entry.nbytes // entry.dtype.itemsize // rows)))
+    for start in range(0, rows, step):
+        part = entry.rows(start, min(start + step, rows))
+        block = torch.empty(part.shape, dtype=torch.float32)
+        reader.read_into(part, block)
+        layer.set_rows(start, block.to(device))
+    layer.ready()
+
+
+def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None) -> Glm4v:
+    """Build on meta, allocate on the target, stream every tensor in; no second copy. With
+    quantize="int8" the text decoder's linear weights are quantized one tensor at a time as they
+    are read (model/quant.py), so memory never holds the float model."""
     config = Glm4vConfig.from_folder(folder)
     where = index_tensors(weight_files(folder))
     with torch.device("meta"):
         model = Glm4v(config)
     check_keys(model, where)
-    model = model.to(dtype=dtype).to_empty(device=device)
+    if quantize not in (None, *QUANTIZE_CHOICES):
+        raise ModelError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZE_CHOICES)}")
+    int8 = {f"{n}.weight" for n in swap_int8(model)} if quantize == "int8" else set()
+    model = model.to(dtype=dtype).to_empty(device=device)  # int8 buffers keep their dtype
     params = model.state_dict()
     by_file: dict[Path, list[str]] = {}
     for name, (path, _) in where.items():
@@ -167,6 +199,12 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Glm4v:
         log.info("reading %s (%d tensors)", path.name, len(names))
         with TensorReader(path) as reader:
             for name in sorted(names, key=lambda n: where[n][1].offset):
-                reader.read_into(where[name][1], params[name])
+                entry = where[name][1]
+                if name in int8:
+                    read_quantized(reader, entry, model.get_submodule(name.removesuffix(".weight")), device)
+                else:
+                    reader.read_into(entry, params[name])
     reset_rope_buffers(model)
+    for layer in model.language_model.layers:
+        layer.self_attn.fuse_qkv()
     return model.eval().requires_grad_(False)

@@ -34,6 +34,12 @@ class TensorEntry:
     offset: int  # absolute byte offset in the file
     nbytes: int
 
+    def rows(self, start: int, stop: int) -> TensorEntry:
+        """The entry of rows [start, stop) along the first dimension (contiguous in the file)."""
+        row_bytes = self.nbytes // self.shape[0]
+        return TensorEntry(self.name, self.dtype, (stop - start, *self.shape[1:]), self.offset + start * row_bytes,
+                           (stop - start) * row_bytes)
+
 
 def read_header(path: Path) -> dict[str, TensorEntry]:
     """Parse and validate a file's header; a truncated or corrupt file raises ModelError naming it."""

@@ -1,0 +1,87 @@
+"""Weight-only int8 for the text decoder: a quarter of float32's bytes read per generated token.
+
+Each output channel (row) of a weight gets one symmetric scale, s = max|w_row| / 127, and stores
+q = round(w / s) in int8; y = (x @ q^T) * s (+ bias). Activations stay in the model's dtype.
+On CPU the product runs in torch's int8 weight-packed kernel (`_weight_int8pack_mm`, bfloat16
+activations: its float32 path is several times slower), elsewhere as a dequantizing F.linear.
+
+Quantized: every linear layer of the text decoder and the LM head, which is where batch-1 decoding
+spends its bandwidth. The vision tower (run once per image, bound by arithmetic), the embeddings
+(one row read per token) and the norms stay in the model's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) float -> (int8 (N, K), float32 scales (N,)) with weight ~= q * scales[:, None]."""
+    w = weight.float()
+    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (N,)
+    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scales
+
+
+class Int8Linear(nn.Module):
+    """A drop-in for nn.Linear holding an int8 weight and per-row scales (buffers, not parameters)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(out_features, dtype=dtype or torch.float32, device=device))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device)) if bias else None
+
+    @classmethod
+    def like(cls, linear: nn.Linear) -> Int8Linear:
+        w = linear.weight
+        return cls(linear.in_features, linear.out_features, linear.bias is not None, dtype=w.dtype, device=w.device)
+
+    def set_rows(self, start: int, weight: torch.Tensor) -> None:
+        """Quantize float rows [start, start + len(weight)) of the weight into this layer (loading
+        goes block by block, so no whole float copy of a large matrix is ever held)."""
+        q, scales = quantize_int8(weight)
+        self.weight[start:start + q.shape[0]] = q
+        self.scales[start:start + q.shape[0]] = scales.to(self.scales.dtype)
+
+    def ready(self) -> None:
+        """After the last rows: on CPU keep the scales in bfloat16, the kernel's own input type
+        (converting them on every call would also break inductor's lowering of the kernel)."""
+        if self.weight.device.type == "cpu":
+            self.scales = self.scales.to(torch.bfloat16)
+
+    def set_weight(self, weight: torch.Tensor) -> None:
+        """Quantize a whole float weight into this layer."""
+        self.set_rows(0, weight)
+        self.ready()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if x.device.type == "cpu":
+            y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight, self.scales.to(torch.bfloat16))
+            y = y.to(x.dtype)
+        else:
+            y = F.linear(x2, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*lead, self.out_features)
+
+
+def quantizable(model: nn.Module) -> list[str]:
+    """Names of the linear layers int8 applies to: the text decoder's and the LM head."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and (name == "lm_head" or name.startswith("model.language_model."))]
+
+
+def swap_int8(model: nn.Module) -> list[str]:
+    """Replace those layers by empty Int8Linear modules (works on the meta device); their names."""
+    names = quantizable(model)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, Int8Linear.like(getattr(parent, child)))
+    return names

@@ -52,6 +52,7 @@ def _root() -> None:
     'glmv ask street.jpg "Where is the bus? Give its box" --draw-boxes boxes.png'))
 def ask(
     args: Args = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
+    quantize: o.Quantize = None, compile: o.Compile = False,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -71,7 +72,7 @@ def ask(
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
     items, question = c.split_args(args or [])
-    c.run_ask(items, question or c.default_question(items), c.ModelChoice(model, device, dtype),
+    c.run_ask(items, question or c.default_question(items), c.ModelChoice(model, device, dtype, quantize, compile),
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                              video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
@@ -86,7 +87,8 @@ def ask(
     'glmv pdf slides.pptx "List the action items"   (needs LibreOffice)'))
 def pdf(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
-    dtype: o.Dtype = "auto", max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
+    dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
+    max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
@@ -104,7 +106,7 @@ def pdf(
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
     c.check_file_kind(file, ("pdf", "slides"), "PDF")
     items, _ = c.split_args([file], read_stdin=False)
-    c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], c.ModelChoice(model, device, dtype),
+    c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], c.ModelChoice(model, device, dtype, quantize, compile),
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                                    think_budget, max_context), out)
@@ -116,7 +118,8 @@ def pdf(
     'glmv video talk.mkv "Summarize minutes 2 to 4" --start 120 --end 240 --max-frames 64'))
 def video(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
-    dtype: o.Dtype = "auto", max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
+    dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
+    max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
@@ -134,7 +137,7 @@ def video(
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
     c.check_file_kind(file, ("video",), "video")
     items, _ = c.split_args([file], read_stdin=False)
-    c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], c.ModelChoice(model, device, dtype),
+    c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], c.ModelChoice(model, device, dtype, quantize, compile),
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
                              video_backend=video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
@@ -147,6 +150,7 @@ def video(
     "glmv chat < questions.txt > answers.txt"))
 def chat(
     attachments: Attachments = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
+    quantize: o.Quantize = None, compile: o.Compile = False,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -165,7 +169,7 @@ def chat(
     from glmv_cli import commands as c
 
     out = c.output_options(False, jsonl, hide_reasoning, extract, None, verbose, system)
-    c.run_chat(list(attachments or []), c.ModelChoice(model, device, dtype),
+    c.run_chat(list(attachments or []), c.ModelChoice(model, device, dtype, quantize, compile),
                c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                               video_backend),
                c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,

@@ -31,6 +31,8 @@ class ModelChoice:
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str | None = None
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,8 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
                                     extract=out.extract)
     term.status(f"opening {model.model or 'the model'}")
     try:
-        session = Session(model.model, device=model.device, dtype=model.dtype)
+        session = Session(model.model, device=model.device, dtype=model.dtype,
+                          quantize=model.quantize, compile=model.compile)
         conversation = session.conversation(out.system)
         result = None
         for event in conversation.ask(question, items, load=load, generation=gen):
@@ -183,7 +186,8 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
              out: OutputOptions) -> None:
     term = render.Terminal(verbose=out.verbose)
     screen = render.ChatScreen(term)
-    session = Session(model.model, device=model.device, dtype=model.dtype)
+    session = Session(model.model, device=model.device, dtype=model.dtype,
+                      quantize=model.quantize, compile=model.compile)
     conversation = session.conversation(out.system)
     pending = [_check_attachment(i) for i in items]
     screen.welcome(session.name, [_label(i) for i in pending])

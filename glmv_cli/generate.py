@@ -62,6 +62,23 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)
 
 
+CACHE_BUCKET = 256  # KV-cache lengths for a compiled step are rounded up to a multiple of this
+
+
+def compiled_step(model: Glm4v) -> Callable:
+    """`model.decode_step` compiled with torch.compile (fullgraph, static shapes). On CPU with
+    inductor's weight freezing (weights become constants the GEMM kernels can pre-pack; needs
+    requires_grad off, as loaded models have); on CUDA as CUDA graphs ("reduce-overhead").
+    Compilation happens on the first call and again for each new cache length."""
+    device = model.lm_head.weight.device
+    if device.type == "cpu":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        return torch.compile(model.decode_step, fullgraph=True, dynamic=False)
+    return torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode="reduce-overhead")
+
+
 class Generation:
     """Iterates over generated token ids; the stop token itself is not yielded.
 
@@ -72,8 +89,11 @@ class Generation:
     """
 
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
-                 stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None):
-        self.model, self.inputs, self.forced = model, inputs, forced
+                 stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
+                 step: Callable | None = None):
+        """`step`: a static one-token step with Glm4v.decode_step's signature (typically that method
+        compiled, see compiled_step); None decodes with the eager Glm4v.decode."""
+        self.model, self.inputs, self.forced, self.step = model, inputs, forced, step
         self.max_new_tokens, self.sampling, self.stop_ids = max_new_tokens, sampling, set(stop_ids)
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
         self.finish_reason: str | None = None
@@ -89,11 +109,21 @@ class Generation:
         seen = torch.zeros(1, model.cfg.text.vocab_size, dtype=torch.bool, device=device)
         seen[0, ids[0]] = True
         text = model.language_model
-        text.setup_cache(1, self.prompt_tokens + self.max_new_tokens)
+        cache_len = self.prompt_tokens + self.max_new_tokens
+        if self.step is not None:  # a compiled step specialises on the cache length: few distinct sizes
+            cache_len = CACHE_BUCKET * -(-cache_len // CACHE_BUCKET)
+        text.setup_cache(1, cache_len)
         start = time.perf_counter()
         try:
             logits, delta = model.prefill(**{**self.inputs, "input_ids": ids})
             pos, step = self.prompt_tokens, 0
+            delta_t = torch.tensor([delta], device=device)
+
+            def decode_one(token: torch.Tensor) -> torch.Tensor:  # (1, 1) -> next logits (1, V)
+                if self.step is None:
+                    return model.decode(token, pos, delta)[:, -1]
+                return self.step(token, torch.tensor([pos], device=device), delta_t)
+
             queue_early = device.type != "cpu"  # on an async device, queue the next step before reading the id
             while step < self.max_new_tokens:
                 token = next_token(logits, seen, s, generator)  # (1, 1)
@@ -101,7 +131,7 @@ class Generation:
                 step += 1
                 more = step < self.max_new_tokens
                 if more and queue_early:
-                    logits = model.decode(token, pos, delta)[:, -1]
+                    logits = decode_one(token)
                 value = int(token)
                 if step == 1:
                     self.prefill_seconds, start = time.perf_counter() - start, time.perf_counter()
@@ -110,7 +140,7 @@ class Generation:
                     return
                 yield value
                 if more and not queue_early:
-                    logits = model.decode(token, pos, delta)[:, -1]
+                    logits = decode_one(token)
                 pos += 1
                 extra = tuple(self.forced(value))[: self.max_new_tokens - step] if self.forced else ()
                 if extra:

@@ -118,7 +118,8 @@ class Session:
     """A checkpoint's tokenizer, prompt format and patch sizes (read at once, cheap) and its
     weights (loaded on the first question, or by `load()`)."""
 
-    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
+                 quantize: str | None = None, compile: bool = False):
         from glmv_cli.api import generation_defaults
         from glmv_cli.inputs.patches import load_patch_specs
         from glmv_cli.loading import DEFAULT_REPO, resolve_checkpoint
@@ -134,7 +135,7 @@ class Session:
         self.prompt_config = PromptConfig.from_folder(self.folder)
         self.image_spec, self.video_spec = load_patch_specs(self.folder)
         self.defaults = generation_defaults(self.folder)
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype, self.quantize, self.compile = device, dtype, quantize, compile
         self.glmv = None  # glmv_cli.api.Glmv once loaded
 
     @property
@@ -146,7 +147,7 @@ class Session:
         if self.glmv is None:
             from glmv_cli.api import load
 
-            self.glmv = load(self.folder, device=self.device, dtype=self.dtype)
+            self.glmv = load(self.folder, device=self.device, dtype=self.dtype, quantize=self.quantize)
         return self.glmv
 
     def conversation(self, system: str | None = None) -> Conversation:
@@ -223,19 +224,13 @@ class Conversation:
         """Load `attachments` (paths, URLs, bytes, Attachments), build the prompt with the history,
         generate; the turn joins the history when the generator ends, even when it is stopped
         early (Ctrl-C: the partial answer is kept)."""
-        from glmv_cli.prompt import Turn, build_inputs, check_context
+        from glmv_cli.prompt import Turn
 
         s, load, gen = self.session, load or LoadOptions(), generation or GenerationOptions()
         start = time.perf_counter()
         budget = s.think_budget(gen.think_budget)
-        max_context, max_new, room = self._limits(gen, question)
-        parts, used = yield from self._load(attachments, load, room)
-        turn = Turn.user(*parts, question)
-        inputs = build_inputs([*self.turns, turn], s.tokenizer, s.prompt_config)
+        turn, inputs, parts, used, max_new = yield from self._prepare(question, attachments, load, gen)
         n_prompt = inputs.num_prompt_tokens
-        if gen.max_new_tokens is None:  # glmv's default: whatever room the context leaves
-            max_new = max(1, min(max_new, max_context - n_prompt))
-        check_context(n_prompt, max_new, max_context)
         preprocess_s = time.perf_counter() - start
         load_s = 0.0
         if not s.loaded:
@@ -252,6 +247,32 @@ class Conversation:
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
         yield Done(self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0)))
+
+    def prompt(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,
+               generation: GenerationOptions | None = None):
+        """The ModelInputs `ask` would give the model (attachments loaded, history, checks), without
+        loading weights or generating: for training on exactly what inference sees."""
+        steps = self._prepare(question, attachments, load or LoadOptions(), generation or GenerationOptions())
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value[1]
+
+    def _prepare(self, question: str, attachments: Iterable, load: LoadOptions, gen: GenerationOptions):
+        """Load the attachments (progress events), build and check the prompt ->
+        (user turn, inputs, parts, attachments, max new tokens)."""
+        from glmv_cli.prompt import Turn, build_inputs, check_context
+
+        s = self.session
+        max_context, max_new, room = self._limits(gen, question)
+        parts, used = yield from self._load(attachments, load, room)
+        turn = Turn.user(*parts, question)
+        inputs = build_inputs([*self.turns, turn], s.tokenizer, s.prompt_config)
+        if gen.max_new_tokens is None:  # glmv's default: whatever room the context leaves
+            max_new = max(1, min(max_new, max_context - inputs.num_prompt_tokens))
+        check_context(inputs.num_prompt_tokens, max_new, max_context)
+        return turn, inputs, parts, used, max_new
 
     def _limits(self, gen: GenerationOptions, question: str) -> tuple[int, int, int]:
         """(context, max new tokens, tokens left for attachments)."""
@@ -283,12 +304,13 @@ class Conversation:
         from glmv_cli.app.decode import BudgetState
         from glmv_cli.generate import Generation
 
-        glmv = self.session.load()
+        s = self.session
+        glmv = s.load()
         sampling = glmv.sampling(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
                                  repetition_penalty=gen.repetition_penalty, seed=gen.seed)
         forced = BudgetState(budget).after if budget else None
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
-                          stop_ids=glmv.stop_ids, forced=forced)
+                          stop_ids=glmv.stop_ids, forced=forced, step=glmv.compiled_step() if s.compile else None)
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history

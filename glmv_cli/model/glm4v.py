@@ -106,6 +106,18 @@ class Glm4v(nn.Module):
         return self.lm_head(hidden)
 
 
+    def decode_step(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
+        """One token (1, 1) at cache position `input_pos` (1,) -> logits (1, vocab), with shapes that
+        never change: attention reads the whole cache under a mask, the position is a tensor, no
+        Python branches on values. This is the step `torch.compile` compiles (generate.py)."""
+        cache_len = self.language_model.caches[0].k.shape[2]
+        position_ids = (input_pos + rope_delta).view(1, 1, 1).expand(3, 1, 1)  # (3, B, S)
+        mask = (torch.arange(cache_len, device=token.device) <= input_pos).view(1, 1, 1, cache_len)
+        hidden = self.language_model(self.language_model.embed_tokens(token), position_ids, start=input_pos,
+                                     mask=mask, use_cache=True)
+        return self.lm_head(hidden[:, -1])
+
+
 _NAMES = {1: "image", 2: "video"}
 
 

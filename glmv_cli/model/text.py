@@ -8,6 +8,8 @@ one weight (gate_up_proj: rows [0:I] gate, [I:2I] up), as the checkpoint stores 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,8 +28,17 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v (B, KV, S, D) at [start, start+S) and return all keys/values up to there."""
+    def update(self, start: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v (B, KV, S, D) at [start, start+S) and return all keys/values up to there.
+
+        A tensor `start` (the static decode step) writes with index_copy_ and returns the whole
+        cache, so every step has the same shapes (the caller masks the unwritten tail)."""
+        if torch.is_tensor(start):
+            at = start + torch.arange(k.shape[2], device=start.device)  # (S,)
+            self.k.index_copy_(2, at, k)
+            self.v.index_copy_(2, at, v)
+            return self.k, self.v
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
@@ -42,23 +53,52 @@ class TextAttention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=True)
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=True)
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+        self.qkv_proj: nn.Module | None = None  # set by fuse_qkv() after loading
+
+    def fuse_qkv(self) -> None:
+        """One projection for q, k and v (one matmul instead of three per token). The fused weight
+        is the three concatenated; q/k/v_proj then hold views of it, so the checkpoint's key names
+        still work and no memory is doubled. Works for nn.Linear and Int8Linear alike."""
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        fused = copy.copy(self.q_proj)  # same class and settings; every tensor replaced below
+        fused._parameters, fused._buffers = dict(fused._parameters), dict(fused._buffers)
+        for name, tensor in list(self.q_proj.named_parameters(recurse=False)) + list(
+                self.q_proj.named_buffers(recurse=False)):
+            whole = torch.cat([getattr(p, name) for p in parts])
+            sizes = [getattr(p, name).shape[0] for p in parts]
+            is_param = isinstance(tensor, nn.Parameter)
+            setattr(fused, name, nn.Parameter(whole, requires_grad=False) if is_param else whole)
+            for p, view in zip(parts, whole.split(sizes), strict=True):
+                setattr(p, name, nn.Parameter(view, requires_grad=False) if is_param else view)
+        fused.out_features = sum(p.out_features for p in parts)
+        self.qkv_proj = fused
+        self.register_state_dict_post_hook(_drop_fused_keys)  # the state dict keeps the checkpoint's keys
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None,
-                start: int, mask: torch.Tensor | None) -> torch.Tensor:
+                start: int | torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, S, _ = x.shape
-        D = self.head_dim
-        q = self.q_proj(x).view(B, S, self.num_heads, D).transpose(1, 2)  # (B, H, S, D)
-        k = self.k_proj(x).view(B, S, self.num_kv_heads, D).transpose(1, 2)  # (B, KV, S, D)
-        v = self.v_proj(x).view(B, S, self.num_kv_heads, D).transpose(1, 2)  # (B, KV, S, D)
+        D, H, KV = self.head_dim, self.num_heads, self.num_kv_heads
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split([H * D, KV * D, KV * D], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, S, H, D).transpose(1, 2)  # (B, H, S, D)
+        k = k.view(B, S, KV, D).transpose(1, 2)  # (B, KV, S, D)
+        v = v.view(B, S, KV, D).transpose(1, 2)  # (B, KV, S, D)
         q, k = apply_text_rope(q, cos, sin), apply_text_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
-        causal = mask is None and S > 1 and k.shape[2] == S
+        causal = mask is None and S > 1 and k.shape[2] == S  # (a tensor `start` always comes with a mask)
         if mask is None and S > 1 and not causal:  # a multi-token step after cached tokens
             mask = causal_mask(S, k.shape[2], x.device)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            enable_gqa=self.num_kv_heads != self.num_heads)  # (B, H, S, D)
         return self.o_proj(o.transpose(1, 2).reshape(B, S, -1))
+
+
+def _drop_fused_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "qkv_proj.")]:
+        del state_dict[key]
 
 
 def causal_mask(queries: int, keys: int, device) -> torch.Tensor:
@@ -122,7 +162,7 @@ class TextModel(nn.Module):
     def drop_cache(self) -> None:
         self.caches = None
 
-    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, start: int = 0,
+    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, start: int | torch.Tensor = 0,
                 mask: torch.Tensor | None = None, use_cache: bool = False) -> torch.Tensor:
         """embeds (B, S, hidden), position_ids (3, B, S) -> normed hidden states (B, S, hidden).
 

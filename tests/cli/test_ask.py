@@ -149,6 +149,15 @@ def test_one_image_equals_reference_greedy(tiny, media, reference):
     assert run.json["usage"]["prompt_tokens"] == n
 
 
+def test_scripted_answer_survives_int8_and_compile(scripted, media):
+    """--quantize int8 and --compile run end to end; the crafted model's peaked logits keep the
+    same greedy answer through int8 weights and the compiled step."""
+    run = run_glmv("ask", media["png"], "Where is the blue square?", "--model", scripted, "--quantize", "int8",
+                   "--compile", "--json", timeout=300)
+    assert run.code == 0, run.err
+    assert run.json["answer"] == ANSWER and run.json["thinking"] == THINKING
+
+
 def test_several_images_equal_reference_greedy(tiny, media, reference):
     paths = [media["png"], media["png2"], media["jpg"]]
     want, n = reference_ids(reference, [{"type": "image"}] * 3 + [{"type": "text", "text": "Compare these."}],

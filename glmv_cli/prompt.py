@@ -17,6 +17,7 @@ are removed, as zai-org's own demos do.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -201,13 +202,19 @@ def _environment():
     return env
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str):
+    """Jinja compiles a template in milliseconds: once per template text is enough."""
+    return _environment().from_string(template)
+
+
 def render_prompt(turns: Sequence[Turn], config: PromptConfig) -> str:
     """The chat template's text for `turns` plus the generation prompt; one placeholder per input."""
     import jinja2
 
     messages = [_template_message(t) for t in turns]
     try:
-        template = _environment().from_string(config.template)
+        template = _compiled(config.template)
         return template.render(messages=messages, add_generation_prompt=True, tools=None, documents=None,
                                **dict(config.special_tokens))
     except jinja2.TemplateError as e:

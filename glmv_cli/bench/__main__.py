@@ -1,6 +1,7 @@
 """`glmv bench`: ours against transformers' Glm4vForConditionalGeneration on the same random weights.
 
     python -m glmv_cli.bench --shape small --dtype float32 [--image 448] [--new-tokens 32] [--threads 2]
+                             [--quantize int8] [--compile] [--skip-reference]
 
 Builds (or reuses) a random checkpoint of the shape, runs ours then the reference in this process
 with the same dtype, threads and prompt (text + one image), prints a table on stderr and one JSON
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from glmv_cli.bench.accuracy import quantization_accuracy
 from glmv_cli.bench.bandwidth import copy_bandwidth, weight_read_bandwidth
-from glmv_cli.bench.measure import measure_ours, measure_reference, prompt_text
+from glmv_cli.bench.measure import measure_ours, measure_reference, our_preprocessor, prompt_text
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -37,24 +39,30 @@ def bench_checkpoint(shape: str, dtype: str, root: Path) -> Path:
     return folder
 
 
-def decode_bytes_per_token(folder: Path, dtype: torch.dtype) -> int:
-    """Weight bytes one decode step reads: every decoder and lm_head weight, one embedding row."""
+def decode_bytes_per_token(folder: Path, dtype: torch.dtype, quantize: str | None = None) -> int:
+    """Weight bytes one decode step reads: every decoder and lm_head weight (int8 ones: a byte
+    each plus a float32 scale per row), one embedding row."""
     from glmv_cli.loading import index_tensors, weight_files
 
+    size = torch.empty((), dtype=dtype).element_size()
     total = 0
     for name, (_, entry) in index_tensors(weight_files(folder)).items():
         if name.startswith("model.visual."):
             continue
         count = int(np.prod(entry.shape))
         if name.endswith("embed_tokens.weight"):
-            count = entry.shape[1]
-        total += count * torch.empty((), dtype=dtype).element_size()
+            total += entry.shape[1] * size
+        elif quantize == "int8" and len(entry.shape) == 2:  # the decoder's linear weights and lm_head
+            total += count + entry.shape[0] * 4
+        else:
+            total += count * size
     return total
 
 
 def table(result: dict) -> str:
     rows = ["load_s", "peak_rss_gb", "preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_tok_s"]
-    lines = [f"{'':14s}{'ours':>12s}{'reference':>12s}{'ratio':>9s}"]
+    tags = " ".join(t for t in (result["quantize"], "compiled" if result["compile"] else "") if t)
+    lines = [f"{'':14s}{'ours' + (f' ({tags})' if tags else ''):>12s}{'reference':>12s}{'ratio':>9s}"]
     for key in rows:
         a, b = result["ours"][key], result["reference"][key]
         ratio = (a / b if key == "decode_tok_s" else b / a) if a and b else float("nan")
@@ -62,6 +70,13 @@ def table(result: dict) -> str:
     lines.append(f"bandwidth: measured weight-read {result['bandwidth_gbs_measured']:.1f} GB/s, copy "
                  f"{result['copy_bandwidth_gbs']:.1f} GB/s; ours achieves {result['ours_bandwidth_gbs']:.1f} GB/s "
                  f"({100 * result['bandwidth_utilization']:.0f}%)")
+    if result["compile"]:
+        lines.append(f"compiling the decode step took {result['ours']['compile_s']:.1f} s (once, not in decode_tok_s)")
+    acc = result.get("int8_accuracy")
+    if acc:
+        lines.append(f"int8 against unquantized: top-1 agreement {100 * acc['top1_agreement']:.1f}%, logit cosine "
+                     f"mean {acc['logit_cosine_mean']:.4f} / min {acc['logit_cosine_min']:.4f} "
+                     f"over {acc['positions']} positions")
     return "\n".join(lines)
 
 
@@ -78,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("GLMV_BENCH_CACHE",
                                                                          Path.home() / ".cache" / "glmv" / "bench")))
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--quantize", choices=["int8"], default=None, help="ours with int8 weights (and its accuracy cost)")
+    ap.add_argument("--compile", action="store_true", help="ours with the torch.compile'd decode step")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,11 +104,15 @@ def main(argv: list[str] | None = None) -> dict:
     image = Image.fromarray(rng.integers(0, 256, (args.image, args.image, 3), dtype=np.uint8))
     text = prompt_text(args.prompt_words)
     common = dict(device=device, dtype=dtype, new_tokens=args.new_tokens)
-    ours = measure_ours(folder, image, text, **common)
+    ours = measure_ours(folder, image, text, quantize=args.quantize, compile=args.compile, **common)
     gc.collect()  # ours is gone before the reference loads
     reference = None if args.skip_reference else measure_reference(folder, image, text, **common)
+    accuracy = None
+    if args.quantize:
+        prompts = [our_preprocessor(folder, image, text)(), our_preprocessor(folder, None, prompt_text(48))()]
+        accuracy = quantization_accuracy(folder, prompts, device=device, dtype=dtype, quantize=args.quantize)
     weight_bw = weight_read_bandwidth(device, dtype)
-    per_token = decode_bytes_per_token(folder, dtype)
+    per_token = decode_bytes_per_token(folder, dtype, args.quantize)
     achieved = per_token * ours.decode_tok_s / 1e9
     result = {
         "shape": args.shape, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
@@ -102,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weight_bytes_per_token": per_token, "bandwidth_gbs_measured": round(weight_bw, 2),
         "copy_bandwidth_gbs": round(copy_bandwidth(device), 2), "ours_bandwidth_gbs": round(achieved, 2),
         "bandwidth_utilization": round(achieved / weight_bw, 3),
+        "quantize": args.quantize, "compile": args.compile, "int8_accuracy": accuracy,
     }
     if reference:
         print(table(result), file=sys.stderr)

@@ -25,6 +25,7 @@ class Timings:
     ttft_s: float
     decode_tok_s: float
     prompt_tokens: int
+    compile_s: float = 0.0  # --compile: the first generation's extra time (compiling the step), not in decode_tok_s
 
     def as_dict(self) -> dict:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -73,23 +74,31 @@ def prompt_text(words: int) -> str:
     return " ".join((base.split() * (words // 14 + 1))[:words])
 
 
-def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, new_tokens: int) -> Timings:
-    import glmv_cli
+def our_preprocessor(folder: Path, image: Image.Image | None, text: str):
+    """A function that preprocesses the prompt (image + text) into our model's inputs, as glmv does."""
     from glmv_cli.inputs.image import preprocess_image
     from glmv_cli.inputs.patches import load_patch_specs
     from glmv_cli.prompt import PromptConfig, Turn, build_inputs
     from glmv_cli.tokenizer import Tokenizer
 
-    clock = Clock(device)
-    reset_peak_rss()
-    glm, load_s = clock(lambda: glmv_cli.load(folder, device=device, dtype=dtype))
     tokenizer, config = Tokenizer.from_folder(folder), PromptConfig.from_folder(folder)
     spec = load_patch_specs(folder)[0]
 
-    def preprocess():
-        visual = preprocess_image(image, spec, source="bench")
-        return build_inputs([Turn.user(visual, text)], tokenizer, config).as_dict()
+    def preprocess() -> dict:
+        parts = [text] if image is None else [preprocess_image(image, spec, source="bench"), text]
+        return build_inputs([Turn.user(*parts)], tokenizer, config).as_dict()
 
+    return preprocess
+
+
+def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, new_tokens: int,
+                 quantize: str | None = None, compile: bool = False) -> Timings:
+    import glmv_cli
+
+    clock = Clock(device)
+    reset_peak_rss()
+    glm, load_s = clock(lambda: glmv_cli.load(folder, device=device, dtype=dtype, quantize=quantize))
+    preprocess = our_preprocessor(folder, image, text)
     preprocess()  # warm-up
     inputs, preprocess_s = clock(preprocess)
     model = glm.model
@@ -99,13 +108,22 @@ def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, 
     model.language_model.setup_cache(1, n + new_tokens)
     (logits, delta), prefill_total = clock(lambda: model.prefill(**inputs))
     model.language_model.drop_cache()
-    generation = glm.generate(inputs, max_new_tokens=new_tokens, ignore_stop=True)
-    stream = iter(generation)
-    first, ttft_gen = clock(lambda: next(stream))
-    _, rest = clock(lambda: sum(1 for _ in stream))
+
+    def run() -> tuple[float, float]:  # (time to the first token, time for the rest)
+        stream = iter(glm.generate(inputs, max_new_tokens=new_tokens, ignore_stop=True, compile=compile))
+        _, first = clock(lambda: next(stream))
+        _, rest = clock(lambda: sum(1 for _ in stream))
+        return first, rest
+
+    compile_s = 0.0
+    if compile:  # the first run compiles the step; the measured run is the second
+        cold_first, cold_rest = run()
+    ttft_gen, rest = run()
+    if compile:
+        compile_s = max(cold_first + cold_rest - ttft_gen - rest, 0.0)
     return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
                    prefill_s=max(prefill_total - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
-                   decode_tok_s=(new_tokens - 1) / rest, prompt_tokens=n)
+                   decode_tok_s=(new_tokens - 1) / rest, prompt_tokens=n, compile_s=compile_s)
 
 
 def measure_reference(folder: Path, image: Image.Image, text: str, *, device, dtype, new_tokens: int) -> Timings:

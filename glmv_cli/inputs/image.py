@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from glmv_cli.errors import InputError
-from glmv_cli.inputs.patches import PatchSpec, normalize_image, patchify_frames, smart_resize
+from glmv_cli.inputs.patches import PatchSpec, image_rows, smart_resize
 from glmv_cli.inputs.visual import VisualInput
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,7 @@ def preprocess_image(image: Image.Image, spec: PatchSpec, *, source: str = "") -
         raise InputError(f"{source or 'image'} ({width}x{height}) has no pixels") from None
     if (new_w, new_h) != (width, height):
         rgb = rgb.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    pixels = np.asarray(rgb)  # (H, W, 3) uint8
-    frame = normalize_image(pixels, spec)[None]  # (1, 3, H, W)
-    rows, grid = patchify_frames(frame, spec)
+    rows, grid = image_rows(np.asarray(rgb), spec)  # (gh*gw, 3*T*p*p), (1, gh, gw)
     return VisualInput("image", rows, grid, source=source, original_size=(width, height))
 
 

@@ -109,17 +109,35 @@ def image_tokens(grid_thw: tuple[int, int, int], merge_size: int = 2) -> int:
     return t * h * w // merge_size**2
 
 
-def normalize_image(pixels: np.ndarray, spec: PatchSpec) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (3, H, W) with the PIL image processor's exact arithmetic.
-
-    The reference rescales in float64 (x * (1/255)), casts to float32, then normalises in float32.
-    A 256-entry table per channel holds those values, so the lookup is bit-identical and cheap.
-    """
+def level_table(spec: PatchSpec) -> np.ndarray:
+    """(256, 3) float32: what each uint8 level of each channel becomes, with the PIL image
+    processor's exact arithmetic (rescale in float64 by 1/255, cast to float32, normalise in float32)."""
     levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
     mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
-    table = (levels[:, None] - mean) / std  # (256, 3)
-    out = table[pixels, np.arange(3)]  # (H, W, 3)
+    return (levels[:, None] - mean) / std
+
+
+def normalize_image(pixels: np.ndarray, spec: PatchSpec) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W), normalised by table lookup (bit-identical, cheap)."""
+    out = level_table(spec)[pixels, np.arange(3)]  # (H, W, 3)
     return np.ascontiguousarray(np.moveaxis(out, -1, 0))  # (3, H, W)
+
+
+def image_rows(pixels: np.ndarray, spec: PatchSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """uint8 (H, W, 3) -> exactly patchify_frames(normalize_image(pixels)[None]), about 3x faster:
+    the patches are rearranged while still uint8 (a quarter of the bytes to move), each channel is
+    looked up straight into the output rows, and the image's T copies are filled by one copy."""
+    p, m, T = spec.patch_size, spec.merge_size, spec.temporal_patch_size
+    H, W, C = pixels.shape
+    gh, gw = H // p, W // p
+    x = pixels.reshape(gh // m, m, p, gw // m, m, p, C).transpose(0, 3, 1, 4, 6, 2, 5)  # (gh/m, gw/m, m, m, C, p, p)
+    codes = np.ascontiguousarray(x).reshape(gh * gw, C, p * p)
+    table = level_table(spec)
+    rows = np.empty((gh * gw, C, T, p * p), np.float32)
+    for c in range(C):
+        rows[:, c, 0] = table[:, c][codes[:, c]]
+    rows[:, :, 1:] = rows[:, :, :1]
+    return rows.reshape(gh * gw, C * T * p * p), (1, gh, gw)
 
 
 # -- the checkpoint's preprocessor configs -------------------------------------------------------

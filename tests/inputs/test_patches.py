@@ -10,6 +10,7 @@ from glmv_cli.errors import InputError, ModelError
 from glmv_cli.inputs.patches import (
     VIDEO_DEFAULT,
     PatchSpec,
+    image_rows,
     load_patch_specs,
     normalize_image,
     patchify_frames,
@@ -112,6 +113,16 @@ def test_normalize_and_patchify_equal_reference_bit_for_bit():
     rows, grid = patchify_frames(ours[None], spec)
     ref_rows, gh, gw = ref.patchify(theirs, patch_size=14, merge_size=2, temporal_patch_size=2)
     assert grid == (1, gh, gw) == (1, 4, 6) and np.array_equal(rows, ref_rows)
+
+
+@pytest.mark.parametrize("h, w, merge", [(56, 84, 2), (28, 28 * 9, 2), (112, 56, 2), (42, 70, 1)])
+def test_image_rows_are_the_normalised_patchified_frame_bit_for_bit(h, w, merge):
+    """The fast uint8 path gives exactly normalize_image + patchify_frames (the reference's rows)."""
+    pixels = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    spec = PatchSpec(merge_size=merge)
+    rows, grid = image_rows(pixels, spec)
+    want_rows, want_grid = patchify_frames(normalize_image(pixels, spec)[None], spec)
+    assert grid == want_grid and rows.dtype == np.float32 and np.array_equal(rows, want_rows)
 
 
 @pytest.mark.parametrize("h, w", [(28, 28 * 200), (28, 28 * 201), (1, 200), (1, 201), (1, 250), (6000, 29)])

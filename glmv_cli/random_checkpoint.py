@@ -115,24 +115,30 @@ def random_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, gen: to
     return (0.02 * torch.randn(shape, generator=gen)).to(dtype)
 
 
-def write_side_files(folder: Path, tok, config: dict) -> None:
-    """Tokenizer, chat template, preprocessor and generation configs."""
+def write_side_files(folder: Path, tok, config: dict, *, image_pixels: tuple[int, int] = (12544, 9633792),
+                     video_pixels: tuple[int, int] = (12544, 47040000), max_new_tokens: int | None = None) -> None:
+    """Tokenizer, chat template, preprocessor and generation configs. Pixel limits are (min, max)
+    as the processor counts them (GLM-4.1V's own by default)."""
     tok.save(str(folder / "tokenizer.json"))
     tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
                "pad_token": "<|endoftext|>", "padding_side": "left", "clean_up_tokenization_spaces": False,
                "model_max_length": config["text_config"]["max_position_embeddings"]}
     (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE.read_text())
-    image = {"size": {"shortest_edge": 12544, "longest_edge": 9633792}, "do_rescale": True, "patch_size": 14,
+    image = {"size": {"shortest_edge": image_pixels[0], "longest_edge": image_pixels[1]}, "do_rescale": True,
+             "patch_size": 14,
              "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
              "image_std": [0.26862954, 0.26130258, 0.27577711], "image_processor_type": "Glm4vImageProcessor",
              "processor_class": "Glm4vProcessor"}
     (folder / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
     video = {k: v for k, v in image.items() if k != "image_processor_type"}
-    video.update(size={"shortest_edge": 12544, "longest_edge": 47040000}, video_processor_type="Glm4vVideoProcessor")
+    video.update(size={"shortest_edge": video_pixels[0], "longest_edge": video_pixels[1]},
+                 video_processor_type="Glm4vVideoProcessor")
     (folder / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     gen = {"do_sample": False, "eos_token_id": config["text_config"]["eos_token_id"],
            "pad_token_id": config["text_config"]["pad_token_id"]}
+    if max_new_tokens:
+        gen["max_new_tokens"] = max_new_tokens
     (folder / "generation_config.json").write_text(json.dumps(gen, indent=2))
 
 

@@ -101,6 +101,8 @@ def load_pdf(att: Attachment, spec: PatchSpec, opts: LoadOptions, budget_tokens:
                password=opts.password, with_text=opts.with_text, name=att.label)
     parts: list[Part] = []
     for page in doc.pages:
+        if len(doc.pages) > 1:  # page numbers in the prompt: "which page..." is answerable
+            parts.append(f"Page {page.number}:")
         parts.append(page.visual)
         if page.text is not None and page.text.strip():
             parts.append(f"Text of page {page.number}:\n{page.text.strip()}\n")

@@ -111,25 +111,35 @@ def shapes_image(rng: random.Random) -> tuple[Image.Image, list[Shape]]:
     return image, shapes
 
 
-def describe(shapes: list[Shape]) -> str:
-    names = [s.a_name for s in shapes]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    count = NUMBER_WORDS[len(shapes)]
-    return f"I see {count} shape{'s' if len(shapes) > 1 else ''}: {listed}."
+def shape_count(n: int) -> str:
+    return f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}"
 
 
-def shapes_example(rng: random.Random) -> Example:
-    """One of the three shape questions, chosen among those the image allows."""
-    image, shapes = shapes_image(rng)
-    options = [("shapes_count", "How many shapes are in the image?", str(len(shapes)))]
-    circles = [s for s in shapes if s.kind == "circle"]
-    if len(circles) == 1:
-        options.append(("shapes_color", "What color is the circle?", circles[0].color))
-    reds = [s for s in shapes if s.color == "red"]
-    if len(reds) == 1:
-        options.append(("shapes_shape", "What shape is the red one?", reds[0].kind))
-    task, question, answer = rng.choice(options)
-    return Example(task, question, describe(shapes), answer, image)
+SHAPE_QUESTIONS = ("shapes_count", "shapes_color", "shapes_shape")
+
+
+def shapes_example(rng: random.Random, task: str | None = None) -> Example:
+    """A shapes question (`task`, or one of the three at random) on an image that allows it: the
+    colour question needs exactly one circle, the shape question exactly one red shape. The
+    thinking is a short true statement the answer follows from."""
+    task = task or rng.choice(SHAPE_QUESTIONS)
+    while True:
+        image, shapes = shapes_image(rng)
+        n = len(shapes)
+        circles = [s for s in shapes if s.kind == "circle"]
+        reds = [s for s in shapes if s.color == "red"]
+        if task == "shapes_count":
+            return Example(task, "How many shapes are in the image?",
+                           f"I count the shapes on the white background: there {'are' if n > 1 else 'is'} "
+                           f"{shape_count(n)}.", str(n), image)
+        if task == "shapes_color" and len(circles) == 1:
+            return Example(task, "What color is the circle?",
+                           f"There is one circle among {shape_count(n)}, and it is {circles[0].color}.",
+                           circles[0].color, image)
+        if task == "shapes_shape" and len(reds) == 1:
+            thinking = (f"Only one of the {shape_count(n)} is red: the red {reds[0].kind}." if n > 1
+                        else f"The only shape is the red {reds[0].kind}.")
+            return Example(task, "What shape is the red one?", thinking, reds[0].kind, image)
 
 
 def numbers_example(rng: random.Random) -> Example:
@@ -158,7 +168,7 @@ def pdf_example(rng: random.Random, folder: Path, index: int) -> Example:
     doc = pymupdf.open()
     names = []
     for page_no in range(pages):
-        width, height = rng.choice([(200, 260), (260, 200), (220, 220)])
+        width, height = rng.choice([(60, 80), (80, 60), (70, 70)])  # small cards: few tokens per page
         page = doc.new_page(width=width, height=height)
         if page_no == target:
             kind, color = "square", "blue"
@@ -166,12 +176,16 @@ def pdf_example(rng: random.Random, folder: Path, index: int) -> Example:
             kind, color = rng.choice([(k, c) for k in SHAPES for c in COLORS if (k, c) != ("square", "blue")])
         shape = place_shapes(rng, width, height, [(kind, color)])[0]
         _draw_pdf_shape(page, shape)
-        names.append(f"page {page_no + 1} has {shape.a_name}")
+        names.append(shape.a_name)
     path = folder / f"pdf-{index:05d}.pdf"
     doc.save(str(path))
     doc.close()
-    thinking = "; ".join(names).capitalize() + "."
-    return Example("pdf", "On which page is the blue square?", thinking, str(target + 1), path)
+    return Example("pdf", "On which page is the blue square?", pdf_thinking(names), str(target + 1), path)
+
+
+def pdf_thinking(a_names: list[str]) -> str:
+    """'Page 1 has a red circle; page 2 has a blue square.'"""
+    return "; ".join(f"page {i} has {name}" for i, name in enumerate(a_names, start=1)).capitalize() + "."
 
 
 def _draw_pdf_shape(page, shape: Shape) -> None:
@@ -212,17 +226,27 @@ def video_example(rng: random.Random, folder: Path, index: int) -> Example:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    question = f"At which second does the {shape.name} appear?"
-    thinking = f"The first frames are blank; {shape.a_name} appears at {appear} seconds and stays."
-    return Example("video", question, thinking, str(appear), path)
+    return Example("video", video_question(kind, color), video_thinking(kind, color, appear), str(appear), path)
+
+
+def video_question(kind: str, color: str) -> str:
+    return f"At which second does the {color} {kind} appear?"
+
+
+def video_thinking(kind: str, color: str, appear: int) -> str:
+    a_name = Shape(kind, color, (0, 0, 0, 0)).a_name
+    return f"The first frames are blank; {a_name} appears at {appear} seconds and stays."
 
 
 TASKS = ("shapes", "numbers", "pdf", "video")
 
 
 def make_example(task: str, rng: random.Random, folder: Path, index: int) -> Example:
+    """An example of `task` (one of TASKS, or one shapes question of SHAPE_QUESTIONS)."""
     if task == "shapes":
         return shapes_example(rng)
+    if task in SHAPE_QUESTIONS:
+        return shapes_example(rng, task)
     if task == "numbers":
         return numbers_example(rng)
     if task == "pdf":

@@ -96,8 +96,11 @@ def test_loaders_by_kind(media):
     image = load(att.from_path(media["png"]), spec, spec, LoadOptions()).parts
     assert len(image) == 1 and image[0].kind == "image" and image[0].original_size == (120, 80)
     pages = load(att.from_path(media["pdf"]), spec, spec, LoadOptions(pages="2-3", dpi=72, with_text=True)).parts
-    assert [type(p).__name__ for p in pages] == ["VisualInput", "str", "VisualInput", "str"]
-    assert pages[1].startswith("Text of page 2:\npage 2")
+    assert [type(p).__name__ for p in pages] == ["str", "VisualInput", "str", "str", "VisualInput", "str"]
+    assert pages[0] == "Page 2:" and pages[3] == "Page 3:"  # the document's own page numbers
+    assert pages[2].startswith("Text of page 2:\npage 2")
+    single = load(att.from_path(media["pdf"]), spec, spec, LoadOptions(pages="2", dpi=72)).parts
+    assert [type(p).__name__ for p in single] == ["VisualInput"]  # one page: nothing to number
     video = load(att.from_bytes(media["mp4"].read_bytes()), spec, spec, LoadOptions(fps=2.0)).parts
     assert video[0].kind == "video" and video[0].source == "stdin" and video[0].grid_thw[0] == 2
     text = load(att.from_path(media["txt"]), spec, spec, LoadOptions()).parts

@@ -1,0 +1,184 @@
+"""Demo examples -> training samples, through the loaders and prompt builder of `glmv ask`.
+
+Each example's file (a PNG, PDF or MP4 written to disk) is attached exactly as a user would attach
+it: `Conversation.prompt` sniffs it, loads it with the checkpoint's preprocessor settings (PDF pages
+numbered and rendered by PyMuPDF, video frames sampled and timestamped) and renders the chat
+template. The target is the assistant's text plus `<|user|>`, the end token generation stops at;
+the loss covers only those tokens.
+
+Examples are drawn from `random.Random(f"{split}-{seed}-{index}")`, so a dataset is the same
+whatever the number of worker processes, and evaluation seeds never meet training ones.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glmv_cli.demo import tasks
+
+END_TOKEN = "<|user|>"
+MIX = {"shapes_count": 0.15, "shapes_color": 0.14, "shapes_shape": 0.14, "numbers": 0.23, "pdf": 0.14,
+       "video": 0.20}  # share of training examples
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One tokenized example: prompt + target ids, and its pixels as the model receives them."""
+
+    task: str
+    ids: np.ndarray  # (S,) int64: prompt then target
+    prompt_len: int
+    image_codes: np.ndarray | None  # (N, C, p*p) uint8 pixel levels of image patch rows (T copies are equal)
+    image_grids: tuple[tuple[int, int, int], ...]
+    video_codes: np.ndarray | None  # (N, C, T, p*p) uint8 pixel levels of video patch rows
+    video_grids: tuple[tuple[int, int, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def example_rng(split: str, seed: int, index: int) -> random.Random:
+    return random.Random(f"{split}-{seed}-{index}")
+
+
+def draw_example(split: str, seed: int, index: int, folder: Path) -> tasks.Example:
+    """The index-th example of a split; images are written to `folder` as PNG files like any other
+    attachment (the example's attachment is then that path)."""
+    rng = example_rng(split, seed, index)
+    task = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+    example = tasks.make_example(task, rng, folder, index)
+    if not isinstance(example.attachment, Path):
+        path = folder / f"{example.task}-{index:05d}.png"
+        example.attachment.save(path)
+        example = tasks.Example(example.task, example.question, example.thinking, example.answer, path)
+    return example
+
+
+class Preparer:
+    """Turns examples into samples with a checkpoint folder's tokenizer, template and preprocessor."""
+
+    def __init__(self, folder: Path):
+        from glmv_cli.app.session import Session
+
+        self.session = Session(folder, device="cpu")
+        self.end_id = self.session.tokenizer.token_id(END_TOKEN)
+
+    def sample(self, example: tasks.Example) -> Sample:
+        inputs = self.session.conversation().prompt(example.question, [str(example.attachment)])
+        prompt = inputs.input_ids[0].numpy()
+        target = np.asarray(self.session.tokenizer.encode(example.target) + [self.end_id], dtype=np.int64)
+        spec = self.session.image_spec
+        images = None if inputs.pixel_values is None else encode_rows(inputs.pixel_values.numpy(), spec)[:, :, 0]
+        videos = None if inputs.pixel_values_videos is None else encode_rows(inputs.pixel_values_videos.numpy(), spec)
+        return Sample(
+            task=example.task, ids=np.concatenate([prompt, target]), prompt_len=len(prompt),
+            image_codes=images, image_grids=_grids(inputs.image_grid_thw),
+            video_codes=videos, video_grids=_grids(inputs.video_grid_thw),
+        )
+
+
+def encode_rows(rows: np.ndarray, spec) -> np.ndarray:
+    """Normalised patch rows (N, C*T*p*p) -> the uint8 pixel levels they came from, (N, C, T, p*p).
+    Rows hold (x/255 - mean) / std of uint8 pixels, so this is lossless and 4x smaller."""
+    N, C, T = rows.shape[0], 3, spec.temporal_patch_size
+    x = rows.reshape(N, C, T, -1)
+    mean, std = np.asarray(spec.mean, np.float32)[:, None, None], np.asarray(spec.std, np.float32)[:, None, None]
+    return np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8)
+
+
+def decode_rows(codes: np.ndarray, spec) -> torch.Tensor:
+    """uint8 levels (N, C, T, p*p) -> float32 patch rows (N, C*T*p*p), normalised as the loaders do."""
+    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    table = (levels[:, None] - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)  # (256, C)
+    channel = np.arange(codes.shape[1])[None, :, None, None]
+    return torch.from_numpy(table[codes, channel].reshape(codes.shape[0], -1))
+
+
+def _grids(grid: torch.Tensor | None) -> tuple[tuple[int, int, int], ...]:
+    return () if grid is None else tuple(tuple(int(v) for v in row) for row in grid.tolist())
+
+
+# -- building a dataset in worker processes -------------------------------------------------------
+
+_worker: dict = {}
+
+
+def _init_worker(folder: str, split: str, seed: int) -> None:
+    torch.set_num_threads(1)
+    _worker["prep"] = Preparer(Path(folder))
+    _worker["tmp"] = tempfile.TemporaryDirectory(prefix="glmv-demo-data-")
+    _worker["split"], _worker["seed"] = split, seed
+
+
+def _make(index: int) -> Sample:
+    folder = Path(_worker["tmp"].name)
+    example = draw_example(_worker["split"], _worker["seed"], index, folder)
+    try:
+        return _worker["prep"].sample(example)
+    finally:
+        Path(example.attachment).unlink(missing_ok=True)
+
+
+def build_samples(folder: Path, split: str, seed: int, count: int, workers: int = 2) -> Iterator[Sample]:
+    """`count` samples of a split, in index order, prepared by `workers` processes."""
+    ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(folder), split, seed)) as pool:
+        yield from pool.imap(_make, range(count), chunksize=16)
+
+
+# -- batches --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: dict[str, torch.Tensor]  # Glm4v.forward's keyword arguments
+    labels: torch.Tensor  # (B, S) next-token targets, -100 where there is no loss
+    tasks: tuple[str, ...]
+
+
+def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
+    """Right-padded batch; labels[b, t] is the token after position t, on target tokens only."""
+    B, S = len(samples), max(len(s) for s in samples)
+    ids = torch.full((B, S), pad_id, dtype=torch.long)
+    mask = torch.zeros(B, S, dtype=torch.long)
+    labels = torch.full((B, S), -100, dtype=torch.long)
+    for b, s in enumerate(samples):
+        n = len(s)
+        ids[b, :n] = torch.from_numpy(s.ids)
+        mask[b, :n] = 1
+        labels[b, s.prompt_len - 1:n - 1] = torch.from_numpy(s.ids[s.prompt_len:])
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    T = spec.temporal_patch_size
+    images = [np.repeat(s.image_codes[:, :, None], T, axis=2) for s in samples if s.image_codes is not None]
+    if images:
+        inputs["pixel_values"] = decode_rows(np.concatenate(images), spec)
+        inputs["image_grid_thw"] = torch.tensor([g for s in samples for g in s.image_grids], dtype=torch.long)
+    videos = [s.video_codes for s in samples if s.video_codes is not None]
+    if videos:
+        inputs["pixel_values_videos"] = decode_rows(np.concatenate(videos), spec)
+        inputs["video_grid_thw"] = torch.tensor([g for s in samples for g in s.video_grids], dtype=torch.long)
+    return Batch(inputs, labels, tuple(s.task for s in samples))
+
+
+def batches(samples: Sequence[Sample], max_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Index batches of similar-length samples, each at most `max_tokens` once padded, shuffled."""
+    order = sorted(range(len(samples)), key=lambda i: (len(samples[i]), rng.random()))
+    out, current, longest = [], [], 0
+    for i in order:
+        longest_if = max(longest, len(samples[i]))
+        if current and longest_if * (len(current) + 1) > max_tokens:
+            out.append(current)
+            current, longest_if = [], len(samples[i])
+        current.append(i)
+        longest = longest_if
+    if current:
+        out.append(current)
+    rng.shuffle(out)
+    return out

@@ -1,0 +1,127 @@
+"""Evaluate a demo checkpoint through the real `glmv` command on fresh, held-out examples.
+
+    python -m glmv_cli.demo.evaluate [--model demo] [--seed 1] [--per-task 50] [--subprocess]
+
+Examples come from the "eval" split (training draws from "train", so no example is shared), as
+files in a temporary folder: PNG images, PDFs written by PyMuPDF, MP4s encoded by PyAV. Each is
+asked with `glmv ask FILE "QUESTION" --model MODEL --json` — in this process through the Typer app
+(the same argument parsing, loaders, session and rendering; the model is loaded per question as
+the command does), or with --subprocess as a separate `python -m glmv_cli` process. An answer is
+right when it equals the expected one exactly. Prints a table on stderr and, as the last line on
+stdout, a JSON object with the accuracy per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmv_cli.demo import tasks
+from glmv_cli.demo.data import example_rng
+
+TASKS = ("shapes_count", "shapes_color", "shapes_shape", "numbers", "pdf", "video")
+TARGETS = {"shapes_count": 0.80, "shapes_color": 0.90, "shapes_shape": 0.90, "numbers": 0.80, "pdf": 0.90,
+           "video": 0.90}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    task: str
+    file: str
+    question: str
+    expected: str
+    answer: str
+    ok: bool
+
+
+def held_out(task: str, seed: int, count: int, folder: Path) -> Iterator[tasks.Example]:
+    """`count` examples of one task from the eval split, attachments written into `folder`."""
+    for index in range(count):
+        rng = example_rng(f"eval-{task}", seed, index)
+        example = tasks.make_example(task, rng, folder, index)
+        if not isinstance(example.attachment, Path):
+            path = folder / f"{task}-{index:05d}.png"
+            example.attachment.save(path)
+            example = tasks.Example(example.task, example.question, example.thinking, example.answer, path)
+        yield example
+
+
+def ask(model: str, example: tasks.Example, use_subprocess: bool) -> str:
+    """The answer `glmv ask FILE QUESTION --model MODEL --json` gives ("" when it fails)."""
+    args = ["ask", str(example.attachment), example.question, "--model", model, "--json"]
+    if use_subprocess:
+        done = subprocess.run([sys.executable, "-m", "glmv_cli", *args], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=300)
+        code, out = done.returncode, done.stdout
+    else:
+        from typer.testing import CliRunner
+
+        from glmv_cli.cli import app
+
+        result = CliRunner().invoke(app, args)
+        code, out = result.exit_code, result.stdout
+    if code != 0:
+        return ""
+    return str(json.loads(out.strip().splitlines()[-1]).get("answer", "")).strip()
+
+
+def evaluate(model: str, seed: int, per_task: int, task_names=TASKS, use_subprocess: bool = False,
+             progress=None) -> list[Outcome]:
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="glmv-demo-eval-") as tmp:
+        for task in task_names:
+            for example in held_out(task, seed, per_task, Path(tmp)):
+                answer = ask(model, example, use_subprocess)
+                outcomes.append(Outcome(task, Path(example.attachment).name, example.question, example.answer,
+                                        answer, answer == example.answer))
+                if progress:
+                    progress(outcomes[-1])
+    return outcomes
+
+
+def accuracy(outcomes: list[Outcome]) -> dict[str, float]:
+    out = {}
+    for task in dict.fromkeys(o.task for o in outcomes):
+        mine = [o for o in outcomes if o.task == task]
+        out[task] = sum(o.ok for o in mine) / len(mine)
+    return out
+
+
+def table(outcomes: list[Outcome]) -> str:
+    lines = [f"{'task':<14}{'n':>5}{'right':>7}{'accuracy':>10}{'target':>8}"]
+    for task, acc in accuracy(outcomes).items():
+        n = sum(o.task == task for o in outcomes)
+        lines.append(f"{task:<14}{n:>5}{round(acc * n):>7}{acc:>10.1%}{TARGETS[task]:>8.0%}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--per-task", type=int, default=50)
+    ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    ap.add_argument("--subprocess", action="store_true", help="run each question as its own glmv process")
+    ap.add_argument("--verbose", action="store_true", help="print every question and answer")
+    args = ap.parse_args(argv)
+
+    def show(o: Outcome) -> None:
+        if args.verbose or not o.ok:
+            mark = "ok " if o.ok else "BAD"
+            print(f"{mark} {o.task:<13} {o.file:<22} {o.question!r}: expected {o.expected!r}, got {o.answer!r}",
+                  file=sys.stderr, flush=True)
+
+    outcomes = evaluate(args.model, args.seed, args.per_task, args.tasks, args.subprocess, show)
+    print(table(outcomes), file=sys.stderr)
+    print(json.dumps({"model": args.model, "seed": args.seed, "per_task": args.per_task,
+                      "accuracy": accuracy(outcomes)}))
+
+
+if __name__ == "__main__":
+    main()

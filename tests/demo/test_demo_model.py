@@ -1,0 +1,63 @@
+"""The shipped demo checkpoint answers held-out questions correctly through the real `glmv` CLI.
+
+A fast subset of `python -m glmv_cli.demo.evaluate`: a few fresh examples per task (a seed of the
+"eval" split training never drew from), asked with `glmv ask FILE QUESTION --model demo --json`.
+Thresholds sit below the accuracy measured on 50 per task (closing note of issue 6) and far above
+chance (1/6 colours, 1/3 shapes, 1/6 counts, ~1/100 numbers, ~1/5 pages, ~1/8 seconds).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from glmv_cli.demo.evaluate import TASKS, accuracy, evaluate
+from glmv_cli.loading import DEMO_FOLDER, resolve_checkpoint
+
+# Until the trained checkpoint lands (issue 6), there is nothing to evaluate.
+pytestmark = pytest.mark.skipif(not (DEMO_FOLDER / "model.safetensors").is_file(),
+                                reason="the demo checkpoint is not built yet (python -m glmv_cli.demo.train)")
+
+PER_TASK = 6
+MIN_RIGHT = {"shapes_count": 4, "shapes_color": 5, "shapes_shape": 5, "numbers": 4, "pdf": 5, "video": 5}
+README_FIRST = ("examples/shapes.png", "What color is the circle?", "green")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_resolves_to_the_packaged_checkpoint(tmp_path, monkeypatch):
+    assert resolve_checkpoint("demo") == DEMO_FOLDER
+    assert (DEMO_FOLDER / "model.safetensors").stat().st_size < 25 * 2**20  # the issue's size cap
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("demo") == Path("demo")  # a checkpoint folder named demo wins
+
+
+def test_held_out_accuracy_per_task():
+    outcomes = evaluate("demo", seed=1000, per_task=PER_TASK)
+    right = {t: round(a * PER_TASK) for t, a in accuracy(outcomes).items()}
+    assert set(right) == set(TASKS)
+    wrong = [o for o in outcomes if not o.ok]
+    assert all(right[t] >= MIN_RIGHT[t] for t in TASKS), (right, wrong)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+def test_readme_first_command_thinks_then_answers_in_a_terminal():
+    from tests.cli.tmux import Tmux
+
+    path, question, answer = README_FIRST
+    assert f'glmv ask {path} "{question}" --model demo' in (ROOT / "README.md").read_text()
+    term = Tmux(ROOT)
+    try:
+        term.type(f'glmv ask {path} "{question}" --model demo')
+        screen = term.wait_for_shell(timeout=120)
+        lines = [line.rstrip() for line in screen.rstrip("\n").splitlines()]
+        start = next(i for i, line in enumerate(lines) if line.startswith("$ glmv ask"))
+        thinking, blank, shown, prompt = lines[start + 1:start + 5]
+        assert "circle" in thinking and answer in thinking  # the reasoning, first
+        assert blank == "" and shown == answer and prompt == "$"  # then the answer alone
+        assert "\x1b[2m" in term.screen(escapes=True)  # the reasoning is dim
+    finally:
+        term.close()

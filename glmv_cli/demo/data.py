@@ -54,12 +54,7 @@ def draw_example(split: str, seed: int, index: int, folder: Path) -> tasks.Examp
     attachment (the example's attachment is then that path)."""
     rng = example_rng(split, seed, index)
     task = rng.choices(list(MIX), weights=list(MIX.values()))[0]
-    example = tasks.make_example(task, rng, folder, index)
-    if not isinstance(example.attachment, Path):
-        path = folder / f"{example.task}-{index:05d}.png"
-        example.attachment.save(path)
-        example = tasks.Example(example.task, example.question, example.thinking, example.answer, path)
-    return example
+    return tasks.as_file(tasks.make_example(task, rng, folder, index), folder, index)
 
 
 class Preparer:

@@ -44,12 +44,7 @@ def held_out(task: str, seed: int, count: int, folder: Path) -> Iterator[tasks.E
     """`count` examples of one task from the eval split, attachments written into `folder`."""
     for index in range(count):
         rng = example_rng(f"eval-{task}", seed, index)
-        example = tasks.make_example(task, rng, folder, index)
-        if not isinstance(example.attachment, Path):
-            path = folder / f"{task}-{index:05d}.png"
-            example.attachment.save(path)
-            example = tasks.Example(example.task, example.question, example.thinking, example.answer, path)
-        yield example
+        yield tasks.as_file(tasks.make_example(task, rng, folder, index), folder, index)
 
 
 def ask(model: str, example: tasks.Example, use_subprocess: bool) -> str:

@@ -241,6 +241,16 @@ def video_thinking(kind: str, color: str, appear: int) -> str:
 TASKS = ("shapes", "numbers", "pdf", "video")
 
 
+def as_file(example: Example, folder: Path, index: int) -> Example:
+    """The example with its image written to `folder` as a PNG (PDFs and videos are files already):
+    attachments are then files, as a user's are."""
+    if isinstance(example.attachment, Path):
+        return example
+    path = folder / f"{example.task}-{index:05d}.png"
+    example.attachment.save(path)
+    return Example(example.task, example.question, example.thinking, example.answer, path)
+
+
 def make_example(task: str, rng: random.Random, folder: Path, index: int) -> Example:
     """An example of `task` (one of TASKS, or one shapes question of SHAPE_QUESTIONS)."""
     if task == "shapes":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -169,7 +170,7 @@ QUANTIZE_BLOCK_BYTES = 64 * 2**20  # float32 rows read and quantized at a time
 def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device) -> None:
     """A float weight from the file into an Int8Linear, in blocks of rows."""
     rows = entry.shape[0]
-    step = max(1, QUANTIZE_BLOCK_BYTES // (4 * max(1, entry.nbytes // entry.dtype.itemsize // rows)))
+    step = max(1, QUANTIZE_BLOCK_BYTES // (4 * max(1, math.prod(entry.shape[1:]))))
     for start in range(0, rows, step):
         part = entry.rows(start, min(start + step, rows))
         block = torch.empty(part.shape, dtype=torch.float32)

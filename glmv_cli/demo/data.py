@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from glmv_cli.demo import tasks
+from glmv_cli.inputs.patches import level_table
 
 END_TOKEN = "<|user|>"
 MIX = {"shapes_count": 0.15, "shapes_color": 0.14, "shapes_shape": 0.14, "numbers": 0.23, "pdf": 0.14,
@@ -91,8 +92,7 @@ def encode_rows(rows: np.ndarray, spec) -> np.ndarray:
 
 def decode_rows(codes: np.ndarray, spec) -> torch.Tensor:
     """uint8 levels (N, C, T, p*p) -> float32 patch rows (N, C*T*p*p), normalised as the loaders do."""
-    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
-    table = (levels[:, None] - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)  # (256, C)
+    table = level_table(spec)  # (256, C): the loaders' own normalisation
     channel = np.arange(codes.shape[1])[None, :, None, None]
     return torch.from_numpy(table[codes, channel].reshape(codes.shape[0], -1))
 

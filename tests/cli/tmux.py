@@ -28,7 +28,9 @@ class Tmux:
         args = [f"-e{k}={v}" for k, v in base.items() if k in _PASS or k in env]
         self._tmux("-f", "/dev/null", "new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t",
                    "-c", str(cwd), *args, "bash --norc --noprofile")
-        self.type("PS1='$ '; clear")
+        # -echoctl: the tty itself would echo Ctrl-C as "^C" wherever the cursor is (a race with
+        # glmv's output); glmv's own reaction to Ctrl-C is what the tests look at.
+        self.type("PS1='$ '; stty -echoctl; clear")
         self.wait_for_shell()
 
     def _tmux(self, *args: str) -> str:

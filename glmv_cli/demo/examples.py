@@ -24,9 +24,9 @@ def write_examples(folder: Path, seed: int = 0) -> list[tuple[Path, tasks.Exampl
     with tempfile.TemporaryDirectory() as tmp:
         for task, name in FILES.items():
             index = 0
-            while True:  # a busy picture for the README: the first shapes image with 3+ shapes
+            while True:  # a busy picture for the README: the first shapes image in 3+ colours
                 example = tasks.make_example(task, example_rng("examples", seed, index), Path(tmp), index)
-                if task != "shapes_color" or not any(f"among {n} " in example.thinking for n in ("one", "two")):
+                if task != "shapes_color" or len(colours_in(example.attachment)) >= 3:
                     break
                 index += 1
             path = folder / name
@@ -36,6 +36,12 @@ def write_examples(folder: Path, seed: int = 0) -> list[tuple[Path, tasks.Exampl
                 example.attachment.save(path)
             out.append((path, example))
     return out
+
+
+def colours_in(image) -> set[str]:
+    """The task colours present in an image (shapes are drawn without anti-aliasing)."""
+    present = {rgb for _, rgb in image.getcolors(maxcolors=1 << 16)}
+    return {name for name, rgb in tasks.COLORS.items() if rgb in present}
 
 
 def main() -> None:

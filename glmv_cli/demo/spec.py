@@ -9,9 +9,9 @@ tokenizer, chat template and preprocessor settings from the folder):
   * a byte-level BPE tokenizer trained on the tasks' own text (digits kept one per token, so
     numbers are spelled the same way in pictures, timestamps and answers) plus every GLM special
     token; the official chat template;
-  * the real preprocessor rule with smaller pixel limits: an image is resized to at most
-    224 x 224 px of area (<= 64 tokens), a video's frames share 230,000 px (~12 tokens per frame
-    pair for a 12 s clip at 2 fps).
+  * the real preprocessor rule with smaller pixel limits: an image is resized to between
+    168 x 168 and 224 x 224 px of area (36-64 tokens), a video's frames share 230,000 px (~12
+    tokens per frame pair for a 12 s clip at 2 fps).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from glmv_cli.random_checkpoint import GLM_SPECIAL_TOKENS, config_dict, write_si
 TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, mrope_section=[4, 6, 6], max_position_embeddings=2048, vocab_size=None)
 VISION = dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384, image_size=224)
-IMAGE_PIXELS = (2 * 56 * 56, 2 * 224 * 224)  # (min, max) as the processor counts them: 2 frames per image
+IMAGE_PIXELS = (2 * 168 * 168, 2 * 224 * 224)  # (min, max) as the processor counts them: 2 frames per image;
+# small images are enlarged so that a shape of 10% of the shorter side still spans a 14-px patch
 VIDEO_PIXELS = (2 * 56 * 56, 230_000)
 BPE_VOCAB = 448  # 256 byte tokens + merges; + the special tokens, rounded up to 512 in the embedding
 MAX_NEW_TOKENS = 256  # the demo's answers are short; a default that keeps a confused model brief

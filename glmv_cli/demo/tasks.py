@@ -121,7 +121,8 @@ SHAPE_QUESTIONS = ("shapes_count", "shapes_color", "shapes_shape")
 def shapes_example(rng: random.Random, task: str | None = None) -> Example:
     """A shapes question (`task`, or one of the three at random) on an image that allows it: the
     colour question needs exactly one circle, the shape question exactly one red shape. The
-    thinking is a short true statement the answer follows from."""
+    thinking is a short true statement the answer follows from (the count only where it is asked:
+    counting is the hardest part, and a colour or shape answer should not wait on it)."""
     task = task or rng.choice(SHAPE_QUESTIONS)
     while True:
         image, shapes = shapes_image(rng)
@@ -134,11 +135,10 @@ def shapes_example(rng: random.Random, task: str | None = None) -> Example:
                            f"{shape_count(n)}.", str(n), image)
         if task == "shapes_color" and len(circles) == 1:
             return Example(task, "What color is the circle?",
-                           f"There is one circle among {shape_count(n)}, and it is {circles[0].color}.",
+                           f"The only circle in the image is {circles[0].color}.",
                            circles[0].color, image)
         if task == "shapes_shape" and len(reds) == 1:
-            thinking = (f"Only one of the {shape_count(n)} is red: the red {reds[0].kind}." if n > 1
-                        else f"The only shape is the red {reds[0].kind}.")
+            thinking = f"The only red shape in the image is a {reds[0].kind}."
             return Example(task, "What shape is the red one?", thinking, reds[0].kind, image)
 
 

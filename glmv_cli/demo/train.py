@@ -6,7 +6,7 @@
 3. train our own Glm4v (the inference code, in training mode) with AdamW on the assistant's tokens
    only, batches of similar length up to `--batch-tokens` tokens, linear warm-up then cosine decay;
 4. write model.safetensors (float32) into OUT_DIR, loadable by `glmv --model OUT_DIR` and by
-   transformers.
+   transformers, with training.log (the command, losses per task, held-out answer accuracy).
 
 Everything is seeded (`--seed`): examples, initialisation and batch order. The defaults finish in
 under an hour on a 2-core CPU. Progress goes to stderr, one line per `--log-every` steps.
@@ -26,31 +26,74 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glmv_cli.demo import data, spec
+from glmv_cli.demo import data, monitor, spec
 from glmv_cli.inputs.patches import load_patch_specs
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
 from glmv_cli.safetensors_io import write_safetensors
+from glmv_cli.tokenizer import Tokenizer
 
 DEFAULT_OUT = Path(__file__).with_name("checkpoint")
 
 
-def init_weights(model: nn.Module, seed: int, std: float = 0.02) -> None:
-    """Transformers' initialisation: matrices N(0, std), biases 0, norms 1."""
+def init_weights(model: Glm4v, seed: int, std: float = 0.02) -> None:
+    """Transformers' initialisation (matrices N(0, std), biases 0, norms 1), changed where GLM's
+    sandwich norms would otherwise drown the inputs: every attention and MLP output is normalised
+    to RMS 1 before its residual add, while token embeddings start at RMS `std` - so after the first
+    layer a token barely knows what it is, and it takes ~1000 steps of Adam to grow the embeddings.
+    Here token embeddings start at RMS 1 and the post-attention / post-MLP norm gains at
+    1/sqrt(2 * layers), so the residual stream starts as the inputs plus small updates (the usual
+    scaled-residual initialisation). `match_image_scale` does the same for image embeddings."""
     gen = torch.Generator().manual_seed(seed)
+    text = model.language_model
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1:
-                p.fill_(1.0 if "norm" in name else 0.0)
+                p.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
+        text.embed_tokens.weight.div_(std)
+        gain = 1 / math.sqrt(2 * len(text.layers))
+        for layer in text.layers:
+            layer.post_self_attn_layernorm.weight.fill_(gain)
+            layer.post_mlp_layernorm.weight.fill_(gain)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only (not on norms, biases)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+@torch.no_grad()
+def match_image_scale(model: Glm4v, batch: data.Batch) -> float:
+    """Scale the projector's last layer so that image embeddings enter the decoder at RMS 1, like
+    the token embeddings (at the default init they are ~30x smaller). Returns the factor used."""
+    inputs = batch.inputs
+    rows, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
+    if rows is None:
+        rows, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+    rms = float(model.visual(rows, grid).pow(2).mean().sqrt())
+    model.visual.merger.down_proj.weight.div_(rms)
+    return 1 / rms
+
+
+def param_groups(model: Glm4v, weight_decay: float, vision_lr: float = 1.0) -> list[dict]:
+    """Weight decay on matrices only (not on norms, biases); the vision tower's learning rate is
+    `vision_lr` times the rest's (key "scale", applied by the schedule)."""
+    vision = {id(p) for p in model.visual.parameters()}
+    groups = []
+    for scale, part in ((1.0, [p for p in model.parameters() if id(p) not in vision]),
+                        (vision_lr, list(model.visual.parameters()))):
+        groups.append({"params": [p for p in part if p.ndim >= 2], "weight_decay": weight_decay, "scale": scale})
+        groups.append({"params": [p for p in part if p.ndim < 2], "weight_decay": 0.0, "scale": scale})
+    return groups
+
+
+@torch.no_grad()
+def image_spread(model: Glm4v, batch: data.Batch) -> float:
+    """How much the image embeddings of one picture differ: the largest distance of a token from the
+    first (a background corner), relative to that token's norm. About 1 at init; near 0 when the
+    vision tower has collapsed to a constant output and the decoder cannot see the picture."""
+    was = model.training
+    model.eval()
+    y = model.visual(batch.inputs["pixel_values"], batch.inputs["image_grid_thw"])
+    model.train(was)
+    return float((y - y[0]).norm(dim=-1).max() / y[0].norm())
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05) -> float:
@@ -83,6 +126,8 @@ def train(args: argparse.Namespace) -> Path:
     started = time.perf_counter()
     out = args.out
     config = spec.write_spec(out, seed=args.seed)
+    (out / "training.log").write_text(f"python -m glmv_cli.demo.train {' '.join(sys.argv[1:])}\n")
+    _log_file[:] = [out / "training.log"]
     log(f"spec written to {out} ({time.perf_counter() - started:.0f} s)")
 
     samples = []
@@ -94,22 +139,30 @@ def train(args: argparse.Namespace) -> Path:
     log(f"data ready: {dict(counts)}, {sum(len(s) for s in samples):,} tokens "
         f"({time.perf_counter() - started:.0f} s)")
 
+    watch = list(data.build_samples(out, "monitor", args.seed, args.monitor, workers=args.workers))
+    tokenizer = Tokenizer.from_folder(out)
+    end_id = tokenizer.token_id(data.END_TOKEN)
+
     model = Glm4v(Glm4vConfig.from_dict(config))
     init_weights(model, args.seed)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = torch.optim.AdamW(param_groups(model, args.weight_decay, args.vision_lr), lr=args.lr, betas=(0.9, 0.95),
+                            eps=1e-8)
     rng = random.Random(f"batches-{args.seed}")
     plan = [b for _ in range(args.epochs) for b in data.batches(samples, args.batch_tokens, rng)]
     total = len(plan)
     pad_id = config["text_config"]["pad_token_id"]
     spec_ = load_patch_specs(out)[0]
-    log(f"training {n_params / 1e6:.2f} M parameters: {total} steps, {args.epochs} epochs")
+    factor = match_image_scale(model, data.collate([samples[i] for i in plan[0]], pad_id, spec_))
+    probe = data.collate([next(s for s in watch + samples if s.image_codes is not None)], pad_id, spec_)
+    log(f"training {n_params / 1e6:.2f} M parameters: {total} steps, {args.epochs} epochs "
+        f"(image embeddings scaled by {factor:.1f} at init)")
     window: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     train_start = time.perf_counter()
     for step, indices in enumerate(plan):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, args.lr, args.warmup)
+            group["lr"] = lr_at(step, total, args.lr, args.warmup) * group["scale"]
         batch = data.collate([samples[i] for i in indices], pad_id, spec_)
         loss, by_task = loss_of(model, batch)
         opt.zero_grad(set_to_none=True)
@@ -123,8 +176,12 @@ def train(args: argparse.Namespace) -> Path:
             per_task = " ".join(f"{t}={s / max(n, 1):.3f}" for t, (s, n) in sorted(window.items()))
             elapsed = time.perf_counter() - train_start
             log(f"step {step + 1}/{total} loss {per_task} lr {opt.param_groups[0]['lr']:.2e} "
+                f"image spread {image_spread(model, probe):.3f} "
                 f"{elapsed / (step + 1):.2f} s/step, {time.perf_counter() - started:.0f} s in all")
             window.clear()
+        if watch and ((step + 1) % args.monitor_every == 0 or step + 1 == total):
+            right = monitor.accuracy(model, watch, tokenizer, spec_, pad_id, end_id)
+            log(f"step {step + 1} held-out answers right: " + " ".join(f"{t}={a:.0%}" for t, a in right.items()))
         if (step + 1) % args.save_every == 0:
             save(model, out)  # a usable checkpoint at any time
     model.eval()
@@ -133,24 +190,34 @@ def train(args: argparse.Namespace) -> Path:
     return out
 
 
+_log_file: list[Path] = []
+
+
 def log(message: str) -> None:
+    """stderr, and the checkpoint's training.log (how the shipped weights came about)."""
     print(message, file=sys.stderr, flush=True)
+    for path in _log_file:
+        with path.open("a") as f:
+            f.write(message + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, nargs="?", default=DEFAULT_OUT,
                     help="checkpoint folder to write (default: the packaged demo checkpoint)")
-    ap.add_argument("--examples", type=int, default=30000)
+    ap.add_argument("--examples", type=int, default=26000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-tokens", type=int, default=1536, help="padded tokens per batch")
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--vision-lr", type=float, default=0.3, help="the vision tower's learning rate, times --lr")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="processes preparing examples")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--monitor", type=int, default=72, help="held-out samples answered every --monitor-every steps")
+    ap.add_argument("--monitor-every", type=int, default=250)
     ap.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints written to OUT_DIR")
     train(ap.parse_args(argv))
 

@@ -47,10 +47,10 @@ def test_shape_questions_are_answerable(seed, tmp_path):
     if example.task == "shapes_count":
         assert example.answer in {"1", "2", "3", "4", "5", "6"}
     elif example.task == "shapes_color":
-        assert example.answer in COLORS and example.thinking.endswith(f"it is {example.answer}.")
+        assert example.answer in COLORS and example.thinking == f"The only circle in the image is {example.answer}."
     else:
         assert example.answer in {"circle", "square", "triangle"}
-        assert f"red {example.answer}" in example.thinking
+        assert example.thinking == f"The only red shape in the image is a {example.answer}."
 
 
 def test_same_seed_same_examples(tmp_path):

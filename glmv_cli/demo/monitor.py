@@ -1,0 +1,48 @@
+"""Held-out answer accuracy while training: greedy answers to prepared samples, per task.
+
+Loss alone says little here (most target tokens are the answer format, learnt in minutes); what
+matters is whether the answer is right. The monitor's samples come from their own split, so the
+evaluation's examples stay unseen.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Sequence
+
+import torch
+
+from glmv_cli.demo import data
+from glmv_cli.generate import Generation
+from glmv_cli.model.glm4v import Glm4v
+from glmv_cli.tokenizer import Tokenizer
+
+ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+
+
+def answer_of(text: str) -> str:
+    found = ANSWER.search(text)
+    return found.group(1).strip() if found else ""
+
+
+@torch.no_grad()
+def accuracy(model: Glm4v, samples: Sequence[data.Sample], tokenizer: Tokenizer, spec, pad_id: int,
+             end_id: int, max_new_tokens: int = 96) -> dict[str, float]:
+    """Share of samples per task whose greedy answer equals the target's answer."""
+    was_training = model.training
+    model.eval()
+    right: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    try:
+        for sample in samples:
+            inputs = data.collate([sample], pad_id, spec).inputs
+            inputs.pop("attention_mask")
+            inputs["input_ids"] = inputs["input_ids"][:, :sample.prompt_len]
+            ids = list(Generation(model, inputs, max_new_tokens=max_new_tokens, stop_ids=(end_id,)))
+            expected = answer_of(tokenizer.decode(sample.ids[sample.prompt_len:].tolist()))
+            right[sample.task][0] += answer_of(tokenizer.decode(ids)) == expected
+            right[sample.task][1] += 1
+    finally:
+        model.language_model.drop_cache()
+        model.train(was_training)
+    return {task: ok / n for task, (ok, n) in sorted(right.items())}

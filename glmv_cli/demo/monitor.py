@@ -8,7 +8,6 @@ evaluation's examples stay unseen.
 from __future__ import annotations
 
 import collections
-import re
 from collections.abc import Sequence
 
 import torch
@@ -16,14 +15,14 @@ import torch
 from glmv_cli.demo import data
 from glmv_cli.generate import Generation
 from glmv_cli.model.glm4v import Glm4v
+from glmv_cli.stream import parse
 from glmv_cli.tokenizer import Tokenizer
-
-ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 
 
 def answer_of(text: str) -> str:
-    found = ANSWER.search(text)
-    return found.group(1).strip() if found else ""
+    """The answer as `glmv ask --json` reports it (the CLI's own parser), so that the monitor and
+    the evaluation count the same answers right."""
+    return parse(text)[1].strip()
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from glmv_cli.reference import reference_model
 def test_answer_of_reads_the_answer_span():
     assert monitor.answer_of("<think>The only circle is red.</think><answer> red </answer>") == "red"
     assert monitor.answer_of("<think>no answer written") == ""
-    assert monitor.answer_of("<answer>3</answer><answer>4</answer>") == "3"
+    assert monitor.answer_of("<answer>3</answer><answer>4</answer>") == "34"  # what --json reports: not "3"
 
 
 def test_the_initialisation_lets_inputs_through_the_sandwich_norms(tmp_path):

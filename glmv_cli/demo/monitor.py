@@ -25,6 +25,13 @@ def answer_of(text: str) -> str:
     return parse(text)[1].strip()
 
 
+def expected_answer(sample: data.Sample, tokenizer: Tokenizer, end_id: int) -> str:
+    """The answer in a sample's target, read like a generated one: the target without the end
+    token, which generation stops at and does not return."""
+    target = sample.ids[sample.prompt_len:].tolist()
+    return answer_of(tokenizer.decode(target[:-1] if target[-1] == end_id else target))
+
+
 @torch.no_grad()
 def accuracy(model: Glm4v, samples: Sequence[data.Sample], tokenizer: Tokenizer, spec, pad_id: int,
              end_id: int, max_new_tokens: int = 96) -> dict[str, float]:
@@ -38,7 +45,7 @@ def accuracy(model: Glm4v, samples: Sequence[data.Sample], tokenizer: Tokenizer,
             inputs.pop("attention_mask")
             inputs["input_ids"] = inputs["input_ids"][:, :sample.prompt_len]
             ids = list(Generation(model, inputs, max_new_tokens=max_new_tokens, stop_ids=(end_id,)))
-            expected = answer_of(tokenizer.decode(sample.ids[sample.prompt_len:].tolist()))
+            expected = expected_answer(sample, tokenizer, end_id)
             right[sample.task][0] += answer_of(tokenizer.decode(ids)) == expected
             right[sample.task][1] += 1
     finally:

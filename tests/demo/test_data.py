@@ -92,3 +92,14 @@ def test_every_shape_question_can_be_asked(tmp_path):
 
     for task in SHAPE_QUESTIONS:
         assert {make_example(task, random.Random(s), tmp_path, 0).task for s in range(3)} == {task}
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_the_monitor_expects_the_examples_answer(prep, tmp_path, index):
+    """The held-out monitor compares generated answers with this; generation never returns the end
+    token, so it must not be part of the expected answer (it was: every answer counted wrong)."""
+    from glmv_cli.demo import monitor
+
+    example = data.draw_example("monitor", 0, index, tmp_path)
+    sample = prep.sample(example)
+    assert monitor.expected_answer(sample, prep.session.tokenizer, prep.end_id) == example.answer

@@ -12,6 +12,7 @@ whatever the number of worker processes, and evaluation seeds never meet trainin
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import random
 import tempfile
@@ -50,11 +51,11 @@ def example_rng(split: str, seed: int, index: int) -> random.Random:
     return random.Random(f"{split}-{seed}-{index}")
 
 
-def draw_example(split: str, seed: int, index: int, folder: Path) -> tasks.Example:
-    """The index-th example of a split; images are written to `folder` as PNG files like any other
-    attachment (the example's attachment is then that path)."""
-    rng = example_rng(split, seed, index)
-    task = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+def draw_example(split: str, seed: int, index: int, folder: Path, task: str | None = None) -> tasks.Example:
+    """The index-th example of a split (of `task`, or drawn by MIX); images are written to `folder`
+    as PNG files like any other attachment (the example's attachment is then that path)."""
+    rng = example_rng(split if task is None else f"{split}-{task}", seed, index)
+    task = task or rng.choices(list(MIX), weights=list(MIX.values()))[0]
     return tasks.as_file(tasks.make_example(task, rng, folder, index), folder, index)
 
 
@@ -106,26 +107,28 @@ def _grids(grid: torch.Tensor | None) -> tuple[tuple[int, int, int], ...]:
 _worker: dict = {}
 
 
-def _init_worker(folder: str, split: str, seed: int) -> None:
+def _init_worker(folder: str, split: str, seed: int, task: str | None) -> None:
     torch.set_num_threads(1)
     _worker["prep"] = Preparer(Path(folder))
     _worker["tmp"] = tempfile.TemporaryDirectory(prefix="glmv-demo-data-")
-    _worker["split"], _worker["seed"] = split, seed
+    _worker["split"], _worker["seed"], _worker["task"] = split, seed, task
 
 
 def _make(index: int) -> Sample:
     folder = Path(_worker["tmp"].name)
-    example = draw_example(_worker["split"], _worker["seed"], index, folder)
+    example = draw_example(_worker["split"], _worker["seed"], index, folder, _worker["task"])
     try:
         return _worker["prep"].sample(example)
     finally:
         Path(example.attachment).unlink(missing_ok=True)
 
 
-def build_samples(folder: Path, split: str, seed: int, count: int, workers: int = 2) -> Iterator[Sample]:
-    """`count` samples of a split, in index order, prepared by `workers` processes."""
+def build_samples(folder: Path, split: str, seed: int, count: int, workers: int = 2,
+                  task: str | None = None) -> Iterator[Sample]:
+    """`count` samples of a split (all of `task`, or drawn by MIX), in index order, prepared by
+    `workers` processes."""
     ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(folder), split, seed)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(folder), split, seed, task)) as pool:
         yield from pool.imap(_make, range(count), chunksize=16)
 
 
@@ -177,3 +180,16 @@ def batches(samples: Sequence[Sample], max_tokens: int, rng: random.Random) -> l
         out.append(current)
     rng.shuffle(out)
     return out
+
+
+def front_loaded(plan: list, extra: list, span: int, rng: random.Random) -> list:
+    """`plan` with the `extra` items inserted among its first `span` items at a linearly falling
+    density (about twice the average at the start, none after `span`)."""
+    at = sorted(span * (1 - math.sqrt(1 - rng.random())) for _ in extra)
+    out, j = [], 0
+    for i, item in enumerate(plan):
+        while j < len(at) and at[j] <= i:
+            out.append(extra[j])
+            j += 1
+        out.append(item)
+    return out + extra[j:]

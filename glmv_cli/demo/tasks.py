@@ -142,6 +142,24 @@ def shapes_example(rng: random.Random, task: str | None = None) -> Example:
             return Example(task, "What shape is the red one?", thinking, reds[0].kind, image)
 
 
+def single_shape_example(rng: random.Random) -> Example:
+    """Training only, a warm-up: one large shape (40-80% of the shorter side), its colour or its kind
+    asked. Every answer depends on the picture and is easy to see, so the vision tower learns colour
+    and form in the first hundred steps, before the decoder learns to answer the real tasks from the
+    text alone (it did, and the vision tower then collapsed to a constant output)."""
+    width, height = random_size(rng)
+    short = min(width, height)
+    side = rng.randint(int(0.4 * short), int(0.8 * short))
+    x0, y0 = rng.randint(0, width - side), rng.randint(0, height - side)
+    shape = Shape(rng.choice(SHAPES), rng.choice(list(COLORS)), (x0, y0, x0 + side, y0 + side))
+    image = Image.new("RGB", (width, height), "white")
+    draw_shape(ImageDraw.Draw(image), shape)
+    thinking = f"The image shows one shape, {shape.a_name}."
+    if rng.random() < 0.5:
+        return Example("single_shape", "What color is the shape?", thinking, shape.color, image)
+    return Example("single_shape", "What shape is in the image?", thinking, shape.kind, image)
+
+
 def numbers_example(rng: random.Random) -> Example:
     value = rng.randint(0, 99) if rng.random() < 0.6 else rng.randint(0, 9)
     text = str(value)
@@ -252,13 +270,16 @@ def as_file(example: Example, folder: Path, index: int) -> Example:
 
 
 def make_example(task: str, rng: random.Random, folder: Path, index: int) -> Example:
-    """An example of `task` (one of TASKS, or one shapes question of SHAPE_QUESTIONS)."""
+    """An example of `task` (one of TASKS, one shapes question of SHAPE_QUESTIONS, or the training
+    warm-up "single_shape")."""
     if task == "shapes":
         return shapes_example(rng)
     if task in SHAPE_QUESTIONS:
         return shapes_example(rng, task)
     if task == "numbers":
         return numbers_example(rng)
+    if task == "single_shape":
+        return single_shape_example(rng)
     if task == "pdf":
         return pdf_example(rng, folder, index)
     if task == "video":

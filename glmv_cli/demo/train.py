@@ -2,7 +2,10 @@
 
 1. write the checkpoint's tokenizer, template and configs (spec.py) to OUT_DIR;
 2. draw `--examples` training examples (seeded) and prepare them in worker processes through the
-   same loaders and prompt builder as `glmv ask` (data.py);
+   same loaders and prompt builder as `glmv ask` (data.py), plus `--easy` warm-up examples (one
+   large shape, its colour or kind asked) mixed into the first `--easy-steps` steps at a falling
+   share: they make the picture matter from the start (without them the decoder learns to answer
+   from the text alone, and the vision tower collapses to a constant output);
 3. train our own Glm4v (the inference code, in training mode) with AdamW on the assistant's tokens
    only, batches of similar length up to `--batch-tokens` tokens, linear warm-up then cosine decay;
 4. write model.safetensors (float32) into OUT_DIR, loadable by `glmv --model OUT_DIR` and by
@@ -135,6 +138,8 @@ def train(args: argparse.Namespace) -> Path:
         samples.append(sample)
         if (i + 1) % 2000 == 0:
             log(f"prepared {i + 1}/{args.examples} examples ({time.perf_counter() - started:.0f} s)")
+    first_easy = len(samples)
+    samples += data.build_samples(out, "train", args.seed, args.easy, workers=args.workers, task="single_shape")
     counts = collections.Counter(s.task for s in samples)
     log(f"data ready: {dict(counts)}, {sum(len(s) for s in samples):,} tokens "
         f"({time.perf_counter() - started:.0f} s)")
@@ -150,7 +155,10 @@ def train(args: argparse.Namespace) -> Path:
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay, args.vision_lr), lr=args.lr, betas=(0.9, 0.95),
                             eps=1e-8)
     rng = random.Random(f"batches-{args.seed}")
-    plan = [b for _ in range(args.epochs) for b in data.batches(samples, args.batch_tokens, rng)]
+    main, easy = samples[:first_easy], samples[first_easy:]
+    plan = [b for _ in range(args.epochs) for b in data.batches(main, args.batch_tokens, rng)]
+    easy_plan = [[first_easy + i for i in b] for b in data.batches(easy, args.batch_tokens, rng)]
+    plan = data.front_loaded(plan, easy_plan, args.easy_steps, rng)
     total = len(plan)
     pad_id = config["text_config"]["pad_token_id"]
     spec_ = load_patch_specs(out)[0]
@@ -207,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="checkpoint folder to write (default: the packaged demo checkpoint)")
     ap.add_argument("--examples", type=int, default=26000)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--easy", type=int, default=4000,
+                    help="warm-up examples (one large shape: its colour or kind) mixed into the first steps")
+    ap.add_argument("--easy-steps", type=int, default=1200, help="steps over which the warm-up examples are spread")
     ap.add_argument("--batch-tokens", type=int, default=1536, help="padded tokens per batch")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=300)

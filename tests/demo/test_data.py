@@ -103,3 +103,28 @@ def test_the_monitor_expects_the_examples_answer(prep, tmp_path, index):
     example = data.draw_example("monitor", 0, index, tmp_path)
     sample = prep.sample(example)
     assert monitor.expected_answer(sample, prep.session.tokenizer, prep.end_id) == example.answer
+
+
+def test_front_loaded_puts_every_extra_item_early():
+    plan, extra = list(range(1000)), [f"x{i}" for i in range(200)]
+    out = data.front_loaded(plan, extra, span=400, rng=random.Random(0))
+    assert sorted(map(str, out)) == sorted(map(str, plan + extra))
+    assert [x for x in out if isinstance(x, int)] == plan  # the plan keeps its order
+    where, before = [], 0  # each extra item's place in the plan: how many plan items come before it
+    for x in out:
+        if isinstance(x, int):
+            before += 1
+        else:
+            where.append(before)
+    assert max(where) <= 400
+    first, second = sum(w < 200 for w in where), sum(w >= 200 for w in where)
+    assert first > 2 * second  # the share falls (3:1 expected)
+
+
+def test_warm_up_examples_are_one_large_shape(tmp_path):
+    from glmv_cli.demo import tasks
+
+    for index in range(20):
+        example = data.draw_example("train", 0, index, tmp_path, task="single_shape")
+        assert example.task == "single_shape" and example.answer in (*tasks.COLORS, *tasks.SHAPES)
+        assert example.answer in example.thinking

@@ -155,8 +155,8 @@ def train(args: argparse.Namespace) -> Path:
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay, args.vision_lr), lr=args.lr, betas=(0.9, 0.95),
                             eps=1e-8)
     rng = random.Random(f"batches-{args.seed}")
-    main, easy = samples[:first_easy], samples[first_easy:]
-    plan = [b for _ in range(args.epochs) for b in data.batches(main, args.batch_tokens, rng)]
+    tasks_, easy = samples[:first_easy], samples[first_easy:]
+    plan = [b for _ in range(args.epochs) for b in data.batches(tasks_, args.batch_tokens, rng)]
     easy_plan = [[first_easy + i for i in b] for b in data.batches(easy, args.batch_tokens, rng)]
     plan = data.front_loaded(plan, easy_plan, args.easy_steps, rng)
     total = len(plan)

@@ -118,28 +118,34 @@ def shape_count(n: int) -> str:
 SHAPE_QUESTIONS = ("shapes_count", "shapes_color", "shapes_shape")
 
 
+def inventory(shapes: list[Shape]) -> str:
+    """'From top to bottom: a red circle, a blue square and a green triangle' (by centre height)."""
+    names = [s.a_name for s in sorted(shapes, key=lambda s: (s.box[1] + s.box[3], s.box[0] + s.box[2]))]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"From top to bottom: {listed}"
+
+
 def shapes_example(rng: random.Random, task: str | None = None) -> Example:
     """A shapes question (`task`, or one of the three at random) on an image that allows it: the
     colour question needs exactly one circle, the shape question exactly one red shape. The
-    thinking is a short true statement the answer follows from (the count only where it is asked:
-    counting is the hardest part, and a colour or shape answer should not wait on it)."""
+    thinking names every shape, top to bottom, then states what the answer follows from: each
+    shape's colour and kind is supervised in every example (not one word per picture), and the
+    question becomes a look-up in that text, which a small decoder learns easily."""
     task = task or rng.choice(SHAPE_QUESTIONS)
     while True:
         image, shapes = shapes_image(rng)
         n = len(shapes)
         circles = [s for s in shapes if s.kind == "circle"]
         reds = [s for s in shapes if s.color == "red"]
+        seen = inventory(shapes)
         if task == "shapes_count":
-            return Example(task, "How many shapes are in the image?",
-                           f"I count the shapes on the white background: there {'are' if n > 1 else 'is'} "
-                           f"{shape_count(n)}.", str(n), image)
+            return Example(task, "How many shapes are in the image?", f"{seen}: {shape_count(n)}.", str(n), image)
         if task == "shapes_color" and len(circles) == 1:
-            return Example(task, "What color is the circle?",
-                           f"The only circle in the image is {circles[0].color}.",
+            return Example(task, "What color is the circle?", f"{seen}. The circle is {circles[0].color}.",
                            circles[0].color, image)
         if task == "shapes_shape" and len(reds) == 1:
-            thinking = f"The only red shape in the image is a {reds[0].kind}."
-            return Example(task, "What shape is the red one?", thinking, reds[0].kind, image)
+            return Example(task, "What shape is the red one?", f"{seen}. The red one is a {reds[0].kind}.",
+                           reds[0].kind, image)
 
 
 def single_shape_example(rng: random.Random) -> Example:

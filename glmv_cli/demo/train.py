@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="warm-up examples (one large shape: its colour or kind) mixed into the first steps")
     ap.add_argument("--easy-steps", type=int, default=1200, help="steps over which the warm-up examples are spread")
     ap.add_argument("--batch-tokens", type=int, default=1536, help="padded tokens per batch")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--vision-lr", type=float, default=0.3, help="the vision tower's learning rate, times --lr")

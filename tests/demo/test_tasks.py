@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from glmv_cli.demo.tasks import COLORS, Shape, make_example, place_shapes, shapes_image
+from glmv_cli.demo.tasks import COLORS, Shape, inventory, make_example, place_shapes, shapes_image
 
 
 def near(pixel, color, tol=40) -> bool:
@@ -43,14 +43,25 @@ def test_placement_gives_up_when_shapes_cannot_fit():
 @pytest.mark.parametrize("seed", range(12))
 def test_shape_questions_are_answerable(seed, tmp_path):
     example = make_example("shapes", random.Random(seed), tmp_path, 0)
-    assert example.target.startswith("<think>") and example.target.endswith("</answer>")
+    assert example.target.startswith("<think>From top to bottom: ") and example.target.endswith("</answer>")
+    listed = example.thinking.count(" circle") + example.thinking.count(" square") + example.thinking.count(" triangle")
     if example.task == "shapes_count":
         assert example.answer in {"1", "2", "3", "4", "5", "6"}
+        assert listed == int(example.answer)  # the thinking names every shape
     elif example.task == "shapes_color":
-        assert example.answer in COLORS and example.thinking == f"The only circle in the image is {example.answer}."
+        assert example.answer in COLORS and example.thinking.endswith(f". The circle is {example.answer}.")
+        assert example.thinking.count("circle") == 2 and f"{example.answer} circle" in example.thinking
     else:
         assert example.answer in {"circle", "square", "triangle"}
-        assert example.thinking == f"The only red shape in the image is a {example.answer}."
+        assert example.thinking.endswith(f". The red one is a {example.answer}.")
+        assert example.thinking.count("red ") == 2 and f"red {example.answer}" in example.thinking
+
+
+def test_inventory_lists_shapes_top_to_bottom():
+    shapes = [Shape("square", "blue", (0, 50, 10, 60)), Shape("circle", "orange", (40, 0, 60, 20)),
+              Shape("triangle", "red", (0, 80, 30, 110))]
+    assert inventory(shapes) == "From top to bottom: an orange circle, a blue square and a red triangle"
+    assert inventory(shapes[:1]) == "From top to bottom: a blue square"
 
 
 def test_same_seed_same_examples(tmp_path):

@@ -171,6 +171,8 @@ def numbers_example(rng: random.Random) -> Example:
     text = str(value)
     width, height = random_size(rng)
     size = rng.randint(int(0.2 * min(width, height)), int(0.6 * min(width, height)))
+    if not FONT.is_file():
+        raise FileNotFoundError(f"{FONT} is missing: install Debian's fonts-dejavu-core (the number images' font)")
     font = ImageFont.truetype(str(FONT), size)
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)

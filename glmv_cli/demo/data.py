@@ -16,7 +16,7 @@ import math
 import multiprocessing
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,3 +193,12 @@ def front_loaded(plan: list, extra: list, span: int, rng: random.Random) -> list
             j += 1
         out.append(item)
     return out + extra[j:]
+
+
+def staged(plan: list, easy: Callable[[], list], first: int, span: int, rng: random.Random) -> list:
+    """`first` items of easy batches alone (`easy()` gives a fresh shuffle of them, called again as
+    often as needed), then `plan` with one more shuffle of them front-loaded into its first `span`."""
+    head: list = []
+    while len(head) < first:
+        head += easy()
+    return head[:first] + front_loaded(plan, easy(), span, rng)

@@ -16,7 +16,7 @@ they go through the same loaders as a user's files.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -26,6 +26,8 @@ COLORS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220), "
 SHAPES = ("circle", "square", "triangle")
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+SIZES = (0.10, 0.30)  # a shape's side, as a fraction of the image's shorter side
+COUNTS = (1, 6)  # shapes per image
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,10 @@ class Example:
         return f"<think>{self.thinking}</think><answer>{self.answer}</answer>"
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, fill: tuple[int, int, int] | None = None) -> None:
+    """`shape` in its colour (or in `fill`)."""
     x0, y0, x1, y1 = shape.box
-    fill = COLORS[shape.color]
+    fill = fill or COLORS[shape.color]
     if shape.kind == "circle":
         draw.ellipse(shape.box, fill=fill)
     elif shape.kind == "square":
@@ -68,13 +71,15 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
-def place_shapes(rng: random.Random, width: int, height: int, specs: list[tuple[str, str]]) -> list[Shape] | None:
-    """Non-overlapping boxes (with a margin) for (kind, colour) specs, or None if they do not fit."""
+def place_shapes(rng: random.Random, width: int, height: int, specs: list[tuple[str, str]],
+                 sizes: tuple[float, float] = SIZES) -> list[Shape] | None:
+    """Non-overlapping boxes (with a margin) for (kind, colour) specs, each side a `sizes` fraction
+    of the shorter side, or None if they do not fit."""
     short = min(width, height)
     placed: list[Shape] = []
     for kind, color in specs:
         for _ in range(200):
-            side = rng.randint(int(0.10 * short), int(0.30 * short))
+            side = rng.randint(int(sizes[0] * short), int(sizes[1] * short))
             x0, y0 = rng.randint(0, width - side), rng.randint(0, height - side)
             box = (x0, y0, x0 + side, y0 + side)
             if all(_apart(box, other.box, margin=4) for other in placed):
@@ -97,11 +102,12 @@ def random_size(rng: random.Random, low: int = 112, high: int = 448) -> tuple[in
             return w, h
 
 
-def shapes_image(rng: random.Random) -> tuple[Image.Image, list[Shape]]:
+def shapes_image(rng: random.Random, sizes: tuple[float, float] = SIZES,
+                 counts: tuple[int, int] = COUNTS) -> tuple[Image.Image, list[Shape]]:
     while True:
         width, height = random_size(rng)
-        specs = [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(rng.randint(1, 6))]
-        shapes = place_shapes(rng, width, height, specs)
+        specs = [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(rng.randint(*counts))]
+        shapes = place_shapes(rng, width, height, specs, sizes)
         if shapes:
             break
     image = Image.new("RGB", (width, height), "white")
@@ -125,7 +131,8 @@ def inventory(shapes: list[Shape]) -> str:
     return f"From top to bottom: {listed}"
 
 
-def shapes_example(rng: random.Random, task: str | None = None) -> Example:
+def shapes_example(rng: random.Random, task: str | None = None, sizes: tuple[float, float] = SIZES,
+                   counts: tuple[int, int] = COUNTS) -> Example:
     """A shapes question (`task`, or one of the three at random) on an image that allows it: the
     colour question needs exactly one circle, the shape question exactly one red shape. The
     thinking names every shape, top to bottom, then states what the answer follows from: each
@@ -133,7 +140,7 @@ def shapes_example(rng: random.Random, task: str | None = None) -> Example:
     question becomes a look-up in that text, which a small decoder learns easily."""
     task = task or rng.choice(SHAPE_QUESTIONS)
     while True:
-        image, shapes = shapes_image(rng)
+        image, shapes = shapes_image(rng, sizes, counts)
         n = len(shapes)
         circles = [s for s in shapes if s.kind == "circle"]
         reds = [s for s in shapes if s.color == "red"]
@@ -148,29 +155,59 @@ def shapes_example(rng: random.Random, task: str | None = None) -> Example:
                            reds[0].kind, image)
 
 
-def single_shape_example(rng: random.Random) -> Example:
+def single_shape_example(rng: random.Random, dark: bool = False) -> Example:
     """Training only, a warm-up: one large shape (40-80% of the shorter side), its colour or its kind
-    asked. Every answer depends on the picture and is easy to see, so the vision tower learns colour
-    and form in the first hundred steps, before the decoder learns to answer the real tasks from the
-    text alone (it did, and the vision tower then collapsed to a constant output)."""
+    asked; or (`dark`) a black one, its kind asked."""
     width, height = random_size(rng)
     short = min(width, height)
     side = rng.randint(int(0.4 * short), int(0.8 * short))
     x0, y0 = rng.randint(0, width - side), rng.randint(0, height - side)
     shape = Shape(rng.choice(SHAPES), rng.choice(list(COLORS)), (x0, y0, x0 + side, y0 + side))
     image = Image.new("RGB", (width, height), "white")
-    draw_shape(ImageDraw.Draw(image), shape)
+    draw_shape(ImageDraw.Draw(image), shape, fill=(0, 0, 0) if dark else None)
+    if dark:
+        return Example("dark_shape", "What shape is in the image?", f"The image shows one shape, a {shape.kind}.",
+                       shape.kind, image)
     thinking = f"The image shows one shape, {shape.a_name}."
     if rng.random() < 0.5:
         return Example("single_shape", "What color is the shape?", thinking, shape.color, image)
     return Example("single_shape", "What shape is in the image?", thinking, shape.kind, image)
 
 
-def numbers_example(rng: random.Random) -> Example:
-    value = rng.randint(0, 99) if rng.random() < 0.6 else rng.randint(0, 9)
+WARM_UPS = ("dark_shape", "single_shape", "big_shapes", "big_digit")
+
+
+def warm_up_example(rng: random.Random, task: str | None = None) -> Example:
+    """Training only: an easy example, where what matters in the picture is large, so that the
+    vision tower learns colour and form before the decoder can lean on the text alone. `task` (one
+    of WARM_UPS, or one at random): "dark_shape" (one black shape of 40-80% of the shorter side, its
+    kind asked), "single_shape" (the same in colour, its colour or kind asked), "big_shapes" (1-3
+    shapes of 25-45%, the real shapes questions) or "big_digit" (one digit of 60-90%, the real
+    numbers question).
+
+    Measured on 1500-example single-task runs: a big coloured shape's kind stayed at chance (33%)
+    after 200 steps, while a black one's was read right 90% of the time after 100 (colour
+    dominates the patch embeddings, and edges of six colours on white look alike only later);
+    with half the shapes black, the coloured ones' kind was right 67% of the time at step 200.
+    Likewise one big digit per image was read right 95% of the time after 300 steps, where the
+    real numbers (1-2 digits, 20-60%) stayed at chance."""
+    task = task or rng.choice(WARM_UPS)
+    if task in ("dark_shape", "single_shape"):
+        return single_shape_example(rng, dark=task == "dark_shape")
+    if task == "big_shapes":
+        return replace(shapes_example(rng, sizes=(0.25, 0.45), counts=(1, 3)), task=task)
+    if task == "big_digit":
+        return replace(numbers_example(rng, sizes=(0.6, 0.9), two_digits=0.0), task=task)
+    raise ValueError(task)
+
+
+def numbers_example(rng: random.Random, sizes: tuple[float, float] = (0.2, 0.6), two_digits: float = 0.6) -> Example:
+    """One or two digits (two with probability `two_digits`), the font size a `sizes` fraction of
+    the shorter side."""
+    value = rng.randint(0, 99) if rng.random() < two_digits else rng.randint(0, 9)
     text = str(value)
     width, height = random_size(rng)
-    size = rng.randint(int(0.2 * min(width, height)), int(0.6 * min(width, height)))
+    size = rng.randint(int(sizes[0] * min(width, height)), int(sizes[1] * min(width, height)))
     if not FONT.is_file():
         raise FileNotFoundError(f"{FONT} is missing: install Debian's fonts-dejavu-core (the number images' font)")
     font = ImageFont.truetype(str(FONT), size)
@@ -278,16 +315,16 @@ def as_file(example: Example, folder: Path, index: int) -> Example:
 
 
 def make_example(task: str, rng: random.Random, folder: Path, index: int) -> Example:
-    """An example of `task` (one of TASKS, one shapes question of SHAPE_QUESTIONS, or the training
-    warm-up "single_shape")."""
+    """An example of `task`: one of TASKS, one shapes question of SHAPE_QUESTIONS, one of the
+    training warm-ups WARM_UPS, or "warm_up" (one of those at random)."""
     if task == "shapes":
         return shapes_example(rng)
     if task in SHAPE_QUESTIONS:
         return shapes_example(rng, task)
     if task == "numbers":
         return numbers_example(rng)
-    if task == "single_shape":
-        return single_shape_example(rng)
+    if task == "warm_up" or task in WARM_UPS:
+        return warm_up_example(rng, None if task == "warm_up" else task)
     if task == "pdf":
         return pdf_example(rng, folder, index)
     if task == "video":

@@ -2,10 +2,12 @@
 
 1. write the checkpoint's tokenizer, template and configs (spec.py) to OUT_DIR;
 2. draw `--examples` training examples (seeded) and prepare them in worker processes through the
-   same loaders and prompt builder as `glmv ask` (data.py), plus `--easy` warm-up examples (one
-   large shape, its colour or kind asked) mixed into the first `--easy-steps` steps at a falling
-   share: they make the picture matter from the start (without them the decoder learns to answer
-   from the text alone, and the vision tower collapses to a constant output);
+   same loaders and prompt builder as `glmv ask` (data.py), plus `--easy` warm-up examples (large
+   shapes and digits: tasks.warm_up_example). The first `--easy-first` steps train on them alone
+   (the vision tower learns form there: on the real tasks from the start it never did), then they
+   are mixed into the next `--easy-steps` steps at a falling share, so the picture keeps mattering
+   while the decoder learns the real tasks (without them it learns to answer from the text alone,
+   and the vision tower collapses to a constant output);
 3. train our own Glm4v (the inference code, in training mode) with AdamW on the assistant's tokens
    only, batches of similar length up to `--batch-tokens` tokens, linear warm-up then cosine decay;
 4. write model.safetensors (float32) into OUT_DIR, loadable by `glmv --model OUT_DIR` and by
@@ -139,7 +141,7 @@ def train(args: argparse.Namespace) -> Path:
         if (i + 1) % 2000 == 0:
             log(f"prepared {i + 1}/{args.examples} examples ({time.perf_counter() - started:.0f} s)")
     first_easy = len(samples)
-    samples += data.build_samples(out, "train", args.seed, args.easy, workers=args.workers, task="single_shape")
+    samples += data.build_samples(out, "train", args.seed, args.easy, workers=args.workers, task="warm_up")
     counts = collections.Counter(s.task for s in samples)
     log(f"data ready: {dict(counts)}, {sum(len(s) for s in samples):,} tokens "
         f"({time.perf_counter() - started:.0f} s)")
@@ -157,8 +159,11 @@ def train(args: argparse.Namespace) -> Path:
     rng = random.Random(f"batches-{args.seed}")
     tasks_, easy = samples[:first_easy], samples[first_easy:]
     plan = [b for _ in range(args.epochs) for b in data.batches(tasks_, args.batch_tokens, rng)]
-    easy_plan = [[first_easy + i for i in b] for b in data.batches(easy, args.batch_tokens, rng)]
-    plan = data.front_loaded(plan, easy_plan, args.easy_steps, rng)
+
+    def easy_plan() -> list[list[int]]:  # a fresh shuffle of the warm-up examples' batches
+        return [[first_easy + i for i in b] for b in data.batches(easy, args.batch_tokens, rng)]
+
+    plan = data.staged(plan, easy_plan, args.easy_first, args.easy_steps, rng)
     total = len(plan)
     pad_id = config["text_config"]["pad_token_id"]
     spec_ = load_patch_specs(out)[0]
@@ -213,22 +218,24 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, nargs="?", default=DEFAULT_OUT,
                     help="checkpoint folder to write (default: the packaged demo checkpoint)")
-    ap.add_argument("--examples", type=int, default=26000)
+    ap.add_argument("--examples", type=int, default=20000)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--easy", type=int, default=4000,
-                    help="warm-up examples (one large shape: its colour or kind) mixed into the first steps")
-    ap.add_argument("--easy-steps", type=int, default=1200, help="steps over which the warm-up examples are spread")
+    ap.add_argument("--easy", type=int, default=5000,
+                    help="warm-up examples (large shapes and digits) mixed into the first steps")
+    ap.add_argument("--easy-first", type=int, default=400, help="first steps, on warm-up examples alone")
+    ap.add_argument("--easy-steps", type=int, default=1200,
+                    help="steps after --easy-first over which the warm-up examples are mixed in again")
     ap.add_argument("--batch-tokens", type=int, default=1536, help="padded tokens per batch")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.05)
-    ap.add_argument("--vision-lr", type=float, default=0.3, help="the vision tower's learning rate, times --lr")
+    ap.add_argument("--vision-lr", type=float, default=0.6, help="the vision tower's learning rate, times --lr")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="processes preparing examples")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--monitor", type=int, default=72, help="held-out samples answered every --monitor-every steps")
-    ap.add_argument("--monitor-every", type=int, default=250)
+    ap.add_argument("--monitor-every", type=int, default=500)
     ap.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints written to OUT_DIR")
     train(ap.parse_args(argv))
 

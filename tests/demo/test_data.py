@@ -121,10 +121,21 @@ def test_front_loaded_puts_every_extra_item_early():
     assert first > 2 * second  # the share falls (3:1 expected)
 
 
-def test_warm_up_examples_are_one_large_shape(tmp_path):
+def test_staged_plan_starts_with_easy_batches_alone_then_mixes_them_in():
+    plan = list(range(100))
+    shuffles = iter([["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]])
+    out = data.staged(plan, lambda: next(shuffles), first=3, span=20, rng=random.Random(0))
+    assert out[:3] == ["a", "b", "c"]  # cycled through a second shuffle to fill the first steps
+    assert [x for x in out[3:] if isinstance(x, int)] == plan
+    rest = [(i, x) for i, x in enumerate(out[3:]) if isinstance(x, str)]
+    assert [x for _, x in rest] == ["e", "f"] and all(i <= 22 for i, _ in rest)  # a fresh shuffle, early on
+
+
+def test_warm_up_examples_come_as_files_of_the_three_kinds(tmp_path):
     from glmv_cli.demo import tasks
 
-    for index in range(20):
-        example = data.draw_example("train", 0, index, tmp_path, task="single_shape")
-        assert example.task == "single_shape" and example.answer in (*tasks.COLORS, *tasks.SHAPES)
-        assert example.answer in example.thinking
+    drawn = [data.draw_example("train", 0, index, tmp_path, task="warm_up") for index in range(24)]
+    assert {e.task for e in drawn} == set(tasks.WARM_UPS)
+    assert all(e.attachment.suffix == ".png" and e.attachment.is_file() for e in drawn)
+    assert [e.answer for e in drawn] == [data.draw_example("train", 0, i, tmp_path, task="warm_up").answer
+                                         for i in range(24)]  # seeded

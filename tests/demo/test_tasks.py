@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from glmv_cli.demo.tasks import COLORS, Shape, inventory, make_example, place_shapes, shapes_image
+from glmv_cli.demo.tasks import COLORS, WARM_UPS, Shape, inventory, make_example, place_shapes, shapes_image
 
 
 def near(pixel, color, tol=40) -> bool:
@@ -112,3 +112,46 @@ def test_video_shape_appears_at_the_answer_second(seed, tmp_path):
             assert colored == 0, f"shape visible at {t:.2f}s, before {second}s"
         elif t > second + 0.05:
             assert colored > 20, f"shape missing at {t:.2f}s"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_warm_ups_are_the_real_questions_on_large_things(seed, tmp_path):
+    rng = random.Random(seed)
+    shapes = make_example("big_shapes", rng, tmp_path, 0)
+    assert shapes.task == "big_shapes" and shapes.target.startswith("<think>From top to bottom: ")
+    assert shapes.question in {"How many shapes are in the image?", "What color is the circle?",
+                               "What shape is the red one?"}
+    listed = sum(shapes.thinking.count(k) for k in (" circle", " square", " triangle"))
+    if shapes.answer.isdigit():
+        assert listed == int(shapes.answer) <= 3
+    else:
+        assert shapes.answer in shapes.thinking and listed <= 4  # the colour question names the circle twice
+    digit = make_example("big_digit", rng, tmp_path, 0)
+    assert digit.task == "big_digit" and digit.question == "What number is written in the image?"
+    assert len(digit.answer) == 1 and digit.thinking == f"The image shows the digit {digit.answer}."
+    pixels = np.asarray(digit.attachment).max(axis=2) < 100  # the glyph's rows span over half the height
+    rows = np.flatnonzero(pixels.any(axis=1))
+    assert rows[-1] - rows[0] > 0.35 * min(pixels.shape)
+    one = make_example("single_shape", rng, tmp_path, 0)
+    assert one.task == "single_shape" and one.answer in (*COLORS, "circle", "square", "triangle")
+    assert one.answer in one.thinking
+
+
+def test_warm_up_draws_every_kind(tmp_path):
+    rng = random.Random(0)
+    assert {make_example("warm_up", rng, tmp_path, i).task for i in range(40)} == set(WARM_UPS)
+
+
+def test_dark_shapes_are_black_and_their_kind_is_asked(tmp_path):
+    for seed in range(6):
+        example = make_example("dark_shape", random.Random(seed), tmp_path, 0)
+        assert example.question == "What shape is in the image?" and example.answer in ("circle", "square", "triangle")
+        assert example.thinking == f"The image shows one shape, a {example.answer}."
+        assert {color for _, color in example.attachment.getcolors(4)} == {(0, 0, 0), (255, 255, 255)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_big_shapes_are_large(seed):
+    image, shapes = shapes_image(random.Random(seed), sizes=(0.25, 0.45), counts=(1, 3))
+    assert 1 <= len(shapes) <= 3
+    assert all(0.25 * min(image.size) - 1 <= s.box[2] - s.box[0] <= 0.45 * min(image.size) for s in shapes)

@@ -56,7 +56,7 @@ def test_the_vision_tower_gets_its_own_learning_rate_scale(tmp_path):
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo-train")
     torch.set_num_threads(1)
-    train.main([str(out), "--examples", "24", "--easy", "8", "--easy-steps", "4", "--epochs", "2",
+    train.main([str(out), "--examples", "24", "--easy", "8", "--easy-first", "3", "--easy-steps", "4", "--epochs", "2",
                 "--batch-tokens", "1024", "--threads", "1", "--workers", "1",
                 "--monitor", "4", "--monitor-every", "1000", "--log-every", "1"])
     return out

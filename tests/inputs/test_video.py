@@ -201,13 +201,16 @@ def test_truncated_mp4_with_index_first(tmp_path, backend):
     with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
         stream = container.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"threads": "1"}  # x264's output (so where the cut falls) depends on its thread count
         for i in range(60):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame_pixels(i, 64, 48), format="rgb24")))
         container.mux(stream.encode())
     half = truncate(path, tmp_path / "half.mp4")
-    with pytest.raises(InputError, match=r"half\.mp4 is truncated: its index lists 60 frames but only 24 are "
-                                         r"in the file; download it again"):
+    with pytest.raises(InputError, match=r"half\.mp4 is truncated: its index lists 60 frames but only (\d+) are "
+                                         r"in the file; download it again") as error:
         load_video(half, VIDEO_SPEC, backend=backend)
+    left = int(re.search(r"only (\d+) are", str(error.value)).group(1))
+    assert 15 <= left <= 35  # about half of the 60 frames: the count is of what is there, not a constant
 
 
 def test_zero_length_video(tmp_path):

@@ -13,7 +13,7 @@ import torch
 def test_bench_tiny_prints_a_json_report_last(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "glmv_cli", "bench", "--shape", "tiny", "--threads", "1", "--new-tokens", "4",
+        [sys.executable, "-m", "glmv_cli", "bench", "--shape", "tiny", "--threads", "1", "--new-tokens", "8",
          "--image", "112", "--cache", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=300, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])

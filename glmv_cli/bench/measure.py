@@ -56,6 +56,9 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
+BEST_OF = 3  # every phase is timed this many times on both sides, the shortest kept
+
+
 class Clock:
     def __init__(self, device):
         self.device = device
@@ -66,6 +69,11 @@ class Clock:
         out = fn()
         _sync(self.device)
         return out, time.perf_counter() - start
+
+    def best(self, fn, repeats: int = BEST_OF) -> float:
+        """The shortest of `repeats` timings of fn(): one run's noise can exceed a short phase (the
+        decode of a few tokens, measured as a difference of two generations, came out negative)."""
+        return min(self(fn)[1] for _ in range(repeats))
 
 
 def prompt_text(words: int) -> str:
@@ -103,7 +111,7 @@ def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, 
     inputs, preprocess_s = clock(preprocess)
     model = glm.model
     pixels = inputs["pixel_values"].to(glm.device)
-    vision_s = min(clock(lambda: model.visual(pixels, inputs["image_grid_thw"]))[1] for _ in range(3))  # best of 3
+    vision_s = clock.best(lambda: model.visual(pixels, inputs["image_grid_thw"]))
     n = inputs["input_ids"].shape[1]
     model.language_model.setup_cache(1, n + new_tokens)
     (logits, delta), prefill_total = clock(lambda: model.prefill(**inputs))
@@ -118,7 +126,7 @@ def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, 
     compile_s = 0.0
     if compile:  # the first run compiles the step; the measured run is the second
         cold_first, cold_rest = run()
-    runs = [run() for _ in range(3)]  # the best of three, as the reference's
+    runs = [run() for _ in range(BEST_OF)]
     ttft_gen, rest = min(r[0] for r in runs), min(r[1] for r in runs)
     if compile:
         compile_s = max(cold_first + cold_rest - ttft_gen - rest, 0.0)
@@ -143,16 +151,12 @@ def measure_reference(folder: Path, image: Image.Image, text: str, *, device, dt
     preprocess()
     inputs, preprocess_s = clock(preprocess)
     with torch.no_grad():
-        # every time is the best of three: decode time is one long generation minus a one-token one,
-        # and a single pair's noise could exceed the decode time of a few tokens (and made it negative)
-        def best(fn) -> float:
-            return min(clock(fn)[1] for _ in range(3))
-
-        vision_s = best(lambda: model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]))
-        forward_s = best(lambda: model(**inputs, use_cache=True, logits_to_keep=1))  # as generate() does
+        vision_s = clock.best(lambda: model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]))
+        forward_s = clock.best(lambda: model(**inputs, use_cache=True, logits_to_keep=1))  # as generate() does
         gen = dict(do_sample=False, pad_token_id=model.generation_config.pad_token_id)
-        ttft_gen = best(lambda: model.generate(**inputs, max_new_tokens=1, **gen))
-        total = best(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **gen))
+        ttft_gen = clock.best(lambda: model.generate(**inputs, max_new_tokens=1, **gen))
+        total = clock.best(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                                  **gen))
     return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
                    prefill_s=max(forward_s - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
                    decode_tok_s=(new_tokens - 1) / max(total - ttft_gen, 1e-9),

@@ -7,6 +7,10 @@ the image token), so prompts that mix images and videos work too.
 
 For generation, `prefill` runs the prompt into the preallocated KV cache and returns the last
 logits and the rope delta; `decode` runs new tokens at positions `text position + delta`.
+
+The model's boundary is `on_model_device`: whatever tensors a caller passes (on the CPU, as the
+prompt builder makes them, or anywhere else) are moved there, once, to the model's device; token
+types and 3D positions are computed on the CPU (a Python loop over runs) and moved with them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ class Glm4v(nn.Module):
         self.cfg = cfg
         self.model = Glm4vBody(cfg)
         self.lm_head = nn.Linear(cfg.text.hidden_size, cfg.text.vocab_size, bias=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
 
     @property
     def visual(self) -> VisionModel:
@@ -76,35 +84,42 @@ class Glm4v(nn.Module):
                 video_grid_thw=None, attention_mask=None, mm_token_type_ids=None, **_unused) -> torch.Tensor:
         """Full forward without cache: logits (B, S, vocab) in float32. Differentiable (training);
         loaded models have requires_grad off, so inference builds no graph."""
-        types = mm_token_type_ids if mm_token_type_ids is not None else self.token_types(input_ids)
-        embeds = self.embed(input_ids, types, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        types = mm_token_type_ids.cpu() if mm_token_type_ids is not None else self.token_types(input_ids.cpu())
         position_ids, _ = self.positions(types, image_grid_thw, video_grid_thw, attention_mask)
+        x = on_model_device(self.device, input_ids=input_ids, types=types, position_ids=position_ids,
+                            attention_mask=attention_mask, pixel_values=pixel_values,
+                            pixel_values_videos=pixel_values_videos)
+        embeds = self.embed(x["input_ids"], x["types"], x["pixel_values"], image_grid_thw, x["pixel_values_videos"],
+                            video_grid_thw)
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
-            mask = padded_causal_mask(attention_mask.to(embeds.device))
-        hidden = self.language_model(embeds, position_ids.to(embeds.device), mask=mask)
+            mask = padded_causal_mask(x["attention_mask"])
+        hidden = self.language_model(embeds, x["position_ids"], mask=mask)
         return self.lm_head(hidden).float()
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                 video_grid_thw=None, mm_token_type_ids=None, **_unused) -> tuple[torch.Tensor, int]:
         """One unpadded prompt (1, S) into the KV cache -> (last logits (1, vocab), rope delta)."""
-        types = mm_token_type_ids if mm_token_type_ids is not None else self.token_types(input_ids)
-        embeds = self.embed(input_ids, types, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        types = mm_token_type_ids.cpu() if mm_token_type_ids is not None else self.token_types(input_ids.cpu())
         position_ids, deltas = self.positions(types, image_grid_thw, video_grid_thw)
-        hidden = self.language_model(embeds, position_ids.to(embeds.device), start=0, use_cache=True)
+        x = on_model_device(self.device, input_ids=input_ids, types=types, position_ids=position_ids,
+                            pixel_values=pixel_values, pixel_values_videos=pixel_values_videos)
+        embeds = self.embed(x["input_ids"], x["types"], x["pixel_values"], image_grid_thw, x["pixel_values_videos"],
+                            video_grid_thw)
+        hidden = self.language_model(embeds, x["position_ids"], start=0, use_cache=True)
         return self.lm_head(hidden[:, -1]), int(deltas[0, 0])
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, start: int, rope_delta: int) -> torch.Tensor:
         """Text tokens (1, S) at cache positions [start, start+S) -> logits (1, S, vocab)."""
+        tokens = tokens.to(self.device)
         S = tokens.shape[1]
         pos = torch.arange(start, start + S, device=tokens.device) + rope_delta
         position_ids = pos.view(1, 1, S).expand(3, 1, S)
         hidden = self.language_model(self.language_model.embed_tokens(tokens), position_ids, start=start,
                                      use_cache=True)
         return self.lm_head(hidden)
-
 
     def decode_step(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
         """One token (1, 1) at cache position `input_pos` (1,) -> logits (1, vocab), with shapes that
@@ -119,6 +134,19 @@ class Glm4v(nn.Module):
 
 
 _NAMES = {1: "image", 2: "video"}
+
+
+def on_model_device(device: torch.device, **tensors) -> dict:
+    """The model's boundary: every tensor given (None stays None) on `device`, ids as int64. The
+    one place through which prompt tensors reach the weights, wherever the caller made them."""
+    out = {}
+    for name, value in tensors.items():
+        if value is not None:
+            value = value.to(device, non_blocking=True)
+            if name in ("input_ids", "types", "position_ids"):
+                value = value.long()
+        out[name] = value
+    return out
 
 
 def _grid_list(grid_thw) -> list[tuple[int, int, int]]:

@@ -2,8 +2,10 @@
 
 Each layer is a "sandwich": the attention output and the MLP output are each normalised again
 before their residual add (post_self_attn_layernorm, post_mlp_layernorm). Attention is GQA with
-q/k/v biases and partial interleaved M-RoPE (rope.py); the MLP is SwiGLU with gate and up fused in
-one weight (gate_up_proj: rows [0:I] gate, [I:2I] up), as the checkpoint stores it.
+q/k/v biases and partial interleaved M-RoPE (rope.py); a single decoded token folds each group's
+query heads into the rows of one query against its shared key/value head (no expanded K/V). The
+MLP is SwiGLU with gate and up fused in one weight (gate_up_proj: rows [0:I] gate, [I:2I] up), as
+the checkpoint stores it.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ class TextAttention(nn.Module):
         q, k = apply_text_rope(q, cos, sin), apply_text_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
+        if S == 1 and H != KV:  # decoding: the query heads of a group become rows of one query
+            o = F.scaled_dot_product_attention(q.reshape(B, KV, H // KV, D), k, v, attn_mask=mask)  # (B, KV, H/KV, D)
+            return self.o_proj(o.reshape(B, 1, H * D))
         causal = mask is None and S > 1 and k.shape[2] == S  # (a tensor `start` always comes with a mask)
         if mask is None and S > 1 and not causal:  # a multi-token step after cached tokens
             mask = causal_mask(S, k.shape[2], x.device)

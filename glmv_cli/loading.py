@@ -1,8 +1,9 @@
 """Find a checkpoint (a folder, or a repo id in the local Hugging Face cache) and load it.
 
 The model is built on the meta device, given real storage of the target dtype and device, and
-every tensor is read from its safetensors file straight into that storage: loading peaks at the
-size of the weights plus one tensor, never twice the model. Keys are the checkpoint's own; any
+every tensor is read from its safetensors file straight into that storage (on an accelerator
+through pinned chunks, streaming.py): loading peaks at the size of the weights plus one tensor,
+never twice the model. Keys are the checkpoint's own; any
 missing / unexpected / misshapen ones are reported together in one error.
 """
 
@@ -22,6 +23,7 @@ from glmv_cli.model.glm4v import Glm4v
 from glmv_cli.model.quant import swap_int8
 from glmv_cli.model.rope import inverse_frequencies
 from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
+from glmv_cli.streaming import host_ring, stream_into
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torc
     step = max(1, QUANTIZE_BLOCK_BYTES // (4 * max(1, math.prod(entry.shape[1:]))))
     for start in range(0, rows, step):
         part = entry.rows(start, min(start + step, rows))
-        block = torch.empty(part.shape, dtype=torch.float32)
+        block = torch.empty(part.shape, dtype=part.dtype)  # the file's dtype: converted on the device
         reader.read_into(part, block)
         layer.set_rows(start, block.to(device))
     layer.ready()
@@ -196,6 +198,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     by_file: dict[Path, list[str]] = {}
     for name, (path, _) in where.items():
         by_file.setdefault(path, []).append(name)
+    ring = host_ring(device) if device.type != "cpu" else None
     for path, names in by_file.items():
         log.info("reading %s (%d tensors)", path.name, len(names))
         with TensorReader(path) as reader:
@@ -203,8 +206,11 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
                 entry = where[name][1]
                 if name in int8:
                     read_quantized(reader, entry, model.get_submodule(name.removesuffix(".weight")), device)
-                else:
+                elif ring is None:  # into CPU tensors: straight from the file, no buffer between
                     reader.read_into(entry, params[name])
+        if ring is not None:  # to an accelerator: pinned chunks, reads and copies overlapped
+            stream_into(path, [(where[n][1], params[n]) for n in names if n not in int8], device, ring)
+    del ring
     reset_rope_buffers(model)
     for layer in model.language_model.layers:
         layer.self_attn.fuse_qkv()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from glmv_cli.generate import Generation, Sampling, compiled_step
+from glmv_cli.generate import Generation, Sampling, StaticStep, compiled_step
 from glmv_cli.loading import DEFAULT_REPO, load_model, pick_device, pick_dtype, resolve_checkpoint
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
@@ -36,7 +36,7 @@ class Glmv:
     stop_ids: tuple[int, ...]
     defaults: dict = field(default_factory=dict)
     load_seconds: float = 0.0
-    _step: object = field(default=None, repr=False)
+    _steps: dict = field(default_factory=dict, repr=False)
 
     @property
     def config(self) -> Glm4vConfig:
@@ -53,20 +53,33 @@ class Glmv:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Sampling(**values)
 
-    def compiled_step(self):
-        """The torch.compile'd one-token decode step, made once per loaded model (generate.py)."""
-        if self._step is None:
-            self._step = compiled_step(self.model)
-        return self._step
+    def decode_step(self, compile: bool = False, graph: bool | None = None) -> StaticStep | None:
+        """The decode step generation runs, made once per loaded model and kind:
+
+        - on CUDA (graph None or True): the one-token step captured as a CUDA graph (cuda_graph.py),
+          with the step compiled by torch.compile inside it when `compile`; this is the default;
+        - elsewhere, or graph=False: the compiled static step when `compile`, else None (eager
+          decoding, which on a CPU is as fast as a static step).
+        """
+        from glmv_cli.cuda_graph import CudaGraphStep, graphs_enabled
+
+        use_graph = graphs_enabled(self.device) if graph is None else bool(graph)
+        key = (bool(compile), use_graph)
+        if key not in self._steps:
+            fn = compiled_step(self.model) if compile else self.model.decode_step
+            if use_graph:
+                self._steps[key] = CudaGraphStep(self.model, fn)
+            else:
+                self._steps[key] = StaticStep(self.model, fn) if compile else None
+        return self._steps[key]
 
     def generate(self, inputs: dict, *, max_new_tokens: int | None = None, ignore_stop: bool = False,
-                 compile: bool = False, **sampling) -> Generation:
-        """An iterator of new token ids for the processor-style `inputs` (batch of one); compile=True
-        decodes with the compiled step."""
+                 compile: bool = False, graph: bool | None = None, **sampling) -> Generation:
+        """An iterator of new token ids for the processor-style `inputs` (batch of one, on any
+        device); compile=True decodes with the compiled step; graph=False turns CUDA graphs off."""
         limit = max_new_tokens or int(self.defaults.get("max_new_tokens") or 1024)
         return Generation(self.model, inputs, max_new_tokens=limit, sampling=self.sampling(**sampling),
-                          stop_ids=() if ignore_stop else self.stop_ids,
-                          step=self.compiled_step() if compile else None)
+                          stop_ids=() if ignore_stop else self.stop_ids, step=self.decode_step(compile, graph))
 
 
 def generation_defaults(folder: Path) -> dict:

@@ -62,21 +62,48 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)
 
 
-CACHE_BUCKET = 256  # KV-cache lengths for a compiled step are rounded up to a multiple of this
+CACHE_BUCKET = 256  # KV-cache lengths of a static step are rounded up to a multiple of this
+
+
+def bucketed(cache_len: int) -> int:
+    return CACHE_BUCKET * -(-cache_len // CACHE_BUCKET)
 
 
 def compiled_step(model: Glm4v) -> Callable:
     """`model.decode_step` compiled with torch.compile (fullgraph, static shapes). On CPU with
     inductor's weight freezing (weights become constants the GEMM kernels can pre-pack; needs
-    requires_grad off, as loaded models have); on CUDA as CUDA graphs ("reduce-overhead").
-    Compilation happens on the first call and again for each new cache length."""
-    device = model.lm_head.weight.device
-    if device.type == "cpu":
+    requires_grad off, as loaded models have). On CUDA without inductor's own CUDA graphs: the
+    caller (cuda_graph.CudaGraphStep) captures the compiled step in its graph, with the KV cache
+    it owns. Compilation happens on the first call and again for each new cache length; inductor
+    keeps what it compiled on disk (TORCHINDUCTOR_CACHE_DIR, by default ~/.cache/glmv/inductor),
+    so a second process compiles far less."""
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "glmv" / "inductor"))
+    if model.device.type == "cpu":
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True
-        return torch.compile(model.decode_step, fullgraph=True, dynamic=False)
-    return torch.compile(model.decode_step, fullgraph=True, dynamic=False, mode="reduce-overhead")
+    return torch.compile(model.decode_step, fullgraph=True, dynamic=False)
+
+
+class StaticStep:
+    """A one-token step with Glm4v.decode_step's signature and fixed shapes (the eager method or
+    it compiled), run on a KV cache of a bucketed length: `begin(cache_len)` before the prompt,
+    `end()` after the last token. Subclasses may keep the cache between requests (CUDA graphs)."""
+
+    def __init__(self, model: Glm4v, fn: Callable):
+        self.model, self.fn = model, fn
+
+    def begin(self, cache_len: int) -> None:
+        self.model.language_model.setup_cache(1, bucketed(cache_len))
+
+    def __call__(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
+        return self.fn(token, input_pos, rope_delta)
+
+    def end(self) -> None:
+        self.model.language_model.drop_cache()
 
 
 class Generation:
@@ -91,8 +118,10 @@ class Generation:
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
                  step: Callable | None = None):
-        """`step`: a static one-token step with Glm4v.decode_step's signature (typically that method
-        compiled, see compiled_step); None decodes with the eager Glm4v.decode."""
+        """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
+        method compiled, see compiled_step); None decodes with the eager Glm4v.decode."""
+        if step is not None and not isinstance(step, StaticStep):
+            step = StaticStep(model, step)
         self.model, self.inputs, self.forced, self.step = model, inputs, forced, step
         self.max_new_tokens, self.sampling, self.stop_ids = max_new_tokens, sampling, set(stop_ids)
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -110,19 +139,22 @@ class Generation:
         seen[0, ids[0]] = True
         text = model.language_model
         cache_len = self.prompt_tokens + self.max_new_tokens
-        if self.step is not None:  # a compiled step specialises on the cache length: few distinct sizes
-            cache_len = CACHE_BUCKET * -(-cache_len // CACHE_BUCKET)
-        text.setup_cache(1, cache_len)
+        if self.step is not None:  # a static step specialises on the cache length: few distinct sizes
+            self.step.begin(cache_len)
+        else:
+            text.setup_cache(1, cache_len)
         start = time.perf_counter()
         try:
             logits, delta = model.prefill(**{**self.inputs, "input_ids": ids})
             pos, step = self.prompt_tokens, 0
             delta_t = torch.tensor([delta], device=device)
+            pos_t = torch.tensor([pos], device=device)
 
             def decode_one(token: torch.Tensor) -> torch.Tensor:  # (1, 1) -> next logits (1, V)
                 if self.step is None:
                     return model.decode(token, pos, delta)[:, -1]
-                return self.step(token, torch.tensor([pos], device=device), delta_t)
+                pos_t.fill_(pos)  # no host-to-device copy per token
+                return self.step(token, pos_t, delta_t)
 
             queue_early = device.type != "cpu"  # on an async device, queue the next step before reading the id
             while step < self.max_new_tokens:
@@ -153,4 +185,7 @@ class Generation:
         finally:
             if self.prefill_seconds:
                 self.decode_seconds = time.perf_counter() - start
-            text.drop_cache()
+            if self.step is not None:
+                self.step.end()
+            else:
+                text.drop_cache()

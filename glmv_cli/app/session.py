@@ -310,7 +310,7 @@ class Conversation:
                                  repetition_penalty=gen.repetition_penalty, seed=gen.seed)
         forced = BudgetState(budget).after if budget else None
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
-                          stop_ids=glmv.stop_ids, forced=forced, step=glmv.compiled_step() if s.compile else None)
+                          stop_ids=glmv.stop_ids, forced=forced, step=glmv.decode_step(s.compile))
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history

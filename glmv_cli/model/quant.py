@@ -3,7 +3,9 @@
 Each output channel (row) of a weight gets one symmetric scale, s = max|w_row| / 127, and stores
 q = round(w / s) in int8; y = (x @ q^T) * s (+ bias). Activations stay in the model's dtype.
 On CPU the product runs in torch's int8 weight-packed kernel (`_weight_int8pack_mm`, bfloat16
-activations: its float32 path is several times slower), elsewhere as a dequantizing F.linear.
+activations: its float32 path is several times slower). On CUDA a decode step's few rows go through
+a Triton kernel that reads the int8 matrix once (glmv_cli/kernels/int8_gemv.py); a prompt's many
+rows, and devices without Triton, use a dequantizing F.linear (a GEMM, bound by arithmetic).
 
 Quantized: every linear layer of the text decoder and the LM head, which is where batch-1 decoding
 spends its bandwidth. The vision tower (run once per image, bound by arithmetic), the embeddings
@@ -15,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from glmv_cli.kernels import int8_gemv
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +65,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if x.device.type == "cuda" and x2.shape[0] <= int8_gemv.MAX_ROWS and int8_gemv.available():
+            return int8_gemv.int8_gemv(x2, self.weight, self.scales, self.bias).view(*lead, self.out_features)
         if x.device.type == "cpu":
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight, self.scales.to(torch.bfloat16))
             y = y.to(x.dtype)

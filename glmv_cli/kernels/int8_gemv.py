@@ -1,0 +1,80 @@
+"""Weight-only int8 matrix-vector product for decoding on CUDA, as one Triton kernel.
+
+    y[m, n] = (sum_k x[m, k] * q[n, k]) * scale[n] (+ bias[n])     for the few rows m of a decode step
+
+Batch-1 decoding reads every weight once per token, so the product is bound by the bytes of `q`:
+int8 moves half of bfloat16's. The dequantizing `F.linear(x, q.to(bf16)) * s` that runs elsewhere
+first writes (and then reads) a bfloat16 copy of the whole matrix, three times the bytes of the
+product itself, which made int8 3.5x *slower* than bfloat16 on an H200. Here each program streams
+BLOCK_N rows of `q` in BLOCK_K-byte pieces (16-byte loads per thread), converts them in registers,
+accumulates in float32 and writes BLOCK_N outputs with the scale and bias applied: the matrix is
+read once and nothing else of its size is touched.
+
+Triton ships with CUDA builds of torch; `available()` says whether this process can use it.
+The kernel also runs in Triton's CPU interpreter (TRITON_INTERPRET=1, set before this module is
+imported), which is how the tests check its arithmetic on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+MAX_ROWS = 8  # more activation rows (a prompt) are a GEMM: dequantize and use the tensor cores
+
+
+@functools.cache
+def available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.cache
+def _kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def int8_gemv(x_ptr, q_ptr, s_ptr, b_ptr, y_ptr, N, K, stride_xm, stride_qn, stride_ym,
+                  HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid_n, m = tl.program_id(0), tl.program_id(1)
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+        row_ok = rows < N
+        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
+            col_ok = cols < K
+            x = tl.load(x_ptr + m * stride_xm + cols, mask=col_ok, other=0.0).to(tl.float32)
+            q = tl.load(q_ptr + rows[:, None] * stride_qn + cols[None, :], mask=row_ok[:, None] & col_ok[None, :],
+                        other=0)  # (BLOCK_N, BLOCK_K) int8
+            acc += tl.sum(q.to(tl.float32) * x[None, :], axis=1)
+        y = acc * tl.load(s_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        tl.store(y_ptr + m * stride_ym + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+
+    return int8_gemv, triton.cdiv
+
+
+def block_sizes(n: int, k: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps): enough programs to fill ~130 SMs several times over, and
+    rows read in 256-byte pieces (16 bytes per thread of a warp-wide load)."""
+    block_k = 256 if k >= 256 else max(16, 1 << (k - 1).bit_length())
+    block_n = 16 if n >= 16 * 4 * 132 else 8
+    return block_n, block_k, 4
+
+
+def int8_gemv(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (M, K) float, q (N, K) int8 contiguous, scales (N,), bias (N,) or None -> y (M, N) in x's dtype."""
+    M, K = x.shape
+    N = q.shape[0]
+    x = x.contiguous()
+    q = q if q.stride(1) == 1 else q.contiguous()
+    y = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    kernel, cdiv = _kernel()
+    block_n, block_k, warps = block_sizes(N, K)
+    kernel[(cdiv(N, block_n), M)](x, q, scales, bias if bias is not None else scales, y, N, K, x.stride(0),
+                                  q.stride(0), y.stride(0), HAS_BIAS=bias is not None, BLOCK_N=block_n,
+                                  BLOCK_K=block_k, num_warps=warps)
+    return y

@@ -16,11 +16,14 @@ import torch.nn.functional as F
 from glmv_cli.random_checkpoint import CHAT_TEMPLATE
 
 
-def reference_model(folder: Path, attn: str = "sdpa", dtype: torch.dtype = torch.float32):
-    """transformers' Glm4vForConditionalGeneration loaded from the folder, eval."""
+def reference_model(folder: Path, attn: str = "sdpa", dtype: torch.dtype = torch.float32, device=None):
+    """transformers' Glm4vForConditionalGeneration loaded from the folder, eval; `device` loads
+    it there directly (its own fastest path, device_map), else on the CPU."""
     from transformers import Glm4vForConditionalGeneration
 
-    model = Glm4vForConditionalGeneration.from_pretrained(str(folder), attn_implementation=attn, dtype=dtype)
+    kwargs = {"device_map": str(device)} if device is not None and torch.device(device).type != "cpu" else {}
+    model = Glm4vForConditionalGeneration.from_pretrained(str(folder), attn_implementation=attn, dtype=dtype,
+                                                          **kwargs)
     return model.eval()
 
 

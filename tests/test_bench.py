@@ -41,5 +41,5 @@ def test_bench_reports_int8_accuracy_and_compile_time(tmp_path):
     assert 0 <= acc["top1_agreement"] <= 1 and acc["positions"] > 10 and acc["logit_cosine_min"] > 0.9
     from glmv_cli.bench.__main__ import decode_bytes_per_token
 
-    float32_bytes = decode_bytes_per_token(tmp_path / "tiny-float32", torch.float32)
+    float32_bytes = decode_bytes_per_token(tmp_path / "tiny-float32-cpu", torch.float32)
     assert report["weight_bytes_per_token"] < float32_bytes / 2  # int8 weights: bytes read per token drop

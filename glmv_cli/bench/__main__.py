@@ -28,14 +28,15 @@ from glmv_cli.bench.measure import measure_ours, measure_reference, our_preproce
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def bench_checkpoint(shape: str, dtype: str, root: Path) -> Path:
-    """A random checkpoint of `shape` saved in `dtype`, written once and reused."""
+def bench_checkpoint(shape: str, dtype: str, root: Path, device: torch.device) -> Path:
+    """A random checkpoint of `shape` saved in `dtype`, written once and reused (drawn on the
+    bench's device: a GPU draws the 9b shape's 10 B numbers in seconds)."""
     from glmv_cli.random_checkpoint import write_random_checkpoint
 
-    folder = root / f"{shape}-{dtype}"
+    folder = root / f"{shape}-{dtype}-{device.type}"
     if not (folder / "config.json").is_file():
         print(f"writing a random {shape} checkpoint to {folder} ...", file=sys.stderr)
-        write_random_checkpoint(folder, shape, dtype=DTYPES[dtype])
+        write_random_checkpoint(folder, shape, dtype=DTYPES[dtype], device=str(device))
     return folder
 
 
@@ -60,11 +61,14 @@ def decode_bytes_per_token(folder: Path, dtype: torch.dtype, quantize: str | Non
 
 
 def table(result: dict) -> str:
-    rows = ["load_s", "peak_rss_gb", "preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_tok_s"]
-    tags = " ".join(t for t in (result["quantize"], "compiled" if result["compile"] else "") if t)
+    rows = ["load_s", "peak_rss_gb", "peak_gpu_gb", "preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_tok_s"]
+    tags = " ".join(t for t in (result["quantize"], "compiled" if result["compile"] else "",
+                                "eager" if result["eager"] else "") if t)
     lines = [f"{'':14s}{'ours' + (f' ({tags})' if tags else ''):>12s}{'reference':>12s}{'ratio':>9s}"]
     for key in rows:
         a, b = result["ours"][key], result["reference"][key]
+        if not (a or b):  # e.g. GPU memory on a CPU run
+            continue
         ratio = (a / b if key == "decode_tok_s" else b / a) if a and b else float("nan")
         lines.append(f"{key:14s}{a:12.4f}{b:12.4f}{ratio:9.2f}")
     lines.append(f"bandwidth: measured weight-read {result['bandwidth_gbs_measured']:.1f} GB/s, copy "
@@ -95,16 +99,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--quantize", choices=["int8"], default=None, help="ours with int8 weights (and its accuracy cost)")
     ap.add_argument("--compile", action="store_true", help="ours with the torch.compile'd decode step")
+    ap.add_argument("--eager", action="store_true", help="ours without CUDA graphs (their default on CUDA)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    folder = args.checkpoint or bench_checkpoint(args.shape, args.dtype, args.cache)
+    folder = args.checkpoint or bench_checkpoint(args.shape, args.dtype, args.cache, device)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (args.image, args.image, 3), dtype=np.uint8))
     text = prompt_text(args.prompt_words)
     common = dict(device=device, dtype=dtype, new_tokens=args.new_tokens)
-    ours = measure_ours(folder, image, text, quantize=args.quantize, compile=args.compile, **common)
+    ours = measure_ours(folder, image, text, quantize=args.quantize, compile=args.compile,
+                        graph=False if args.eager else None, **common)
     gc.collect()  # ours is gone before the reference loads
     reference = None if args.skip_reference else measure_reference(folder, image, text, **common)
     accuracy = None
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weight_bytes_per_token": per_token, "bandwidth_gbs_measured": round(weight_bw, 2),
         "copy_bandwidth_gbs": round(copy_bandwidth(device), 2), "ours_bandwidth_gbs": round(achieved, 2),
         "bandwidth_utilization": round(achieved / weight_bw, 3),
-        "quantize": args.quantize, "compile": args.compile, "int8_accuracy": accuracy,
+        "quantize": args.quantize, "compile": args.compile, "eager": args.eager, "int8_accuracy": accuracy,
     }
     if reference:
         print(table(result), file=sys.stderr)

@@ -26,6 +26,7 @@ class Timings:
     decode_tok_s: float
     prompt_tokens: int
     compile_s: float = 0.0  # --compile: the first generation's extra time (compiling the step), not in decode_tok_s
+    peak_gpu_gb: float = 0.0  # CUDA: the most memory torch allocated on the GPU, from load to the last token
 
     def as_dict(self) -> dict:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -34,6 +35,18 @@ class Timings:
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def reset_peaks(device) -> None:
+    """Reset the host's and (CUDA) the GPU's memory high-water marks."""
+    reset_peak_rss()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gpu_gb(device) -> float:
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.device(device).type == "cuda" else 0.0
 
 
 def reset_peak_rss() -> None:
@@ -100,11 +113,12 @@ def our_preprocessor(folder: Path, image: Image.Image | None, text: str):
 
 
 def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, new_tokens: int,
-                 quantize: str | None = None, compile: bool = False) -> Timings:
+                 quantize: str | None = None, compile: bool = False, graph: bool | None = None) -> Timings:
+    """graph: None = the default decode step for the device (a CUDA graph on CUDA), False = eager."""
     import glmv_cli
 
     clock = Clock(device)
-    reset_peak_rss()
+    reset_peaks(device)
     glm, load_s = clock(lambda: glmv_cli.load(folder, device=device, dtype=dtype, quantize=quantize))
     preprocess = our_preprocessor(folder, image, text)
     preprocess()  # warm-up
@@ -118,29 +132,29 @@ def measure_ours(folder: Path, image: Image.Image, text: str, *, device, dtype, 
     model.language_model.drop_cache()
 
     def run() -> tuple[float, float]:  # (time to the first token, time for the rest)
-        stream = iter(glm.generate(inputs, max_new_tokens=new_tokens, ignore_stop=True, compile=compile))
+        stream = iter(glm.generate(inputs, max_new_tokens=new_tokens, ignore_stop=True, compile=compile,
+                                   graph=graph))
         _, first = clock(lambda: next(stream))
         _, rest = clock(lambda: sum(1 for _ in stream))
         return first, rest
 
-    compile_s = 0.0
-    if compile:  # the first run compiles the step; the measured run is the second
-        cold_first, cold_rest = run()
+    # the first run compiles the step (--compile) and captures the graph (CUDA): not in the timings
+    cold_first, cold_rest = run()
     runs = [run() for _ in range(BEST_OF)]
     ttft_gen, rest = min(r[0] for r in runs), min(r[1] for r in runs)
-    if compile:
-        compile_s = max(cold_first + cold_rest - ttft_gen - rest, 0.0)
+    compile_s = max(cold_first + cold_rest - ttft_gen - rest, 0.0) if compile else 0.0
     return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
                    prefill_s=max(prefill_total - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
-                   decode_tok_s=(new_tokens - 1) / rest, prompt_tokens=n, compile_s=compile_s)
+                   decode_tok_s=(new_tokens - 1) / rest, prompt_tokens=n, compile_s=compile_s,
+                   peak_gpu_gb=peak_gpu_gb(device))
 
 
 def measure_reference(folder: Path, image: Image.Image, text: str, *, device, dtype, new_tokens: int) -> Timings:
     from glmv_cli.reference import reference_model, reference_processor
 
     clock = Clock(device)
-    reset_peak_rss()
-    model, load_s = clock(lambda: reference_model(folder, dtype=dtype).to(device))
+    reset_peaks(device)
+    model, load_s = clock(lambda: reference_model(folder, dtype=dtype, device=device).to(device))
     processor = reference_processor(folder)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -160,4 +174,4 @@ def measure_reference(folder: Path, image: Image.Image, text: str, *, device, dt
     return Timings(load_s=load_s, peak_rss_gb=peak_rss_gb(), preprocess_s=preprocess_s, vision_s=vision_s,
                    prefill_s=max(forward_s - vision_s, 0.0), ttft_s=preprocess_s + ttft_gen,
                    decode_tok_s=(new_tokens - 1) / max(total - ttft_gen, 1e-9),
-                   prompt_tokens=int(inputs["input_ids"].shape[1]))
+                   prompt_tokens=int(inputs["input_ids"].shape[1]), peak_gpu_gb=peak_gpu_gb(device))

@@ -1,0 +1,137 @@
+"""What the GPU paths rest on, checked on the CPU: every input is moved at the model's boundary,
+chunked streaming lands every byte, the int8 Triton kernel computes the dequantized product (in
+Triton's CPU interpreter), and the decode-step choice per device. tests/gpu runs them on CUDA."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import glmv_cli
+from glmv_cli.model.glm4v import on_model_device
+from glmv_cli.safetensors_io import read_header
+from glmv_cli.streaming import host_ring, stream_into
+from tests.model.conftest import model_kwargs
+
+
+def test_the_model_boundary_moves_every_prompt_tensor(prompt_inputs):
+    """Whatever the prompt builder made (all on the CPU) reaches the model's device, ids as int64:
+    the bug that stopped every command on CUDA was input_ids and mm_token_type_ids left behind."""
+    inputs = prompt_inputs("mixed")
+    moved = on_model_device(torch.device("meta"), input_ids=inputs["input_ids"].int(),
+                            types=inputs["mm_token_type_ids"], attention_mask=inputs["attention_mask"],
+                            pixel_values=inputs["pixel_values"], pixel_values_videos=inputs["pixel_values_videos"],
+                            position_ids=torch.zeros(3, 1, 4, dtype=torch.int32))
+    assert all(t.device.type == "meta" for t in moved.values())
+    assert moved["input_ids"].dtype == moved["types"].dtype == moved["position_ids"].dtype == torch.int64
+    assert on_model_device(torch.device("meta"), pixel_values=None) == {"pixel_values": None}
+
+
+def test_prefill_and_forward_route_their_inputs_through_the_boundary(tiny_folder, prompt_inputs, monkeypatch):
+    """Each entry point that takes a caller's tensors hands every one of them to on_model_device
+    (ids, token types, positions, pixels), so no tensor can reach the weights from elsewhere."""
+    import glmv_cli.model.glm4v as glm4v
+
+    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+    seen = []
+    real = glm4v.on_model_device
+    monkeypatch.setattr(glm4v, "on_model_device", lambda device, **t: seen.append(set(t)) or real(device, **t))
+    inputs = model_kwargs(prompt_inputs("mixed"))
+    glm.model(**inputs)
+    glm.model.language_model.setup_cache(1, inputs["input_ids"].shape[1] + 1)
+    glm.model.prefill(**inputs)
+    glm.model.language_model.drop_cache()
+    wanted = {"input_ids", "types", "position_ids", "pixel_values", "pixel_values_videos"}
+    assert len(seen) == 2 and all(wanted <= names for names in seen)
+
+
+@pytest.fixture(scope="module")
+def mixed_file(tmp_path_factory):
+    """A safetensors file of mixed dtypes and sizes (one empty, one odd-sized)."""
+    g = torch.Generator().manual_seed(0)
+    state = {
+        "a.weight": torch.randn(37, 53, generator=g).to(torch.bfloat16),
+        "b.bias": torch.randn(11, generator=g),
+        "c.ids": torch.randint(0, 1000, (7, 3), generator=g),
+        "d.half": torch.randn(5, 9, generator=g).to(torch.float16),
+        "e.empty": torch.zeros(0, 4),
+        "f.mask": torch.rand(13, generator=g) > 0.5,
+    }
+    path = tmp_path_factory.mktemp("stream") / "x.safetensors"
+    save_file(state, str(path))
+    return path, state
+
+
+@pytest.mark.parametrize("chunk, readers", [(7, 1), (64, 3), (1000, 2), (1 << 20, 4)])
+def test_streaming_in_chunks_lands_every_byte(mixed_file, chunk, readers):
+    """Chunks that cut tensors anywhere (7 bytes) or hold the whole file; destinations of the
+    file's dtype get its bytes, others (bf16 -> float32, f16 -> bf16) a converted copy."""
+    path, state = mixed_file
+    entries = read_header(path)
+    wanted = {"a.weight": torch.float32, "d.half": torch.bfloat16}
+    outs = {k: torch.full(v.shape, 7, dtype=wanted.get(k, v.dtype)) for k, v in state.items()}
+    device = torch.device("cpu")
+    ring = host_ring(device, chunk_bytes=chunk, readers=readers)
+    stream_into(path, [(entries[k], outs[k]) for k in state], device, ring)
+    for k, v in state.items():
+        assert torch.equal(outs[k], v.to(outs[k].dtype)), k
+
+
+def test_streaming_a_checkpoint_equals_reading_it(tiny_folder):
+    expected = load_file(str(tiny_folder / "model.safetensors"))
+    entries = read_header(tiny_folder / "model.safetensors")
+    outs = {k: torch.empty_like(v) for k, v in expected.items()}
+    stream_into(tiny_folder / "model.safetensors", [(entries[k], outs[k]) for k in outs], torch.device("cpu"),
+                host_ring(torch.device("cpu"), chunk_bytes=4096, readers=3))
+    assert all(torch.equal(outs[k], expected[k]) for k in expected)
+
+
+INTERPRETED_KERNEL_CHECK = textwrap.dedent("""
+    import torch
+    from glmv_cli.kernels.int8_gemv import int8_gemv
+    from glmv_cli.model.quant import quantize_int8
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for M, N, K, bias in [(1, 40, 96, True), (3, 100, 300, False), (1, 70, 1000, True), (8, 17, 5, True)]:
+        w = torch.randn(N, K, generator=g)
+        w[1] *= 50  # one large row: scales are per row
+        q, s = quantize_int8(w)
+        x = torch.randn(M, K, generator=g)
+        b = torch.randn(N, generator=g) if bias else None
+        y = int8_gemv(x, q, s, b)
+        assert y.shape == (M, N) and y.dtype == x.dtype
+        ref = x.double() @ (q.double() * s.double()[:, None]).T + (b.double() if bias else 0)
+        worst = max(worst, float(((y.double() - ref).abs() / ref.abs().max()).max()))
+    print(worst)
+""")
+
+
+def test_int8_triton_kernel_is_the_dequantized_product():
+    """The kernel, run by Triton's CPU interpreter: shapes with tails on both axes, with and
+    without bias, 1 to 8 rows; float32 within 1e-6 of the float64 dequantized product."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", INTERPRETED_KERNEL_CHECK], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1e-6
+
+
+def test_decode_step_per_device(tiny_folder, monkeypatch):
+    """CPU: eager decoding unless --compile; a CUDA device would get a graph (not built here)."""
+    from glmv_cli.cuda_graph import graphs_enabled
+    from glmv_cli.generate import StaticStep
+
+    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+    assert glm.decode_step() is None
+    assert isinstance(glm.decode_step(compile=True), StaticStep)
+    assert glm.decode_step(compile=True) is glm.decode_step(compile=True)  # made once
+    assert graphs_enabled(torch.device("cuda")) and not graphs_enabled(torch.device("cpu"))
+    monkeypatch.setenv("GLMV_CUDA_GRAPHS", "0")
+    assert not graphs_enabled(torch.device("cuda"))

@@ -1,0 +1,74 @@
+"""Every command on a GPU, as a user runs it (marked `gpu`: skipped without CUDA;
+GLMV_GPU_TEST_DEVICE=cpu dry-runs them on the CPU): the demo model's README examples answer the
+same on the device as on the CPU, the tiny random checkpoint gives the same greedy ids there, and
+int8, --compile, chat and bench work on the device."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import run_glmv
+
+pytestmark = pytest.mark.gpu
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = [
+    ("ask", "examples/shapes.png", "What color is the circle?"),
+    ("ask", "examples/number.png", "What number is written in the image?"),
+    ("pdf", "examples/cards.pdf", "On which page is the blue square?"),
+    ("video", "examples/clip.mp4", "At which second does the yellow triangle appear?"),
+]
+
+
+def device_args(gpu) -> list[str]:
+    return ["--device", gpu.type]
+
+
+@pytest.mark.parametrize("command, path, question", DEMO)
+def test_demo_examples_answer_on_the_device_as_on_the_cpu(gpu, command, path, question):
+    if command == "video" and importlib.util.find_spec("av") is None:
+        pytest.skip("PyAV is not installed here")
+    args = (command, ROOT / path, question, "--model", "demo", "--dtype", "float32", "--json")
+    cpu, dev = run_glmv(*args, "--device", "cpu"), run_glmv(*args, *device_args(gpu))
+    assert cpu.code == dev.code == 0, dev.err
+    assert dev.json["answer"] == cpu.json["answer"] and dev.json["thinking"] == cpu.json["thinking"]
+    if path.endswith("shapes.png"):
+        assert dev.json["answer"] == "green"  # the README's first example
+
+
+def test_tiny_checkpoint_same_ids_on_both_devices(tiny, media, gpu):
+    args = ("ask", media["png"], media["pdf"], "Describe these.", "--model", tiny, "--dtype", "float32",
+            "--max-new-tokens", "24", "--json")
+    cpu, dev = run_glmv(*args, "--device", "cpu"), run_glmv(*args, *device_args(gpu))
+    assert cpu.code == dev.code == 0, dev.err
+    assert dev.json["completion_ids"] == cpu.json["completion_ids"]
+
+
+@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--compile"], ["--quantize", "int8", "--compile"]])
+def test_int8_and_compile_run_on_the_device(tiny, media, gpu, flags):
+    run = run_glmv("ask", media["jpg"], "What is this?", "--model", tiny, *device_args(gpu), *flags,
+                   "--max-new-tokens", "16", "--json", timeout=600)
+    assert run.code == 0, run.err
+    assert run.json["usage"]["completion_tokens"] > 0
+
+
+def test_scripted_answer_and_chat_on_the_device(scripted, media, gpu):
+    from tests.cli.crafted import ANSWER
+
+    run = run_glmv("ask", media["png"], "Where is the blue square?", "--model", scripted, *device_args(gpu))
+    assert (run.code, run.out) == (0, ANSWER + "\n"), run.err
+    chat = run_glmv("chat", "--model", scripted, *device_args(gpu), input="first\nsecond\n")
+    assert chat.code == 0, chat.err
+    assert chat.out.count(ANSWER) == 2
+
+
+def test_bench_runs_on_the_device(tmp_path, gpu):
+    run = run_glmv("bench", "--shape", "tiny", "--device", gpu.type, "--new-tokens", "8", "--image", "112",
+                   "--cache", tmp_path, "--quantize", "int8", timeout=600)
+    assert run.code == 0, run.err
+    report = json.loads(run.out.strip().splitlines()[-1])
+    assert report["device"].startswith(gpu.type) and report["ours"]["decode_tok_s"] > 0
+    assert report["int8_accuracy"]["top1_agreement"] >= 0.5

@@ -1,0 +1,137 @@
+"""The model on a GPU (marked `gpu`: skipped without CUDA; GLMV_GPU_TEST_DEVICE=cpu dry-runs the
+logic): parity with transformers on the device (float32 with TF32 off on both sides, bfloat16 by
+top-1 agreement and cosine), CUDA-graph, eager and compiled decoding giving the same greedy
+tokens, graphs reused between requests, streamed loading landing the same weights as CPU loading,
+and int8 through the Triton kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import glmv_cli
+from tests.model.conftest import model_kwargs
+from tests.reference import building_block_logits, reference_model
+
+pytestmark = pytest.mark.gpu
+PROMPTS = ("text", "image", "video", "mixed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_tf32():
+    """Exact float32 on both sides: TF32 matmuls and convolutions would differ at 1e-3."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def needs_cuda(device):
+    if device.type != "cuda":
+        pytest.skip("CUDA graphs and Triton kernels exist on CUDA only")
+
+
+@pytest.fixture(scope="module")
+def ours(tiny_folder, gpu):
+    return glmv_cli.load(tiny_folder, device=gpu, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def ref_on_device(tiny_folder, gpu):
+    return reference_model(tiny_folder, device=gpu).to(gpu)
+
+
+def on(device, inputs: dict) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("name", PROMPTS)
+def test_float32_logits_match_the_reference_on_the_device(ours, ref_on_device, prompt_inputs, gpu, name):
+    inputs = prompt_inputs(name)
+    expected = building_block_logits(ref_on_device, on(gpu, inputs))
+    got = ours.model(**model_kwargs(inputs))  # CPU tensors in: the model moves them
+    assert got.device.type == gpu.type
+    diff = (got - expected).abs().max().item()
+    assert diff <= 1e-3, diff
+
+
+def test_bfloat16_agrees_with_the_float32_reference(tiny_folder, ref_on_device, prompt_inputs, gpu):
+    glm = glmv_cli.load(tiny_folder, device=gpu, dtype="bfloat16")
+    agree = total = 0
+    cosines = []
+    for name in PROMPTS:
+        inputs = prompt_inputs(name)
+        a = building_block_logits(ref_on_device, on(gpu, inputs))[0].float()
+        b = glm.model(**model_kwargs(inputs))[0].float()
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0]
+        cosines.append(F.cosine_similarity(a, b, dim=-1).min().item())
+    assert agree / total >= 0.95, agree / total
+    assert min(cosines) >= 0.99, cosines
+
+
+def tokens(glm, inputs, n=24, **kw) -> list[int]:
+    return list(glm.generate(inputs, max_new_tokens=n, ignore_stop=True, **kw))
+
+
+@pytest.mark.parametrize("name", ["image", "mixed"])
+def test_graph_eager_and_compiled_decoding_give_the_same_tokens(ours, prompt_inputs, gpu, name):
+    needs_cuda(gpu)
+    inputs = model_kwargs(prompt_inputs(name))
+    eager = tokens(ours, inputs, graph=False)
+    assert tokens(ours, inputs) == eager  # the default on CUDA: the graph
+    assert tokens(ours, inputs, compile=True) == eager  # compiled, inside the graph
+
+
+def test_the_graph_is_captured_once_per_cache_length(ours, prompt_inputs, gpu):
+    needs_cuda(gpu)
+    inputs = model_kwargs(prompt_inputs("image"))
+    eager = tokens(ours, inputs, n=30, graph=False)
+    step = ours.decode_step()
+    assert tokens(ours, inputs, n=30) == eager
+    graph, cache = step.graph, step.caches
+    assert tokens(ours, inputs, n=30) == eager  # another request of the same size: replayed
+    assert step.graph is graph and step.caches is cache
+    longer = tokens(ours, inputs, n=400)  # another bucket: captured again, still right
+    assert step.graph is not graph and longer == tokens(ours, inputs, n=400, graph=False)
+    assert ours.model.language_model.caches is None  # handed back after each request
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_streamed_loading_lands_the_cpu_weights(tiny_folder, gpu, dtype):
+    cpu = glmv_cli.load(tiny_folder, device="cpu", dtype=dtype).model.state_dict()
+    dev = glmv_cli.load(tiny_folder, device=gpu, dtype=dtype).model.state_dict()
+    assert set(cpu) == set(dev)
+    assert all(torch.equal(dev[k].cpu(), cpu[k]) for k in cpu)
+
+
+def test_int8_kernel_is_the_dequantized_product(gpu):
+    needs_cuda(gpu)
+    from glmv_cli.kernels.int8_gemv import int8_gemv
+    from glmv_cli.model.quant import quantize_int8
+
+    g = torch.Generator(device=gpu).manual_seed(0)
+    for M, N, K in [(1, 4608, 4096), (1, 27392, 4096), (1, 4096, 13696), (3, 1000, 333)]:
+        q, s = quantize_int8(torch.randn(N, K, device=gpu, generator=g))
+        x = torch.randn(M, K, device=gpu, generator=g, dtype=torch.bfloat16)
+        bias = torch.randn(N, device=gpu, generator=g, dtype=torch.bfloat16)
+        y = int8_gemv(x, q, s, bias).float()
+        ref = x.double() @ (q.double() * s.double()[:, None]).T + bias.double()
+        rel = ((y.double() - ref).norm() / ref.norm()).item()
+        assert rel < 1e-2 and not y.isnan().any(), rel
+
+
+def test_int8_on_the_device_agrees_with_float32(tiny_folder, ours, prompt_inputs, gpu):
+    glm8 = glmv_cli.load(tiny_folder, device=gpu, dtype="float32", quantize="int8")
+    agree = total = 0
+    for name in ("text", "image", "video"):
+        inputs = model_kwargs(prompt_inputs(name))
+        a, b = ours.model(**inputs)[0], glm8.model(**inputs)[0]
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0]
+        assert F.cosine_similarity(a, b, dim=-1).min() > 0.99
+    assert agree / total >= 0.95
+    inputs = model_kwargs(prompt_inputs("image"))
+    decoded = tokens(glm8, inputs, n=16)  # the default step: through the kernel, in a graph on CUDA
+    assert decoded == tokens(glm8, inputs, n=16, graph=False)

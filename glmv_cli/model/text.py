@@ -81,13 +81,12 @@ class TextAttention(nn.Module):
         B, S, _ = x.shape
         D, H, KV = self.head_dim, self.num_heads, self.num_kv_heads
         if self.qkv_proj is not None:
-            q, k, v = self.qkv_proj(x).split([H * D, KV * D, KV * D], dim=-1)
+            qkv = self.qkv_proj(x).view(B, S, H + 2 * KV, D)
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(B, S, H, D).transpose(1, 2)  # (B, H, S, D)
-        k = k.view(B, S, KV, D).transpose(1, 2)  # (B, KV, S, D)
-        v = v.view(B, S, KV, D).transpose(1, 2)  # (B, KV, S, D)
-        q, k = apply_text_rope(q, cos, sin), apply_text_rope(k, cos, sin)
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1).view(B, S, H + 2 * KV, D)
+        qk = apply_text_rope(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, H+KV, S, D): one rotation
+        q, k = qk.split([H, KV], dim=1)  # (B, H, S, D), (B, KV, S, D)
+        v = qkv[:, :, H + KV:].transpose(1, 2)  # (B, KV, S, D)
         if cache is not None:
             k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
         if S == 1 and H != KV:  # decoding: the query heads of a group become rows of one query

@@ -135,3 +135,23 @@ def test_int8_on_the_device_agrees_with_float32(tiny_folder, ours, prompt_inputs
     inputs = model_kwargs(prompt_inputs("image"))
     decoded = tokens(glm8, inputs, n=16)  # the default step: through the kernel, in a graph on CUDA
     assert decoded == tokens(glm8, inputs, n=16, graph=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_rms_norm_kernel_matches_torch_on_the_device(gpu, dtype):
+    needs_cuda(gpu)
+    from glmv_cli.kernels.rms_norm import rms_norm
+    from glmv_cli.model.layers import RMSNorm
+
+    g = torch.Generator(device=gpu).manual_seed(0)
+    norm = RMSNorm(4096, 1e-5).to(gpu)
+    norm.weight.data = 1 + 0.1 * torch.randn(4096, device=gpu, generator=g)
+    norm = norm.to(dtype)
+    x = (3 * torch.randn(5, 4096, device=gpu, generator=g)).to(dtype)
+    with torch.no_grad():
+        y = rms_norm(x, norm.weight, 1e-5)
+        x32 = x.float()
+        ref = norm.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype)
+    ulp = {torch.bfloat16: 2**-7, torch.float16: 2**-10, torch.float32: 2**-22}[dtype]
+    assert ((y.float() - ref.float()).abs() <= ulp * ref.float().abs() + 1e-6).all()
+    assert (y == ref).float().mean() > 0.99  # the same rounding: almost every element bit for bit

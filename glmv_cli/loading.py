@@ -20,7 +20,7 @@ import torch
 from glmv_cli.errors import ModelError
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
-from glmv_cli.model.quant import swap_int8
+from glmv_cli.model.quant import Int8Embedding, swap_int8
 from glmv_cli.model.rope import inverse_frequencies
 from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
 from glmv_cli.streaming import host_ring, stream_into
@@ -170,7 +170,7 @@ QUANTIZE_BLOCK_BYTES = 64 * 2**20  # float32 rows read and quantized at a time
 
 
 def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device) -> None:
-    """A float weight from the file into an Int8Linear, in blocks of rows."""
+    """A float weight from the file into an Int8Linear or Int8Embedding, in blocks of rows."""
     rows = entry.shape[0]
     step = max(1, QUANTIZE_BLOCK_BYTES // (4 * max(1, math.prod(entry.shape[1:]))))
     for start in range(0, rows, step):
@@ -192,8 +192,11 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     check_keys(model, where)
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ModelError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZE_CHOICES)}")
-    int8 = {f"{n}.weight" for n in swap_int8(model)} if quantize == "int8" else set()
+    int8 = {f"{n}.weight" for n in swap_int8(model, vision=device.type != "cpu")} if quantize == "int8" else set()
     model = model.to(dtype=dtype).to_empty(device=device)  # int8 buffers keep their dtype
+    for module in model.modules():  # .to(dtype) turned the (unused) float32 scales of embeddings too
+        if isinstance(module, Int8Embedding):
+            module.dtype, module.scales = dtype, module.scales.float()
     params = model.state_dict()
     by_file: dict[Path, list[str]] = {}
     for name, (path, _) in where.items():

@@ -52,7 +52,7 @@ def decode_bytes_per_token(folder: Path, dtype: torch.dtype, quantize: str | Non
             continue
         count = int(np.prod(entry.shape))
         if name.endswith("embed_tokens.weight"):
-            total += entry.shape[1] * size
+            total += entry.shape[1] * (1 if quantize == "int8" else size)
         elif quantize == "int8" and len(entry.shape) == 2:  # the decoder's linear weights and lm_head
             total += count + entry.shape[0] * 4
         else:

@@ -159,7 +159,7 @@ class TextModel(nn.Module):
 
     def setup_cache(self, batch: int, max_len: int, dtype=None, device=None) -> None:
         """Preallocate the KV cache for `max_len` positions (prompt + new tokens, not the model's max)."""
-        ref = self.embed_tokens.weight
+        ref = self.norm.weight  # (the embedding may be int8)
         self.caches = [KVCache(batch, self.cfg.num_kv_heads, max_len, self.cfg.head_dim, dtype or ref.dtype,
                                device or ref.device) for _ in self.layers]
 

@@ -3,6 +3,8 @@ gives the eager decoder's tokens, and int8 weights load, generate, and stay clos
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,13 +62,37 @@ def test_int8_linear_is_the_dequantized_product():
     torch.testing.assert_close(q8(x), expected, rtol=2e-2, atol=2e-2)  # bfloat16 activations on CPU
 
 
-def test_int8_loads_the_text_decoder_in_int8_only(glm_int8):
+def test_int8_loads_the_text_decoder_and_embedding_in_int8(glm_int8, tiny_folder):
+    from safetensors.torch import load_file
+
     model = glm_int8.model
     assert model.lm_head.weight.dtype == torch.int8
     assert model.language_model.layers[0].self_attn.q_proj.weight.dtype == torch.int8
     assert model.language_model.layers[0].mlp.down_proj.weight.dtype == torch.int8
-    assert model.visual.blocks[0].attn.qkv.weight.dtype == torch.float32  # the vision tower is not quantized
-    assert model.language_model.embed_tokens.weight.dtype == torch.float32
+    assert model.visual.blocks[0].attn.qkv.weight.dtype == torch.float32  # on a CPU the vision tower is not
+    assert model.language_model.norm.weight.dtype == torch.float32
+    emb = model.language_model.embed_tokens
+    assert emb.weight.dtype == torch.int8 and emb.scales.dtype == torch.float32
+    ids = torch.tensor([[0, 5, 17, 42]])
+    rows = load_file(str(tiny_folder / "model.safetensors"))["model.language_model.embed_tokens.weight"][ids[0]]
+    got = emb(ids)[0]
+    assert got.dtype == torch.float32
+    assert ((got - rows).abs() <= emb.scales[ids[0], None] / 2 + 1e-7).all()  # within half a step per row
+
+
+def test_int8_covers_the_vision_tower_only_off_the_cpu(tiny_folder):
+    from glmv_cli.model.config import Glm4vConfig
+    from glmv_cli.model.glm4v import Glm4v
+    from glmv_cli.model.quant import quantizable
+
+    with torch.device("meta"):
+        model = Glm4v(Glm4vConfig.from_dict(json.loads((tiny_folder / "config.json").read_text())))
+    text, both = set(quantizable(model)), set(quantizable(model, vision=True))
+    assert "model.language_model.embed_tokens" in text and "lm_head" in text
+    assert not any(n.startswith("model.visual.") for n in text)
+    vision = both - text
+    assert "model.visual.blocks.0.attn.qkv" in vision and "model.visual.merger.gate_proj" in vision
+    assert all(isinstance(model.get_submodule(n), torch.nn.Linear) for n in vision)  # no convolutions
 
 
 def test_int8_generation_agrees_with_float32(glm, glm_int8, prompt_inputs):

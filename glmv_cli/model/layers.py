@@ -18,7 +18,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and x.dtype == self.weight.dtype and not _needs_grad(x, self.weight) and fused_kernels():
+        if x.is_cuda and x.dtype == self.weight.dtype and not needs_grad(x, self.weight) and fused_kernels():
             from glmv_cli.kernels.rms_norm import rms_norm
 
             return rms_norm(x, self.weight, self.eps)  # one kernel instead of eight, same rounding
@@ -26,7 +26,7 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def _needs_grad(*tensors: torch.Tensor) -> bool:
+def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmv_cli.model.config import TextConfig
-from glmv_cli.model.layers import RMSNorm
+from glmv_cli.model.layers import RMSNorm, fused_kernels, needs_grad
 from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
 
 
@@ -84,7 +84,12 @@ class TextAttention(nn.Module):
             qkv = self.qkv_proj(x).view(B, S, H + 2 * KV, D)
         else:
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1).view(B, S, H + 2 * KV, D)
-        qk = apply_text_rope(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, H+KV, S, D): one rotation
+        if qkv.is_cuda and not needs_grad(qkv) and fused_kernels():
+            from glmv_cli.kernels.rope import rope_heads
+
+            qk = rope_heads(qkv[:, :, :H + KV], cos, sin)  # (B, H+KV, S, D): one kernel
+        else:
+            qk = apply_text_rope(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, H+KV, S, D): one rotation
         q, k = qk.split([H, KV], dim=1)  # (B, H, S, D), (B, KV, S, D)
         v = qkv[:, :, H + KV:].transpose(1, 2)  # (B, KV, S, D)
         if cache is not None:

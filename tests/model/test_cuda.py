@@ -155,3 +155,20 @@ def test_rms_norm_kernel_matches_torch_on_the_device(gpu, dtype):
     ulp = {torch.bfloat16: 2**-7, torch.float16: 2**-10, torch.float32: 2**-22}[dtype]
     assert ((y.float() - ref.float()).abs() <= ulp * ref.float().abs() + 1e-6).all()
     assert (y == ref).float().mean() > 0.99  # the same rounding: almost every element bit for bit
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_rope_kernel_matches_torch_on_the_device(gpu, dtype):
+    needs_cuda(gpu)
+    from glmv_cli.kernels.rope import rope_heads
+    from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
+
+    g = torch.Generator(device=gpu).manual_seed(0)
+    qkv = torch.randn(1, 7, 36, 128, device=gpu, generator=g).to(dtype)
+    cos, sin = text_rope(torch.randint(0, 5000, (3, 1, 7), device=gpu, generator=g),
+                         inverse_frequencies(64, 1e4).to(gpu), (8, 12, 12), dtype)
+    y = rope_heads(qkv[:, :, :34], cos, sin)
+    ref = apply_text_rope(qkv[:, :, :34].transpose(1, 2), cos, sin)
+    tol = {torch.bfloat16: 2**-7, torch.float32: 2**-21}[dtype]
+    assert ((y.float() - ref.float()).abs() <= tol * ref.float().abs() + 1e-6).all()
+    assert (y == ref).float().mean() > 0.99

@@ -154,6 +154,30 @@ def test_rms_norm_triton_kernel_rounds_as_the_reference():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
+INTERPRETED_ROPE_CHECK = textwrap.dedent("""
+    import torch
+    from glmv_cli.kernels.rope import rope_heads
+    from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float16):
+        for B, S, NH, D, R, sections in [(1, 1, 20, 128, 64, (8, 12, 12)), (2, 3, 4, 64, 32, (4, 6, 6))]:
+            qkv = torch.randn(B, S, NH + 3, D, generator=g).to(dtype)  # q and k heads, then v's
+            cos, sin = text_rope(torch.randint(0, 500, (3, B, S), generator=g), inverse_frequencies(R, 1e4),
+                                 sections, dtype)
+            y = rope_heads(qkv[:, :, :NH], cos, sin)
+            assert torch.equal(y, apply_text_rope(qkv[:, :, :NH].transpose(1, 2), cos, sin)), (dtype, B, S)
+    print("ok")
+""")
+
+
+def test_rope_triton_kernel_equals_the_torch_rotation():
+    """Bit for bit in float32 and float16, reading heads from a strided q/k/v output."""
+    pytest.importorskip("triton")
+    done = subprocess.run([sys.executable, "-c", INTERPRETED_ROPE_CHECK], capture_output=True, text=True,
+                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def test_decode_step_per_device(tiny_folder, monkeypatch):
     """CPU: eager decoding unless --compile; a CUDA device would get a graph (not built here)."""
     from glmv_cli.cuda_graph import graphs_enabled

@@ -1,0 +1,62 @@
+"""The text decoder's rotary embedding for q and k together, in one Triton kernel.
+
+    y[..., 2i]   = x[2i] * cos_i - x[2i+1] * sin_i        for 2i < R (rotary_dim)
+    y[..., 2i+1] = x[2i+1] * cos_i + x[2i] * sin_i
+    y[..., R:]   = x[R:]
+
+rope.apply_text_rope does this in about seven operations (slices, a negation, a stack, two
+products, a sum, a concatenation), each a kernel on a GPU. Here one program rotates one head of
+one position, reading it straight from the fused q/k/v projection's output (B, S, heads, D) and
+writing (B, heads, S, D), the layout attention wants. Products and the sum are rounded to the
+activation dtype where torch rounds them (each elementwise operation of low-precision tensors
+computes in float32 and rounds its result), so the result equals the torch expression.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.cache
+def _kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def rope(x_ptr, cos_ptr, sin_ptr, y_ptr, S, NH, sx_b, sx_s, sx_h, sc_b, sc_s, sy_b, sy_h, sy_s,
+             D: tl.constexpr, R: tl.constexpr, BLOCK_D: tl.constexpr):
+        pid = tl.program_id(0)
+        h, s, b = pid % NH, (pid // NH) % S, pid // (NH * S)
+        d = tl.arange(0, BLOCK_D)
+        ok, rot = d < D, d < R
+        base = x_ptr + b * sx_b + s * sx_s + h * sx_h
+        x = tl.load(base + d, mask=ok, other=0.0)
+        partner = tl.load(base + (d ^ 1), mask=rot, other=0.0).to(tl.float32)
+        c = tl.load(cos_ptr + b * sc_b + s * sc_s + d, mask=rot, other=1.0).to(tl.float32)
+        sn = tl.load(sin_ptr + b * sc_b + s * sc_s + d, mask=rot, other=0.0).to(tl.float32)
+        dt = y_ptr.dtype.element_ty
+        rotated = tl.where(d % 2 == 0, -partner, partner)
+        first = (x.to(tl.float32) * c).to(dt).to(tl.float32)
+        second = (rotated * sn).to(dt).to(tl.float32)
+        y = tl.where(rot, (first + second).to(dt), x.to(dt))
+        tl.store(y_ptr + b * sy_b + h * sy_h + s * sy_s + d, y, mask=ok)
+
+    return rope, triton.next_power_of_2
+
+
+def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, S, NH, D) (any strides, last dim contiguous); cos/sin (B, S, R) of x's dtype ->
+    rotated (B, NH, S, D), contiguous."""
+    B, S, NH, D = x.shape
+    R = cos.shape[-1]
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    cos, sin = cos.contiguous(), sin.contiguous()
+    y = torch.empty(B, NH, S, D, dtype=x.dtype, device=x.device)
+    kernel, next_pow2 = _kernel()
+    kernel[(B * S * NH,)](x, cos, sin, y, S, NH, x.stride(0), x.stride(1), x.stride(2), cos.stride(0),
+                          cos.stride(1), y.stride(0), y.stride(1), y.stride(2), D=D, R=R, BLOCK_D=next_pow2(D),
+                          num_warps=1)
+    return y

@@ -31,7 +31,10 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 def fused_kernels() -> bool:
-    """Our Triton kernels on CUDA: where Triton is installed, unless GLMV_TRITON=0."""
+    """Our Triton kernels on CUDA: where Triton is installed, unless GLMV_TRITON=0, and not while
+    torch.compile traces (--compile): inductor then fuses the plain torch code itself."""
+    if torch.compiler.is_compiling():
+        return False
     from glmv_cli.kernels.int8_gemv import available
 
     return os.environ.get("GLMV_TRITON", "1") != "0" and available()

@@ -185,6 +185,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     """Build on meta, allocate on the target, stream every tensor in; no second copy. With
     quantize="int8" the text decoder's linear weights are quantized one tensor at a time as they
     are read (model/quant.py), so memory never holds the float model."""
+    device = torch.device(device)
     config = Glm4vConfig.from_folder(folder)
     where = index_tensors(weight_files(folder))
     with torch.device("meta"):

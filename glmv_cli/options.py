@@ -99,3 +99,23 @@ End = Annotated[float | None, typer.Option(rich_help_panel=VID, show_default=Fal
 VideoBackend = Annotated[Literal["auto", "decord", "pyav"], typer.Option(rich_help_panel=VID,
                                                                          help="Video decoder.")]
 
+
+SERVER = "Server"
+
+# -- glmv serve --
+Host = Annotated[str, typer.Option(rich_help_panel=SERVER,
+                                   help="Address to listen on; 0.0.0.0 exposes the server to your network.")]
+Port = Annotated[int, typer.Option(min=0, max=65535, rich_help_panel=SERVER, help="Port to listen on.")]
+ServerKey = Annotated[str | None, typer.Option(
+    "--api-key", rich_help_panel=SERVER, envvar="GLMV_API_KEY", show_default=False,
+    help="Require Authorization: Bearer KEY on /v1 routes \\[env: GLMV_API_KEY; default: no key].")]
+MaxQueue = Annotated[int, typer.Option(min=1, rich_help_panel=SERVER,
+                                       help="Requests waiting for the model; more get 503 with Retry-After.")]
+AllowedLocalMediaPath = Annotated[Path | None, typer.Option(
+    rich_help_panel=SERVER, show_default=False, file_okay=False,
+    help="Allow file:// media URLs below this folder (refused by default).")]
+CorsOrigin = Annotated[list[str] | None, typer.Option(
+    rich_help_panel=SERVER, show_default=False,
+    help="Allow browser pages from this origin (repeatable; '*' for any). CORS is off by default.")]
+MaxBodyMb = Annotated[int, typer.Option(min=1, rich_help_panel=SERVER,
+                                        help="Largest request body, in MiB (media travel inside it).")]

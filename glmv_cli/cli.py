@@ -53,6 +53,8 @@ def _root() -> None:
 def ask(
     args: Args = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
     quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -72,7 +74,7 @@ def ask(
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
     items, question = c.split_args(args or [])
-    choice = c.ModelChoice(model, device, dtype, quantize, compile)
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     c.run_ask(items, question or c.default_question(items), choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                              video_backend),
@@ -89,6 +91,8 @@ def ask(
 def pdf(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
     dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -107,7 +111,7 @@ def pdf(
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
     c.check_file_kind(file, ("pdf", "slides"), "PDF")
     items, _ = c.split_args([file], read_stdin=False)
-    choice = c.ModelChoice(model, device, dtype, quantize, compile)
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
@@ -121,6 +125,8 @@ def pdf(
 def video(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
     dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -139,7 +145,7 @@ def video(
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
     c.check_file_kind(file, ("video",), "video")
     items, _ = c.split_args([file], read_stdin=False)
-    choice = c.ModelChoice(model, device, dtype, quantize, compile)
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], choice,
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
                              video_backend=video_backend),
@@ -154,6 +160,8 @@ def video(
 def chat(
     attachments: Attachments = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
     quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -172,7 +180,7 @@ def chat(
     from glmv_cli import commands as c
 
     out = c.output_options(False, jsonl, hide_reasoning, extract, None, verbose, system)
-    choice = c.ModelChoice(model, device, dtype, quantize, compile)
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     c.run_chat(list(attachments or []), choice,
                c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                               video_backend),

@@ -100,7 +100,21 @@ VideoBackend = Annotated[Literal["auto", "decord", "pyav"], typer.Option(rich_he
                                                                          help="Video decoder.")]
 
 
-SERVER = "Server"
+# -- remote backend (ask, pdf, video, chat) --
+REMOTE, SERVER = "Remote server", "Server"
+Backend = Annotated[Literal["local", "openai"], typer.Option(
+    rich_help_panel=REMOTE, envvar="GLMV_BACKEND",
+    help="local: run the model here; openai: send the question to an OpenAI-compatible server "
+         "(glmv serve, vLLM, SGLang) at --base-url.")]
+BaseUrl = Annotated[str | None, typer.Option(
+    rich_help_panel=REMOTE, envvar="GLMV_BASE_URL", show_default=False,
+    help="The server's API root, e.g. http://127.0.0.1:8000/v1 \\[env: GLMV_BASE_URL].")]
+ApiKey = Annotated[str | None, typer.Option(
+    rich_help_panel=REMOTE, envvar="GLMV_API_KEY", show_default=False,
+    help="API key (sent as Authorization: Bearer KEY) \\[env: GLMV_API_KEY].")]
+RemoteModel = Annotated[str | None, typer.Option(
+    rich_help_panel=REMOTE, show_default=False,
+    help="The model name on the server \\[default: the first of its GET /v1/models].")]
 
 # -- glmv serve --
 Host = Annotated[str, typer.Option(rich_help_panel=SERVER,

@@ -105,6 +105,7 @@ class RemoteConversation:
         parts, used = yield from self._prepare(attachments, load)
         user = {"role": "user", "content": [*parts, {"type": "text", "text": question}]}
         extras, notes = self.session.request_extras(gen)
+        notes += _unsent(load, gen, used)
         yield Progress(f"asking {self.session.name} at {self.session.base_url}")
         preprocess_s = time.perf_counter() - start
         reply = Reply()
@@ -217,6 +218,18 @@ class Reply:
                       boxes=find_boxes(answer_for_history(raw)), images=_image_sizes(used),
                       usage=Usage(prompt, 0, completion), timings=Timings(0.0, preprocess_s, prefill, rate),
                       finish_reason=self.finish or "stop", notes=notes)
+
+
+def _unsent(load: LoadOptions, gen: GenerationOptions, used: list[Attachment]) -> list[str]:
+    """Options a remote server applies with its own settings: a note when the user set them."""
+    kinds = {a.kind for a in used}
+    names = [name for name, given in (
+        ("--max-pixels", load.max_pixels is not None), ("--min-pixels", load.min_pixels is not None),
+        ("--max-context", gen.max_context is not None),
+        ("--fps", "video" in kinds and load.fps != LoadOptions.fps),
+        ("--max-frames/--start/--end", "video" in kinds and (load.max_frames, load.start, load.end) != (None,) * 3),
+    ) if given]
+    return [f"{', '.join(names)} not sent: the server applies its own settings"] if names else []
 
 
 def _image_sizes(used: list[Attachment]) -> list[tuple[str, tuple[int, int]]]:

@@ -12,7 +12,7 @@ import hmac
 import time
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -56,14 +56,17 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
         messages = await run_in_threadpool(service.parse, body)
         job = service.job(messages, body)
         try:
-            head = await chat.first_text(job)
+            head = await chat.first_text(job, request.is_disconnected)
+            if body.stream:
+                return StreamingResponse(chat.stream(job, head, body, service.model_id),
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return await chat.complete(job, head, body, service.model_id, request.is_disconnected)
+        except chat.ClientGone:
+            return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
         except BaseException:
             job.cancel()
             raise
-        if body.stream:
-            return StreamingResponse(chat.stream(job, head, body, service.model_id), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await chat.complete(job, head, body, service.model_id, request.is_disconnected)
 
     return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +56,36 @@ class Service:
         return self.worker.submit(Job(events, asyncio.get_running_loop()))
 
 
-async def first_text(job: Job) -> list:
+class ClientGone(Exception):
+    """The client disconnected before its answer was sent; its job is cancelled."""
+
+
+class Watch:
+    """A job's events, checking every DISCONNECT_POLL_S that the client is still there (while it
+    waits in the queue, while the prompt is read, while a JSON answer is generated): gone, the job
+    is cancelled and ClientGone raised."""
+
+    def __init__(self, job: Job, is_disconnected):
+        self.job, self.is_disconnected, self.checked = job, is_disconnected, time.monotonic()
+
+    async def next(self):
+        while True:
+            if time.monotonic() - self.checked >= DISCONNECT_POLL_S:
+                self.checked = time.monotonic()
+                if await self.is_disconnected():
+                    self.job.cancel()
+                    raise ClientGone
+            try:
+                return await asyncio.wait_for(self.job.next(), DISCONNECT_POLL_S)
+            except asyncio.TimeoutError:
+                continue
+
+
+async def first_text(job: Job, is_disconnected) -> list:
     """Events up to and including the first Thinking / Answer / Done (raises the job's error)."""
-    seen = []
+    seen, watch = [], Watch(job, is_disconnected)
     while True:
-        event = await job.next()
+        event = await watch.next()
         if event is END:
             return seen
         if not isinstance(event, Progress):
@@ -68,12 +94,17 @@ async def first_text(job: Job) -> list:
             return seen
 
 
-async def rest(job: Job, head: list) -> AsyncIterator:
+async def rest(job: Job, head: list, is_disconnected=None) -> AsyncIterator:
+    """The events after `head` (Progress left out)."""
     for event in head:
         yield event
-    if head and isinstance(head[-1], Done) or not head:
+    if not head or isinstance(head[-1], Done):
         return
-    while (event := await job.next()) is not END:
+    next_event = Watch(job, is_disconnected).next if is_disconnected else job.next
+    while True:
+        event = await next_event()
+        if event is END:
+            return
         if not isinstance(event, Progress):
             yield event
 
@@ -81,20 +112,10 @@ async def rest(job: Job, head: list) -> AsyncIterator:
 async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_disconnected) -> dict:
     """The whole answer as one chat.completion object."""
     thinking, answer, result, stop = "", "", None, p.StopFilter(request.stop)
-    events = rest(job, head)
-    while True:
-        try:
-            event = await asyncio.wait_for(anext(events), DISCONNECT_POLL_S)
-        except StopAsyncIteration:
-            break
-        except asyncio.TimeoutError:
-            if await is_disconnected():
-                job.cancel()
-                raise
-            continue
+    async for event in rest(job, head, is_disconnected):
         if isinstance(event, Thinking):
             thinking += event.text
-        elif isinstance(event, Answer) and not stop.stopped:
+        elif isinstance(event, Answer):
             answer += stop.feed(event.text)
             if stop.stopped:
                 job.cancel()

@@ -70,6 +70,14 @@ def test_a_dropped_stream_frees_the_worker(server, client):
     assert say(client, 5).choices[0].message.content == "la"
 
 
+def test_a_client_that_stops_waiting_for_json_frees_the_worker(server, client):
+    impatient = client.with_options(timeout=1.5)
+    with pytest.raises(openai.APITimeoutError):
+        say(impatient, LONG)
+    assert wait_idle(server) < 5
+    assert say(client, 5).choices[0].message.content == "la"
+
+
 def test_a_full_queue_answers_503_with_retry_after(server, client):
     running = say(client, LONG, stream=True)
     next(iter(running))  # the worker has it

@@ -40,13 +40,15 @@ def user(*parts) -> list[dict]:
     return [{"role": "user", "content": list(parts)}]
 
 
-def ask(client, messages, **kwargs):
-    return client.chat.completions.create(messages=messages, model=client._glmv_model, temperature=0, **kwargs)
+@pytest.fixture(scope="module")
+def ask(client):
+    """A chat completion from the served model at temperature 0."""
+    model = client.models.list().data[0].id
 
+    def ask(messages, **kwargs):
+        return client.chat.completions.create(messages=messages, model=model, temperature=0, **kwargs)
 
-@pytest.fixture(scope="module", autouse=True)
-def _model_name(client):
-    client._glmv_model = client.models.list().data[0].id
+    return ask
 
 
 def test_models_lists_the_checkpoint(client, scripted):
@@ -54,8 +56,8 @@ def test_models_lists_the_checkpoint(client, scripted):
     assert [m.id for m in models] == [str(scripted)] and models[0].owned_by == "glmv"
 
 
-def test_json_answer_with_an_image(client, media):
-    done = ask(client, user(image(media["png"]), QUESTION))
+def test_json_answer_with_an_image(ask, media):
+    done = ask(user(image(media["png"]), QUESTION))
     message = done.choices[0].message
     assert message.content == ANSWER
     assert message.reasoning == THINKING and message.reasoning_content == THINKING
@@ -64,8 +66,8 @@ def test_json_answer_with_an_image(client, media):
     assert done.usage.total_tokens == done.usage.prompt_tokens + 10
 
 
-def test_streamed_answer_with_an_image(client, media):
-    chunks = list(ask(client, user(image(media["jpg"], "image/jpeg"), QUESTION), stream=True,
+def test_streamed_answer_with_an_image(ask, media):
+    chunks = list(ask(user(image(media["jpg"], "image/jpeg"), QUESTION), stream=True,
                       stream_options={"include_usage": True}))
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert "".join(d.content or "" for d in deltas) == ANSWER
@@ -76,45 +78,45 @@ def test_streamed_answer_with_an_image(client, media):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
 
 
-def prompt_tokens(client, *parts) -> int:
-    return ask(client, user(*parts)).usage.prompt_tokens
+def prompt_tokens(ask, *parts) -> int:
+    return ask(user(*parts)).usage.prompt_tokens
 
 
-def test_pdf_and_video_reach_the_prompt(client, media):
-    text_only = prompt_tokens(client, QUESTION)
+def test_pdf_and_video_reach_the_prompt(ask, media):
+    text_only = prompt_tokens(ask, QUESTION)
     pdf = {"type": "file", "file": {"filename": "doc.pdf",
                                     "file_data": data_uri(media["pdf"].read_bytes(), "application/pdf")}}
     video = {"type": "video_url", "video_url": {"url": data_uri(media["mp4"].read_bytes(), "video/mp4")}}
-    with_pdf, with_video = prompt_tokens(client, pdf, QUESTION), prompt_tokens(client, video, QUESTION)
+    with_pdf, with_video = prompt_tokens(ask, pdf, QUESTION), prompt_tokens(ask, video, QUESTION)
     assert with_pdf > text_only + 3 * 4  # three pages, each a few image tokens and its "Page N:" label
     assert with_video > text_only + 4
 
 
-def test_file_urls_only_below_the_allowed_folder(client, media, tmp_path):
+def test_file_urls_only_below_the_allowed_folder(ask, media, tmp_path):
     allowed = {"type": "image_url", "image_url": {"url": media["png"].as_uri()}}
-    assert ask(client, user(allowed, QUESTION)).choices[0].message.content == ANSWER
+    assert ask(user(allowed, QUESTION)).choices[0].message.content == ANSWER
     outside = tmp_path / "x.png"
     outside.write_bytes(media["png"].read_bytes())
     with pytest.raises(openai.BadRequestError, match="outside the allowed folder"):
-        ask(client, user({"type": "image_url", "image_url": {"url": outside.as_uri()}}, QUESTION))
+        ask(user({"type": "image_url", "image_url": {"url": outside.as_uri()}}, QUESTION))
 
 
-def test_history_keeps_the_answers_only(client, media):
+def test_history_keeps_the_answers_only(ask, media):
     def history(assistant: str):
         return [{"role": "system", "content": "Be brief."},
                 {"role": "user", "content": [image(media["png"]), QUESTION]},
                 {"role": "assistant", "content": assistant},
                 {"role": "user", "content": "And its colour?"}]
 
-    thought = ask(client, history(f"<think>{'long reasoning ' * 40}</think><answer>{ANSWER}</answer>"))
-    plain = ask(client, history(ANSWER))
-    first = ask(client, user(image(media["png"]), QUESTION))
+    thought = ask(history(f"<think>{'long reasoning ' * 40}</think><answer>{ANSWER}</answer>"))
+    plain = ask(history(ANSWER))
+    first = ask(user(image(media["png"]), QUESTION))
     assert thought.usage.prompt_tokens == plain.usage.prompt_tokens > first.usage.prompt_tokens
     assert thought.choices[0].message.content == ANSWER
 
 
-def test_stop_strings_end_the_answer(client):
-    done = ask(client, user(QUESTION), stop=[" square"])
+def test_stop_strings_end_the_answer(ask):
+    done = ask(user(QUESTION), stop=[" square"])
     assert done.choices[0].message.content == "The blue" and done.choices[0].finish_reason == "stop"
 
 
@@ -123,10 +125,8 @@ def test_concurrent_clients_are_all_answered(server, media):
 
     def one(k: int):
         try:
-            c = server.client()
-            c._glmv_model = None
-            got = c.chat.completions.create(messages=user(image(media["png2"]), QUESTION), model="", temperature=0,
-                                            stream=k % 2 == 0)
+            got = server.client().chat.completions.create(messages=user(image(media["png2"]), QUESTION), model="",
+                                                          temperature=0, stream=k % 2 == 0)
             answers.append(got.choices[0].message.content if k % 2 else
                            "".join(ch.choices[0].delta.content or "" for ch in got if ch.choices))
         except Exception as e:  # noqa: BLE001
@@ -170,15 +170,15 @@ def test_bad_requests_get_a_4xx_naming_the_problem(server, case):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_malformed_json_is_a_400_and_the_server_keeps_serving(server, client, stream):
+def test_malformed_json_is_a_400_and_the_server_keeps_serving(server, ask, stream):
     code, answer, _ = server.request("POST", "/v1/chat/completions", b'{"messages": [' + (b"1" if stream else b""))
     assert code == 400 and "not valid JSON" in answer["error"]["message"]
-    assert ask(client, user(QUESTION)).choices[0].message.content == ANSWER
+    assert ask(user(QUESTION)).choices[0].message.content == ANSWER
 
 
-def test_bad_input_in_a_stream_is_a_4xx_before_any_event(client):
+def test_bad_input_in_a_stream_is_a_4xx_before_any_event(ask):
     with pytest.raises(openai.BadRequestError, match="not an image"):
-        ask(client, user({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}),
+        ask(user({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}),
             stream=True)
 
 

@@ -188,3 +188,36 @@ def test_default_bind_is_loopback(server):
                  if line.split()[3] == "0A"]
     ours = [addr for addr in listening if int(addr.split(":")[1], 16) == server.port]
     assert ours == ["0100007F:%04X" % server.port]
+
+
+def test_http_urls_are_fetched_under_the_cli_rules(ask, media):
+    from tests.cli.conftest import local_server
+
+    png = media["png"].read_bytes()
+    routes = {"/a.png": (200, "image/png", png, True), "/page": (200, "text/html", b"<html></html>", True)}
+    with local_server(routes) as base:
+        done = ask(user({"type": "image_url", "image_url": {"url": base + "/a.png"}}, QUESTION))
+        assert done.choices[0].message.content == ANSWER
+        with pytest.raises(openai.BadRequestError, match="web page"):
+            ask(user({"type": "image_url", "image_url": {"url": base + "/page"}}, QUESTION))
+        with pytest.raises(openai.BadRequestError, match="404"):
+            ask(user({"type": "image_url", "image_url": {"url": base + "/missing.png"}}, QUESTION))
+
+
+def test_think_budget_extra_is_honoured(ask):
+    """A budget of 0 closes the thinking at once: no reasoning, the same answer."""
+    message = ask(user(QUESTION), extra_body={"think_budget": 0}).choices[0].message
+    assert message.content == ANSWER and not message.reasoning
+
+
+def test_cors_is_off_by_default(server):
+    _, _, headers = server.request("GET", "/health", headers={"Origin": "http://evil.example"})
+    assert not any(k.lower().startswith("access-control-") for k in headers)
+
+
+def test_a_second_server_on_the_same_port_is_one_clear_error(server, scripted):
+    from tests.cli.conftest import run_glmv
+
+    run = run_glmv("serve", "--model", scripted, "--port", server.port)
+    assert run.code == 2 and run.err.startswith("glmv: error: cannot listen on 127.0.0.1:") and \
+        run.err.count("\n") == 1

@@ -203,8 +203,8 @@ def _pdf_parts(attachment: Attachment, load) -> list[dict]:
     import tempfile
 
     from glmv_cli.app import loaders
-    from glmv_cli.inputs.pdf import DEFAULT_DPI, open_pdf, render_page
     from glmv_cli.inputs.pages import parse_pages
+    from glmv_cli.inputs.pdf import DEFAULT_DPI, open_pdf, render_page
 
     with tempfile.TemporaryDirectory(prefix="glmv-slides-") as tmp:
         if attachment.kind == "slides":

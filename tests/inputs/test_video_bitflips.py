@@ -39,7 +39,7 @@ def test_damaged_metadata_does_not_stop_the_frames(clip, tmp_path):
     assert np.array_equal(good.pixel_values, bad.pixel_values) and good.timestamps == bad.timestamps
 
 
-def test_glmv_video_reads_a_clip_with_damaged_metadata(clip, tmp_path, scripted):
+def test_glmv_video_reads_a_clip_with_damaged_metadata(clip, tmp_path, scripted):  # noqa: F811
     run = run_glmv("video", metadata_flipped(clip, tmp_path), "What happens?", "--model", scripted, "-R")
     assert run.code == 0, run.err
     assert "UnicodeDecodeError" not in run.err

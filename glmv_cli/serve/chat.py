@@ -17,7 +17,7 @@ from pathlib import Path
 
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import Message, history_turns, parse_messages, split_question
-from glmv_cli.app.session import Done, Note, Progress, Session
+from glmv_cli.app.session import Done, Progress, Session
 from glmv_cli.serve import protocol as p
 from glmv_cli.serve.worker import END, Job, Worker
 from glmv_cli.stream import Answer, Thinking
@@ -86,8 +86,8 @@ async def first_text(job: Job, is_disconnected) -> list:
     seen, watch = [], Watch(job, is_disconnected)
     while True:
         event = await watch.next()
-        if event is END:
-            return seen
+        if event is END:  # no text at all (not expected: a Done always comes)
+            return [*seen, END]
         if not isinstance(event, Progress):
             seen.append(event)
         if isinstance(event, (Thinking, Answer, Done)):
@@ -97,8 +97,10 @@ async def first_text(job: Job, is_disconnected) -> list:
 async def rest(job: Job, head: list, is_disconnected=None) -> AsyncIterator:
     """The events after `head` (Progress left out)."""
     for event in head:
+        if event is END:
+            return
         yield event
-    if not head or isinstance(head[-1], Done):
+    if isinstance(head[-1], Done):
         return
     next_event = Watch(job, is_disconnected).next if is_disconnected else job.next
     while True:
@@ -145,8 +147,6 @@ async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> As
                     break
             elif isinstance(event, Done):
                 result = event.result
-            elif isinstance(event, Note):
-                pass
         if tail := stop.flush():
             yield _sse(p.chunk(ids, {"content": tail}))
         finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")

@@ -35,6 +35,9 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     if root is not None and not root.is_dir():
         raise InputError(f"--allowed-local-media-path {root} is not a folder")
     check_port(opts.host, opts.port)  # before minutes of loading weights
+    if opts.host not in ("127.0.0.1", "localhost", "::1") and not opts.api_key:
+        log.warning("serve: listening on %s without --api-key: anyone who can reach this port can use the model "
+                    "(and make it fetch URLs)", opts.host)
     session = Session(model, device=device, dtype=dtype, quantize=quantize, compile=compile)
     log.warning("serve: loading %s", session.name)
     session.load()

@@ -43,14 +43,22 @@ class Server:
                                      headers={"Content-Type": "application/json", **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read()), dict(r.headers)
+                return r.status, _json(r.read()), dict(r.headers)
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read()), dict(e.headers)
+            return e.code, _json(e.read()), dict(e.headers)
 
     def client(self, api_key: str = "none", **kwargs):
         from openai import OpenAI
 
         return OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=60, **kwargs)
+
+
+def _json(body: bytes) -> dict:
+    """A JSON body, or {"text": ...} for anything else (a CORS preflight answers plain text)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return {"text": body.decode("utf-8", "replace")}
 
 
 def free_port() -> int:

@@ -16,11 +16,12 @@ from tests.serve.conftest import glmv_server
 
 KEY = "s3cret-key"
 LONG = 60000  # tokens: far longer than any test waits
+UI = "http://ui.example"
 
 
 @pytest.fixture(scope="module")
 def server(looping, tmp_path_factory):
-    with glmv_server(looping, "--api-key", KEY, "--max-queue", "1", "--max-body-mb", "1",
+    with glmv_server(looping, "--api-key", KEY, "--max-queue", "1", "--max-body-mb", "1", "--cors-origin", UI,
                      log_dir=tmp_path_factory.mktemp("logs")) as s:
         yield s
 
@@ -107,3 +108,11 @@ def test_a_body_over_the_cap_is_a_413_before_it_is_read(server):
     status, _, body = answer.partition("\r\n\r\n")
     assert status.startswith("HTTP/1.1 413") and "MiB" in json.loads(body)["error"]["message"]
     assert server.health()["status"] == "ok"
+
+
+def test_cors_only_for_the_allowed_origin(server):
+    ask = {"Origin": UI, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers=ask)
+    assert code == 200 and headers["access-control-allow-origin"] == UI
+    code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers={**ask, "Origin": "http://evil.example"})
+    assert code == 400 and "access-control-allow-origin" not in {k.lower() for k in headers}

@@ -53,6 +53,8 @@ def _root() -> None:
 def ask(
     args: Args = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
     quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -72,7 +74,8 @@ def ask(
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
     items, question = c.split_args(args or [])
-    c.run_ask(items, question or c.default_question(items), c.ModelChoice(model, device, dtype, quantize, compile),
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
+    c.run_ask(items, question or c.default_question(items), choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                              video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
@@ -88,6 +91,8 @@ def ask(
 def pdf(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
     dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -106,7 +111,8 @@ def pdf(
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
     c.check_file_kind(file, ("pdf", "slides"), "PDF")
     items, _ = c.split_args([file], read_stdin=False)
-    c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], c.ModelChoice(model, device, dtype, quantize, compile),
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
+    c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                                    think_budget, max_context), out)
@@ -119,6 +125,8 @@ def pdf(
 def video(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
     dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -137,7 +145,8 @@ def video(
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
     c.check_file_kind(file, ("video",), "video")
     items, _ = c.split_args([file], read_stdin=False)
-    c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], c.ModelChoice(model, device, dtype, quantize, compile),
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
+    c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], choice,
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
                              video_backend=video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
@@ -151,6 +160,8 @@ def video(
 def chat(
     attachments: Attachments = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
     quantize: o.Quantize = None, compile: o.Compile = False,
+    backend: o.Backend = "local", base_url: o.BaseUrl = None, api_key: o.ApiKey = None,
+    remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
@@ -169,11 +180,34 @@ def chat(
     from glmv_cli import commands as c
 
     out = c.output_options(False, jsonl, hide_reasoning, extract, None, verbose, system)
-    c.run_chat(list(attachments or []), c.ModelChoice(model, device, dtype, quantize, compile),
+    choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
+    c.run_chat(list(attachments or []), choice,
                c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                               video_backend),
                c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                                     think_budget, max_context), out)
+
+
+@app.command(epilog=_examples(
+    "glmv serve --model zai-org/GLM-4.1V-9B-Thinking",
+    "glmv serve --port 8001 --api-key $(openssl rand -hex 16) --max-queue 8",
+    "glmv serve --host 0.0.0.0 --api-key KEY --allowed-local-media-path ~/shared"))
+def serve(
+    model: o.Model = None, host: o.Host = "127.0.0.1", port: o.Port = 8000, api_key: o.ServerKey = None,
+    device: o.Device = "auto", dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
+    max_queue: o.MaxQueue = 16, allowed_local_media_path: o.AllowedLocalMediaPath = None,
+    cors_origin: o.CorsOrigin = None, max_body_mb: o.MaxBodyMb = 128,
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models, /health).
+
+    The weights are loaded once; one worker answers requests in turn from a bounded queue. Editors,
+    chat UIs, the `openai` client and `glmv ask --backend openai` can then use it.
+    """
+    from glmv_cli.serve.run import ServeOptions
+    from glmv_cli.serve.run import serve as run_server
+
+    run_server(model, ServeOptions(host, port, api_key, max_queue, allowed_local_media_path, tuple(cors_origin or ()),
+                                   max_body_mb), device=device, dtype=dtype, quantize=quantize, compile=compile)
 
 
 @app.command(epilog=_examples("glmv info", "glmv info --model ~/models/GLM-4.6V-Flash --device cpu"))

@@ -33,6 +33,10 @@ class ModelChoice:
     dtype: str = "auto"
     quantize: str | None = None
     compile: bool = False
+    backend: str = "local"  # "openai": an OpenAI-compatible server at base_url runs the model
+    base_url: str | None = None
+    api_key: str | None = None
+    remote_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,7 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
                                     extract=out.extract)
     term.status(f"opening {model.model or 'the model'}")
     try:
-        session = Session(model.model, device=model.device, dtype=model.dtype,
-                          quantize=model.quantize, compile=model.compile)
+        session = open_session(model)
         conversation = session.conversation(out.system)
         result = None
         for event in conversation.ask(question, items, load=load, generation=gen):
@@ -153,6 +156,16 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         term.clear_status()
     if out.draw_boxes and result is not None:
         draw(conversation, result, out.draw_boxes, term)
+
+
+def open_session(model: ModelChoice):
+    """The local Session, or with --backend openai a RemoteSession that yields the same events."""
+    if model.backend == "openai":
+        from glmv_cli.app.remote import RemoteSession
+
+        return RemoteSession(model.base_url, api_key=model.api_key, model=model.remote_model)
+    return Session(model.model, device=model.device, dtype=model.dtype, quantize=model.quantize,
+                   compile=model.compile)
 
 
 def draw(conversation: Conversation, result, path: Path, term: render.Terminal) -> None:
@@ -186,8 +199,7 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
              out: OutputOptions) -> None:
     term = render.Terminal(verbose=out.verbose)
     screen = render.ChatScreen(term)
-    session = Session(model.model, device=model.device, dtype=model.dtype,
-                      quantize=model.quantize, compile=model.compile)
+    session = open_session(model)
     conversation = session.conversation(out.system)
     pending = [_check_attachment(i) for i in items]
     screen.welcome(session.name, [_label(i) for i in pending])

@@ -99,3 +99,37 @@ End = Annotated[float | None, typer.Option(rich_help_panel=VID, show_default=Fal
 VideoBackend = Annotated[Literal["auto", "decord", "pyav"], typer.Option(rich_help_panel=VID,
                                                                          help="Video decoder.")]
 
+
+# -- remote backend (ask, pdf, video, chat) --
+REMOTE, SERVER = "Remote server", "Server"
+Backend = Annotated[Literal["local", "openai"], typer.Option(
+    rich_help_panel=REMOTE, envvar="GLMV_BACKEND",
+    help="local: run the model here; openai: send the question to an OpenAI-compatible server "
+         "(glmv serve, vLLM, SGLang) at --base-url.")]
+BaseUrl = Annotated[str | None, typer.Option(
+    rich_help_panel=REMOTE, envvar="GLMV_BASE_URL", show_default=False,
+    help="The server's API root, e.g. http://127.0.0.1:8000/v1 \\[env: GLMV_BASE_URL].")]
+ApiKey = Annotated[str | None, typer.Option(
+    rich_help_panel=REMOTE, envvar="GLMV_API_KEY", show_default=False,
+    help="API key (sent as Authorization: Bearer KEY) \\[env: GLMV_API_KEY].")]
+RemoteModel = Annotated[str | None, typer.Option(
+    rich_help_panel=REMOTE, show_default=False,
+    help="The model name on the server \\[default: the first of its GET /v1/models].")]
+
+# -- glmv serve --
+Host = Annotated[str, typer.Option(rich_help_panel=SERVER,
+                                   help="Address to listen on; 0.0.0.0 exposes the server to your network.")]
+Port = Annotated[int, typer.Option(min=0, max=65535, rich_help_panel=SERVER, help="Port to listen on.")]
+ServerKey = Annotated[str | None, typer.Option(
+    "--api-key", rich_help_panel=SERVER, envvar="GLMV_API_KEY", show_default=False,
+    help="Require Authorization: Bearer KEY on /v1 routes \\[env: GLMV_API_KEY; default: no key].")]
+MaxQueue = Annotated[int, typer.Option(min=1, rich_help_panel=SERVER,
+                                       help="Requests waiting for the model; more get 503 with Retry-After.")]
+AllowedLocalMediaPath = Annotated[Path | None, typer.Option(
+    rich_help_panel=SERVER, show_default=False, file_okay=False,
+    help="Allow file:// media URLs below this folder (refused by default).")]
+CorsOrigin = Annotated[list[str] | None, typer.Option(
+    rich_help_panel=SERVER, show_default=False,
+    help="Allow browser pages from this origin (repeatable; '*' for any). CORS is off by default.")]
+MaxBodyMb = Annotated[int, typer.Option(min=1, rich_help_panel=SERVER,
+                                        help="Largest request body, in MiB (media travel inside it).")]

@@ -28,6 +28,7 @@ from glmv_cli.app import loaders
 from glmv_cli.app.attachments import Attachment, is_url, resolve
 from glmv_cli.app.boxes import Box, boxes_json, find_boxes
 from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.app.messages import TextPart
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.visual import VisualInput
 from glmv_cli.stream import Answer, StreamParser, Thinking
@@ -289,6 +290,9 @@ class Conversation:
         """Resolve and load each attachment (events), then return (parts, attachments)."""
         s, parts, used = self.session, [], []
         for item in attachments:
+            if isinstance(item, TextPart):  # text between attachments (an OpenAI message), kept in place
+                parts.append(item.text)
+                continue
             if isinstance(item, str) and is_url(item):
                 yield Progress(f"fetching {item}")
             att = resolve(item)

@@ -104,7 +104,8 @@ def _open(path: str):
     if Path(path).is_dir():
         raise InputError(f"{path} is a directory, not a video file")
     try:
-        return av.open(path)
+        # Metadata (title, encoder...) is never used; a damaged byte in it must not stop the frames.
+        return av.open(path, metadata_errors="replace")
     except av.error.PermissionError:
         raise InputError(f"{path} cannot be read (permission denied); check its permissions") from None
     except av.error.FFmpegError as e:
@@ -113,6 +114,8 @@ def _open(path: str):
             f"{path}: not a readable video ({reason}); it may be truncated, corrupt or not a video; "
             f"{FIX_HINT}"
         ) from None
+    except UnicodeDecodeError:  # text in the container the decoder still insists on reading
+        raise InputError(f"{path}: the video's container holds damaged text (not UTF-8); {FIX_HINT}") from None
 
 
 def _video_stream(container, path: str):
@@ -121,6 +124,8 @@ def _video_stream(container, path: str):
 
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if moving:
+        if moving[0].codec_context is None:  # the codec id is unknown (a damaged header)
+            raise InputError(f"{path}: the video stream's codec is unknown or its header is damaged; {FIX_HINT}")
         return moving[0]
     if container.streams.audio:
         raise InputError(f"{path} has only audio, no video stream; give a video file (or extract frames)")

@@ -1,0 +1,294 @@
+"""`--backend openai`: the same Session / Conversation events, answered by an OpenAI-compatible server
+(`glmv serve`, vLLM, SGLang) instead of a local model.
+
+    session = RemoteSession("http://127.0.0.1:8000/v1", api_key=None, model=None)   # first served model
+    for event in session.conversation().ask("What is this?", ["photo.jpg"]):          # Progress, Thinking,
+        ...                                                                           # Answer, Note, Done
+
+Attachments are prepared as for a local run (app/messages.content_parts: images as data: URIs, PDF
+pages rendered to PNGs, videos as video_url) and streamed to the server. The reasoning is read from
+`reasoning`, else `reasoning_content`, else from the <think>/<answer> tags in the content (through
+the same StreamParser as a local run). vLLM and SGLang are asked for `skip_special_tokens: false`,
+without which GLM's tags vanish from the text; extras (top_k, repetition_penalty, think_budget) go
+only to servers that take them. Server errors become one GlmvError line with the local exit codes.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Iterator
+
+from glmv_cli.app import loaders
+from glmv_cli.app.attachments import Attachment, is_url, resolve
+from glmv_cli.app.boxes import find_boxes
+from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.app.messages import content_parts
+from glmv_cli.app.session import Done, GenerationOptions, Note, Progress, Result, Timings, Usage, collect
+from glmv_cli.errors import GlmvError, InputError, ModelError
+from glmv_cli.stream import StreamParser
+
+TIMEOUT_S = 600.0
+TAG_SERVERS = ("vllm", "sglang")  # owned_by of servers that strip special tokens unless told not to
+EXTRAS = {"glmv": ("top_k", "repetition_penalty", "think_budget"), "vllm": ("top_k", "repetition_penalty"),
+          "sglang": ("top_k", "repetition_penalty")}
+
+
+class RemoteSession:
+    """A server's model: its name and kind (from GET /v1/models), and a client to ask it."""
+
+    def __init__(self, base_url: str | None, *, api_key: str | None = None, model: str | None = None):
+        from openai import OpenAI
+
+        if not base_url:
+            raise InputError("--backend openai needs the server's address: --base-url URL or GLMV_BASE_URL "
+                             "(e.g. http://127.0.0.1:8000/v1)")
+        self.base_url = base_url.rstrip("/")
+        self.client = OpenAI(base_url=self.base_url, api_key=api_key or "none", max_retries=0, timeout=TIMEOUT_S)
+        self.name, self.server = self._pick(model)
+        self.loaded = True
+
+    def _pick(self, wanted: str | None) -> tuple[str, str]:
+        with errors(self.base_url):
+            models = list(self.client.models.list().data)
+        if not models:
+            raise ModelError(f"the server at {self.base_url} serves no model")
+        for m in models:
+            if wanted in (None, m.id):
+                return m.id, str(getattr(m, "owned_by", "") or "").lower()
+        names = ", ".join(m.id for m in models)
+        raise ModelError(f"the server at {self.base_url} has no model {wanted!r}; it serves {names} "
+                         f"(choose one with --remote-model)")
+
+    def conversation(self, system: str | None = None) -> RemoteConversation:
+        return RemoteConversation(self, system)
+
+    def ask(self, question: str, attachments: Iterable = (), *, system: str | None = None, **kwargs):
+        return self.conversation(system).ask(question, attachments, **kwargs)
+
+    def run(self, question: str, attachments: Iterable = (), **kwargs) -> Result:
+        return collect(self.ask(question, attachments, **kwargs))
+
+    def request_extras(self, gen: GenerationOptions) -> tuple[dict, list[str]]:
+        """(extra body fields this server takes, notes on options it does not)."""
+        body = {"skip_special_tokens": False} if self.server in TAG_SERVERS else {}
+        dropped = []
+        for name in ("top_k", "repetition_penalty", "think_budget"):
+            value = getattr(gen, name)
+            if value is None:
+                continue
+            if name in EXTRAS.get(self.server, ()):
+                body[name] = value
+            else:
+                dropped.append(f"--{name.replace('_', '-')}")
+        notes = [f"{', '.join(dropped)} not sent: the server ({self.server or 'unknown'}) does not take it"] \
+            if dropped else []
+        return body, notes
+
+
+class RemoteConversation:
+    """A chat with a server: the OpenAI messages so far (answers only, no reasoning)."""
+
+    def __init__(self, session: RemoteSession, system: str | None = None):
+        self.session, self.system = session, system
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages: list[dict] = [{"role": "system", "content": self.system}] if self.system else []
+        self.attachments: list[list[Attachment]] = []
+        self._questions: list[str] = []
+
+    def ask(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,
+            generation: GenerationOptions | None = None) -> Iterator:
+        load, gen = load or LoadOptions(), generation or GenerationOptions()
+        start = time.perf_counter()
+        parts, used = yield from self._prepare(attachments, load)
+        user = {"role": "user", "content": [*parts, {"type": "text", "text": question}]}
+        extras, notes = self.session.request_extras(gen)
+        notes += _unsent(load, gen, used)
+        yield Progress(f"asking {self.session.name} at {self.session.base_url}")
+        preprocess_s = time.perf_counter() - start
+        reply = Reply()
+        try:
+            yield from reply.read(self._stream([*self.messages, user], gen, extras), self.session.base_url)
+        finally:
+            self.messages += [user, {"role": "assistant", "content": reply.answer.answer}]
+            self.attachments.append(used)
+            self._questions.append(question)
+        notes += reply.notes()
+        yield from (Note(n) for n in notes)
+        yield Done(reply.result(self.session.name, used, notes, preprocess_s))
+
+    def run(self, question: str, attachments: Iterable = (), **kwargs) -> Result:
+        return collect(self.ask(question, attachments, **kwargs))
+
+    def _prepare(self, attachments: Iterable, load: LoadOptions):
+        parts, used = [], []
+        for item in attachments:
+            if isinstance(item, str) and is_url(item):
+                yield Progress(f"fetching {item}")
+            att = resolve(item)
+            yield Progress(loaders.describe(att, load))
+            parts += content_parts(att, load)
+            used.append(att)
+        return parts, used
+
+    def _stream(self, messages: list[dict], gen: GenerationOptions, extras: dict):
+        args = {k: v for k, v in dict(temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed,
+                                      max_tokens=gen.max_new_tokens).items() if v is not None}
+        with errors(self.session.base_url):
+            return self.session.client.chat.completions.create(
+                model=self.session.name, messages=messages, stream=True, stream_options={"include_usage": True},
+                extra_body=extras or None, **args)
+
+    def transcript(self) -> str:
+        """The conversation as Markdown (answers without thinking), for /save."""
+        out, k = [f"# glmv chat with {self.session.name} at {self.session.base_url}\n"], 0
+        if self.system:
+            out.append(f"**System:** {self.system}\n")
+        for m in self.messages:
+            if m["role"] == "user":
+                names = [a.label for a in self.attachments[k]]
+                out.append("## You\n" + ("Attached: " + ", ".join(f"`{n}`" for n in names) + "\n" if names else ""))
+                out.append(self._questions[k] + "\n")
+                k += 1
+            elif m["role"] == "assistant":
+                out.append(f"## Assistant\n\n{m['content']}\n")
+        return "\n".join(out)
+
+
+class Reply:
+    """One streamed answer: chunks -> Thinking / Answer events, and what the Result needs."""
+
+    def __init__(self):
+        self.reasoning = StreamParser()
+        self.reasoning.feed("<think>")  # `reasoning` deltas are thinking: same whitespace rules
+        self.answer = StreamParser()  # content: the answer, or <think>..</think><answer>.. when tagged
+        self.content, self.finish, self.usage = "", None, None
+        self.sent = time.perf_counter()
+        self.first = self.last = None
+
+    def read(self, stream, base_url: str) -> Iterator:
+        try:
+            with errors(base_url):
+                for chunk in stream:
+                    yield from self._chunk(chunk)
+            yield from self.reasoning.finish()
+            yield from self.answer.finish()
+        finally:
+            stream.close()  # stopped early (Ctrl-C): the server stops generating
+
+    def _chunk(self, chunk) -> Iterator:
+        if chunk.usage:
+            self.usage = chunk.usage
+        if not chunk.choices:
+            return
+        choice, delta = chunk.choices[0], chunk.choices[0].delta
+        thought = getattr(delta, "reasoning", None) or getattr(delta, "reasoning_content", None)
+        if thought or delta.content:
+            self.first = self.first or time.perf_counter()
+            self.last = time.perf_counter()
+        if thought:
+            yield from self.reasoning.feed(thought)
+        if delta.content:
+            self.content += delta.content
+            yield from self.answer.feed(delta.content)
+        self.finish = choice.finish_reason or self.finish
+
+    @property
+    def thinking(self) -> str:
+        return self.reasoning.thinking + self.answer.thinking
+
+    def notes(self) -> list[str]:
+        if self.finish == "length":
+            what = "while still thinking, so there is no answer" if not self.answer.answer else "in the answer"
+            return [f"the server stopped at its token limit {what}; raise --max-new-tokens"]
+        return []
+
+    def result(self, model: str, used: list[Attachment], notes: list[str], preprocess_s: float) -> Result:
+        raw = f"<think>{self.reasoning.thinking}</think>{self.content}" if self.reasoning.thinking else self.content
+        prompt = self.usage.prompt_tokens if self.usage else 0
+        completion = self.usage.completion_tokens if self.usage else 0
+        prefill = (self.first - self.sent) if self.first else 0.0
+        decode = self.last - self.first if self.first and self.last and self.last > self.first else 0.0
+        rate = (completion - 1) / decode if decode and completion > 1 else 0.0
+        from glmv_cli.prompt import answer_for_history
+
+        return Result(model=model, thinking=self.thinking, answer=self.answer.answer, raw=raw,
+                      boxes=find_boxes(answer_for_history(raw)), images=_image_sizes(used),
+                      usage=Usage(prompt, 0, completion), timings=Timings(0.0, preprocess_s, prefill, rate),
+                      finish_reason=self.finish or "stop", notes=notes)
+
+
+def _unsent(load: LoadOptions, gen: GenerationOptions, used: list[Attachment]) -> list[str]:
+    """Options a remote server applies with its own settings: a note when the user set them."""
+    kinds = {a.kind for a in used}
+    names = [name for name, given in (
+        ("--max-pixels", load.max_pixels is not None), ("--min-pixels", load.min_pixels is not None),
+        ("--max-context", gen.max_context is not None),
+        ("--fps", "video" in kinds and load.fps != LoadOptions.fps),
+        ("--max-frames/--start/--end", "video" in kinds and (load.max_frames, load.start, load.end) != (None,) * 3),
+    ) if given]
+    return [f"{', '.join(names)} not sent: the server applies its own settings"] if names else []
+
+
+def _image_sizes(used: list[Attachment]) -> list[tuple[str, tuple[int, int]]]:
+    from PIL import Image
+
+    sizes = []
+    for a in used:
+        if a.kind == "image":
+            try:
+                with Image.open(io.BytesIO(a.read_bytes())) as im:
+                    sizes.append((a.label, im.size))
+            except OSError:
+                pass
+    return sizes
+
+
+class errors:
+    """Context manager: the openai client's exceptions -> one GlmvError line with glmv's exit codes."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        import openai
+
+        if exc is None or not isinstance(exc, openai.OpenAIError):
+            return False
+        raise _translate(exc, self.base_url) from None
+
+
+def _translate(e, base_url: str) -> GlmvError:
+    import openai
+
+    if isinstance(e, openai.APIConnectionError):
+        timeout = isinstance(e, openai.APITimeoutError)
+        return ModelError(f"the server at {base_url} {'did not answer in time' if timeout else 'cannot be reached'}; "
+                          f"start it (e.g. glmv serve) or check --base-url")
+    if not isinstance(e, openai.APIStatusError):
+        return GlmvError(f"the server at {base_url}: {e}")
+    message = _server_message(e)
+    status = e.status_code
+    if status in (401, 403):
+        return InputError(f"the server at {base_url} refused the request ({status}: {message}); give the right "
+                          f"--api-key (or GLMV_API_KEY)")
+    if status == 404:
+        return ModelError(f"the server at {base_url} answered 404 ({message}); check --base-url (it ends in /v1) "
+                          f"and --remote-model")
+    if status in (429, 503):
+        return GlmvError(f"the server at {base_url} is busy ({message}); try again shortly")
+    if 400 <= status < 500:
+        return InputError(f"the server refused the request: {message}")
+    return GlmvError(f"the server at {base_url} failed ({status}: {message})")
+
+
+def _server_message(e) -> str:
+    body = e.body if isinstance(getattr(e, "body", None), dict) else {}
+    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    text = inner.get("message") if isinstance(inner, dict) else None
+    return " ".join(str(text or e.message or "no message").split())[:500]

@@ -1,0 +1,118 @@
+"""The HTTP app (FastAPI): GET /health, GET /v1/models, POST /v1/chat/completions.
+
+/health answers at once, even while the model is busy. The /v1 routes need `Authorization:
+Bearer KEY` when the server has an API key (compared in constant time). Request bodies over
+`max_body_bytes` are refused with 413 before they are read in full. CORS is off unless origins
+are given.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from glmv_cli import __version__
+from glmv_cli.serve import chat, errors
+from glmv_cli.serve.errors import ApiError
+from glmv_cli.serve.protocol import ChatRequest, error_body
+
+DEFAULT_MAX_BODY = 128 * 2**20
+
+
+def create_app(service: chat.Service, *, api_key: str | None = None, cors_origins: list[str] | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
+    app = FastAPI(title="glmv", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    errors.install(app)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    guard = Depends(key_check(api_key))
+    started = int(time.time())
+
+    @app.get("/health")
+    async def health():
+        w = service.worker
+        return {"status": "ok", "model": service.model_id, "loaded": service.session.loaded, "busy": w.busy,
+                "waiting": w.waiting, "served": w.served}
+
+    @app.get("/v1/models", dependencies=[guard])
+    async def models():
+        return {"object": "list", "data": [{
+            "id": service.model_id, "object": "model", "created": started, "owned_by": "glmv",
+            "max_model_len": service.session.config.text.max_position_embeddings}]}
+
+    @app.post("/v1/chat/completions", dependencies=[guard])
+    async def completions(body: ChatRequest, request: Request):
+        if not service.knows(body.model):
+            raise ApiError(404, f"the model {body.model!r} does not exist here; this server serves "
+                                f"{service.model_id!r} (GET /v1/models)", code="model_not_found")
+        messages = await run_in_threadpool(service.parse, body)
+        job = service.job(messages, body)
+        try:
+            head = await chat.first_text(job, request.is_disconnected)
+            if body.stream:
+                return StreamingResponse(chat.stream(job, head, body, service.model_id),
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return await chat.complete(job, head, body, service.model_id, request.is_disconnected)
+        except chat.ClientGone:
+            return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
+        except BaseException:
+            job.cancel()
+            raise
+
+    return app
+
+
+def key_check(api_key: str | None):
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def check(request: Request):
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(401, "missing or wrong API key; send Authorization: Bearer KEY (the server's --api-key)",
+                           code="invalid_api_key")
+
+    return check
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over `max_bytes` (by Content-Length, or while reading)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self._message())
+            return message
+
+        return await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return (f"the request body is over {self.max_bytes // 2**20} MiB; send smaller media (or start the "
+                f"server with a larger --max-body-mb)")
+
+    async def _refuse(self, scope, receive, send):
+        await JSONResponse(error_body(self._message()), status_code=413)(scope, receive, send)

@@ -1,0 +1,166 @@
+"""One chat completion: a request -> a job on the model worker -> a JSON answer or server-sent events.
+
+The worker runs the same Conversation the CLI uses (history turns from the earlier messages, the
+last user message as the question), so the prompt is the one `glmv ask` / `glmv chat` builds.
+Events are read until the first piece of text before any HTTP answer is sent: bad input (an image
+that does not decode, a prompt over the context) becomes a 4xx even for a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.app.messages import Message, history_turns, parse_messages, split_question
+from glmv_cli.app.session import Done, Progress, Session
+from glmv_cli.serve import protocol as p
+from glmv_cli.serve.worker import END, Job, Worker
+from glmv_cli.stream import Answer, Thinking
+
+DISCONNECT_POLL_S = 0.5
+
+
+@dataclass
+class Service:
+    """What every request shares: the session, its worker and the server's media rules."""
+
+    session: Session
+    worker: Worker
+    local_root: Path | None = None
+    load: LoadOptions = LoadOptions()
+
+    @property
+    def model_id(self) -> str:
+        return self.session.name
+
+    def knows(self, model: str | None) -> bool:
+        return model in (None, "", self.model_id, Path(self.model_id).name, str(self.session.folder))
+
+    def parse(self, request: p.ChatRequest) -> list[Message]:
+        return parse_messages(request.messages, local_root=self.local_root)
+
+    def job(self, messages: list[Message], request: p.ChatRequest) -> Job:
+        gen = request.generation()
+
+        def events():
+            conversation = self.session.conversation()
+            conversation.turns = history_turns(messages, self.session, self.load)
+            items, question = split_question(messages[-1])
+            yield from conversation.ask(question, items, load=self.load, generation=gen)
+
+        return self.worker.submit(Job(events, asyncio.get_running_loop()))
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was sent; its job is cancelled."""
+
+
+class Watch:
+    """A job's events, checking every DISCONNECT_POLL_S that the client is still there (while it
+    waits in the queue, while the prompt is read, while a JSON answer is generated): gone, the job
+    is cancelled and ClientGone raised."""
+
+    def __init__(self, job: Job, is_disconnected):
+        self.job, self.is_disconnected, self.checked = job, is_disconnected, time.monotonic()
+
+    async def next(self):
+        while True:
+            if time.monotonic() - self.checked >= DISCONNECT_POLL_S:
+                self.checked = time.monotonic()
+                if await self.is_disconnected():
+                    self.job.cancel()
+                    raise ClientGone
+            try:
+                return await asyncio.wait_for(self.job.next(), DISCONNECT_POLL_S)
+            except asyncio.TimeoutError:
+                continue
+
+
+async def first_text(job: Job, is_disconnected) -> list:
+    """Events up to and including the first Thinking / Answer / Done (raises the job's error)."""
+    seen, watch = [], Watch(job, is_disconnected)
+    while True:
+        event = await watch.next()
+        if event is END:  # no text at all (not expected: a Done always comes)
+            return [*seen, END]
+        if not isinstance(event, Progress):
+            seen.append(event)
+        if isinstance(event, (Thinking, Answer, Done)):
+            return seen
+
+
+async def rest(job: Job, head: list, is_disconnected=None) -> AsyncIterator:
+    """The events after `head` (Progress left out)."""
+    for event in head:
+        if event is END:
+            return
+        yield event
+    if isinstance(head[-1], Done):
+        return
+    next_event = Watch(job, is_disconnected).next if is_disconnected else job.next
+    while True:
+        event = await next_event()
+        if event is END:
+            return
+        if not isinstance(event, Progress):
+            yield event
+
+
+async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_disconnected) -> dict:
+    """The whole answer as one chat.completion object."""
+    thinking, answer, result, stop = "", "", None, p.StopFilter(request.stop)
+    async for event in rest(job, head, is_disconnected):
+        if isinstance(event, Thinking):
+            thinking += event.text
+        elif isinstance(event, Answer):
+            answer += stop.feed(event.text)
+            if stop.stopped:
+                job.cancel()
+                break
+        elif isinstance(event, Done):
+            result = event.result
+    answer += stop.flush()
+    finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")
+    return p.completion(p.Ids(model), thinking, answer, finish, result)
+
+
+async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> AsyncIterator[str]:
+    """Server-sent events: a role chunk, reasoning / content deltas, the finish chunk, usage, [DONE].
+    Closing this generator (the client went away) cancels the job: generation stops at the next token."""
+    ids, stop, result = p.Ids(model), p.StopFilter(request.stop), None
+    try:
+        yield _sse(p.chunk(ids, {"role": "assistant", "content": ""}))
+        async for event in rest(job, head):
+            if isinstance(event, Thinking):
+                yield _sse(p.chunk(ids, p.reasoning_delta(event.text)))
+            elif isinstance(event, Answer):
+                text = stop.feed(event.text)
+                if text:
+                    yield _sse(p.chunk(ids, {"content": text}))
+                if stop.stopped:
+                    job.cancel()
+                    break
+            elif isinstance(event, Done):
+                result = event.result
+        if tail := stop.flush():
+            yield _sse(p.chunk(ids, {"content": tail}))
+        finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")
+        yield _sse(p.chunk(ids, {}, finish))
+        if request.include_usage:
+            yield _sse(p.usage_chunk(ids, result))
+    except Exception as e:  # noqa: BLE001  (mid-stream: the status line is sent; say it in the stream)
+        from glmv_cli.serve.errors import describe
+
+        yield _sse(p.error_body(describe(e)[1]))
+    finally:
+        job.cancel()
+    yield "data: [DONE]\n\n"
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"

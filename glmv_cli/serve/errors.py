@@ -1,0 +1,91 @@
+"""Exceptions -> OpenAI-style error answers: a status code and one line naming the problem.
+
+Bad input (glmv's InputError, a malformed body) is a 400, an unknown model a 404, a full queue a
+503 with Retry-After, a body over the cap a 413. Anything unexpected is a 500 whose message is one
+line (the traceback goes to the server's log, never to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from glmv_cli.errors import GlmvError, InputError, ModelError
+from glmv_cli.serve.protocol import error_body
+from glmv_cli.serve.worker import QueueFull
+
+log = logging.getLogger("glmv.serve")
+
+RETRY_AFTER_S = 5
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.headers = status, message, kind, code, headers
+
+
+def describe(e: BaseException) -> tuple[int, str, str, str | None]:
+    """(status, message, error type, code) for any exception."""
+    if isinstance(e, ApiError):
+        return e.status, e.message, e.kind, e.code
+    if isinstance(e, QueueFull):
+        return 503, f"the server is busy (its queue is full); retry in {RETRY_AFTER_S} s", "server_error", \
+            "queue_full"
+    if isinstance(e, InputError):
+        return 400, str(e), "invalid_request_error", None
+    if isinstance(e, ModelError):
+        return 500, str(e), "server_error", "model_error"
+    if isinstance(e, GlmvError):
+        return 400, str(e), "invalid_request_error", None
+    log.error("unexpected error", exc_info=e)
+    return 500, f"internal error ({type(e).__name__}: {str(e)[:200]})", "server_error", None
+
+
+def response(e: BaseException) -> JSONResponse:
+    status, message, kind, code = describe(e)
+    headers = getattr(e, "headers", None) or ({"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None)
+    return JSONResponse(error_body(message, kind, code), status_code=status, headers=headers)
+
+
+def install(app) -> None:
+    """Every error the app can meet answers in OpenAI's shape."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse(error_body(validation_message(exc)), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
+
+    # Known errors are handled inside the app (the connection stays usable); the catch-all runs in
+    # Starlette's outermost middleware, which answers and then re-raises for the server's log.
+    for known in (GlmvError, ApiError, QueueFull):
+        app.add_exception_handler(known, _known)
+
+    @app.exception_handler(Exception)
+    async def _any(request: Request, exc: Exception):
+        return response(exc)
+
+
+async def _known(request: Request, exc: Exception):
+    return response(exc)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """pydantic's first complaint as one line: 'messages: Field required', 'body is not valid JSON'."""
+    errors = exc.errors()
+    if not errors:
+        return "the request body is invalid"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})"
+    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+    return f"{where}: {first.get('msg', 'invalid')}"

@@ -1,0 +1,130 @@
+"""The OpenAI chat-completions wire format: the request (pydantic) and the response objects.
+
+Standard fields: model, messages, stream, stream_options.include_usage, temperature, top_p,
+max_tokens / max_completion_tokens, seed, stop, n (1 only). Documented extras (as vLLM takes them):
+top_k, repetition_penalty, think_budget (thinking tokens before the answer is forced). Unknown
+fields (e.g. vLLM's skip_special_tokens) are accepted and ignored, as OpenAI-compatible servers do.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from glmv_cli.app.session import GenerationOptions, Result
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    think_budget: int | None = Field(default=None, ge=0)
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop takes at most 4 non-empty strings")
+        return stops
+
+    def generation(self) -> GenerationOptions:
+        top_k = self.top_k if self.top_k != -1 else 0
+        return GenerationOptions(max_new_tokens=self.max_completion_tokens or self.max_tokens,
+                                 temperature=self.temperature, top_p=self.top_p, top_k=top_k,
+                                 repetition_penalty=self.repetition_penalty, seed=self.seed,
+                                 think_budget=self.think_budget)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None,
+               param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def usage(result: Result | None, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict:
+    if result is not None:
+        prompt_tokens, completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class Ids:
+    """One completion's id, creation time and model name, shared by all its chunks."""
+
+    def __init__(self, model: str):
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+
+    def head(self, obj: str) -> dict:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+
+def completion(ids: Ids, thinking: str, answer: str, finish_reason: str, result: Result | None) -> dict:
+    message = {"role": "assistant", "content": answer, "reasoning": thinking or None,
+               "reasoning_content": thinking or None}
+    return {**ids.head("chat.completion"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+            "usage": usage(result)}
+
+
+def chunk(ids: Ids, delta: dict, finish_reason: str | None = None) -> dict:
+    return {**ids.head("chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+
+
+def usage_chunk(ids: Ids, result: Result | None) -> dict:
+    return {**ids.head("chat.completion.chunk"), "choices": [], "usage": usage(result)}
+
+
+def reasoning_delta(text: str) -> dict:
+    return {"reasoning": text, "reasoning_content": text}
+
+
+class StopFilter:
+    """`stop` strings on the answer: text is released once no stop string can start in it; at a stop
+    string the answer ends before it."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.held = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if not self.stops:
+            return text
+        self.held += text
+        hits = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            out, self.held = self.held[:min(hits)], ""
+            return out
+        keep = max((k for s in self.stops for k in range(1, len(s)) if self.held.endswith(s[:k])), default=0)
+        out, self.held = self.held[:len(self.held) - keep], self.held[len(self.held) - keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self.held = self.held, ""
+        return out

@@ -1,0 +1,70 @@
+"""Start `glmv serve`: open the checkpoint, load its weights, then serve with uvicorn until Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from glmv_cli.errors import InputError
+
+log = logging.getLogger("glmv.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_queue: int = 16
+    allowed_local_media_path: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_body_mb: int = 128
+
+
+def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype: str = "auto",
+          quantize: str | None = None, compile: bool = False) -> None:
+    import uvicorn
+
+    from glmv_cli.app.session import GenerationOptions, Session, collect
+    from glmv_cli.serve.app import create_app
+    from glmv_cli.serve.chat import Service
+    from glmv_cli.serve.worker import Worker
+
+    root = opts.allowed_local_media_path
+    if root is not None and not root.is_dir():
+        raise InputError(f"--allowed-local-media-path {root} is not a folder")
+    check_port(opts.host, opts.port)  # before minutes of loading weights
+    if opts.host not in ("127.0.0.1", "localhost", "::1") and not opts.api_key:
+        log.warning("serve: listening on %s without --api-key: anyone who can reach this port can use the model "
+                    "(and make it fetch URLs)", opts.host)
+    session = Session(model, device=device, dtype=dtype, quantize=quantize, compile=compile)
+    log.warning("serve: loading %s", session.name)
+    session.load()
+    if compile:  # the one-off compile now, not in the first client's answer
+        log.warning("serve: compiling the decode step")
+        collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
+    service = Service(session, Worker(opts.max_queue), root)
+    app = create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),
+                     max_body_bytes=opts.max_body_mb * 2**20)
+    log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health)", session.name, opts.host,
+                opts.port)
+    uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=2)
+
+
+def check_port(host: str, port: int) -> None:
+    """InputError when (host, port) cannot be listened on (in use, or not an address of this machine)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InputError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    family, kind, _, _, address = infos[0]
+    with socket.socket(family, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise InputError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or stop "
+                             f"what uses it") from None

@@ -1,0 +1,136 @@
+"""`--backend openai` against a real `glmv serve` process: the same answer, thinking and --json as a
+local run at temperature 0 (images, PDFs, videos, chat), thinking and answer streamed apart, the
+environment variables, and server errors as one line with the local exit codes. The tag parsing
+for servers without reasoning fields (vLLM, SGLang) is checked on the openai client's own chunk
+type."""
+
+from __future__ import annotations
+
+import pytest
+from openai.types.chat import ChatCompletionChunk
+
+from glmv_cli.app.remote import Reply
+from glmv_cli.stream import Answer, Thinking
+from tests.cli.conftest import glmv_env, run_glmv
+from tests.cli.crafted import ANSWER, THINKING
+from tests.serve.conftest import glmv_server
+
+KEY = "remote-key"
+GREEDY = ("--temperature", "0", "--max-new-tokens", "24")
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    with glmv_server(tiny, "--api-key", KEY, log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def scripted_server(scripted, tmp_path_factory):
+    with glmv_server(scripted, log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+def remote(server, key: str = KEY) -> tuple[str, ...]:
+    return "--backend", "openai", "--base-url", server.base_url, "--api-key", key
+
+
+SAME = ("thinking", "answer", "raw", "finish_reason")
+
+
+@pytest.mark.parametrize("command, kind", [("ask", "png"), ("pdf", "pdf"), ("video", "mp4")])
+def test_the_same_answer_as_a_local_run(server, tiny, media, command, kind):
+    args = (command, media[kind], "What is shown?", *GREEDY)
+    local, far = run_glmv(*args, "--model", tiny, "--json"), run_glmv(*args, *remote(server), "--json")
+    assert local.code == far.code == 0, local.err + far.err
+    assert {k: far.json[k] for k in SAME} == {k: local.json[k] for k in SAME}
+    for k in ("prompt_tokens", "completion_tokens"):
+        assert far.json["usage"][k] == local.json["usage"][k]
+    assert far.json["model"] == str(tiny)
+    plain = run_glmv(*args, *remote(server))
+    assert plain.code == 0 and plain.out == (local.json["answer"] + "\n" if local.json["answer"] else "")
+
+
+def test_thinking_and_answer_stream_apart_as_locally(scripted_server, scripted, media):
+    args = ("ask", media["png"], "Where is the blue square?", "--backend", "openai", "--base-url",
+            scripted_server.base_url)
+    run, as_json = run_glmv(*args), run_glmv(*args, "--json")
+    local = run_glmv("ask", media["png"], "Where is the blue square?", "--model", scripted, "--json")
+    assert run.code == 0 and run.out == ANSWER + "\n"
+    assert THINKING in run.err and ANSWER not in run.err
+    assert as_json.json["thinking"] == THINKING and as_json.json["answer"] == ANSWER
+    assert as_json.json["boxes"] == local.json["boxes"]  # boxes mapped onto the same image pixels
+
+
+def test_chat_keeps_the_same_history_as_locally(server, tiny):
+    lines = "Hello there\nAnd then?\n"
+    local = run_glmv("chat", "--model", tiny, *GREEDY, input=lines)
+    far = run_glmv("chat", *remote(server), *GREEDY, input=lines)
+    assert local.code == far.code == 0, local.err + far.err
+    assert far.out == local.out and far.out.count("\n") >= 2
+
+
+def test_base_url_and_key_from_the_environment(server, tiny):
+    env = glmv_env(GLMV_BACKEND="openai", GLMV_BASE_URL=server.base_url, GLMV_API_KEY=KEY)
+    far = run_glmv("ask", "Say something", *GREEDY, "--json", env=env)
+    local = run_glmv("ask", "Say something", *GREEDY, "--json", "--model", tiny)
+    assert far.code == 0, far.err
+    assert far.json["raw"] == local.json["raw"]
+
+
+def test_server_errors_are_one_line_with_local_exit_codes(server, free_url):
+    cases = [
+        (run_glmv("ask", "hi", *remote(server, "wrong")), 2, "api-key"),
+        (run_glmv("ask", "hi", *remote(server), "--remote-model", "nope"), 3, "no model 'nope'"),
+        (run_glmv("ask", "word " * 9000, *remote(server)), 2, "context"),
+        (run_glmv("ask", "hi", "--backend", "openai", "--base-url", free_url), 3, "cannot be reached"),
+        (run_glmv("ask", "hi", "--backend", "openai"), 2, "--base-url"),
+    ]
+    for run, code, words in cases:
+        assert run.code == code, run.err
+        assert run.err.startswith("glmv: error: ") and run.err.count("\n") == 1 and words in run.err, run.err
+
+
+@pytest.fixture
+def free_url():
+    from tests.serve.conftest import free_port
+
+    return f"http://127.0.0.1:{free_port()}/v1"
+
+
+def chunk(content=None, **delta) -> ChatCompletionChunk:
+    return ChatCompletionChunk.model_validate({
+        "id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": content, **delta}, "finish_reason": None}]})
+
+
+def test_tags_in_the_content_are_parsed_when_no_reasoning_field_comes():
+    """vLLM without a reasoning parser (skip_special_tokens false): GLM's tags in the content."""
+    reply = Reply()
+    pieces = ["<think>\nLet me", " look.</th", "ink><answer>It is ", "<|begin_of_box|>red<|end_of_box|>", "</answer>"]
+    events = [e for p in pieces for e in reply._chunk(chunk(p))]
+    assert "".join(e.text for e in events if isinstance(e, Thinking)) == "Let me look."
+    assert "".join(e.text for e in events if isinstance(e, Answer)) == "It is red"
+    assert reply.thinking == "Let me look."
+
+
+def test_reasoning_content_is_read_when_reasoning_is_absent():
+    reply = Reply()
+    events = [*reply._chunk(chunk(reasoning_content="\nHmm, blue.")), *reply._chunk(chunk("Blue."))]
+    assert [type(e) for e in events] == [Thinking, Answer] and reply.thinking == "Hmm, blue."
+
+
+@pytest.mark.parametrize("server, body, dropped", [
+    ("vllm", {"skip_special_tokens": False, "top_k": 5, "repetition_penalty": 1.1}, "--think-budget"),
+    ("glmv", {"top_k": 5, "repetition_penalty": 1.1, "think_budget": 64}, None),
+    ("openai", {}, "--top-k, --repetition-penalty, --think-budget"),
+])
+def test_server_specific_fields_only_where_the_server_takes_them(server, body, dropped):
+    from glmv_cli.app.remote import RemoteSession
+    from glmv_cli.app.session import GenerationOptions
+
+    session = RemoteSession.__new__(RemoteSession)  # no network: only the server kind matters here
+    session.server = server
+    extras, notes = session.request_extras(GenerationOptions(top_k=5, repetition_penalty=1.1, think_budget=64))
+    assert extras == body
+    assert (notes == []) if dropped is None else (dropped in notes[0])

@@ -1,0 +1,118 @@
+"""`glmv serve`'s guards, on a real process: the API key, the bounded queue (503 + Retry-After), a
+dropped stream freeing the worker, and the request body cap. The `looping` checkpoint answers
+"la la la ..." until max_tokens, so a generation lasts as long as a test needs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import openai
+import pytest
+
+from tests.serve.conftest import glmv_server
+
+KEY = "s3cret-key"
+LONG = 60000  # tokens: far longer than any test waits
+UI = "http://ui.example"
+
+
+@pytest.fixture(scope="module")
+def server(looping, tmp_path_factory):
+    with glmv_server(looping, "--api-key", KEY, "--max-queue", "1", "--max-body-mb", "1", "--cors-origin", UI,
+                     log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client(KEY)
+
+
+def say(client, max_tokens: int, stream: bool = False):
+    return client.chat.completions.create(model=client.models.list().data[0].id, stream=stream, temperature=0,
+                                          max_tokens=max_tokens, messages=[{"role": "user", "content": "Sing"}])
+
+
+def wait_idle(server, seconds: float = 15) -> float:
+    """Seconds until /health says the worker is idle with nothing waiting."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        h = server.health()
+        if not h["busy"] and not h["waiting"]:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"the worker is still busy after {seconds} s: {server.health()}")
+
+
+def test_the_api_key_is_enforced(server, client):
+    for key in ("", "wrong-key", KEY + "x"):
+        with pytest.raises(openai.AuthenticationError, match="API key"):
+            server.client(key or "none").models.list()
+    code, body, _ = server.request("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})
+    assert code == 401 and "API key" in body["error"]["message"]
+    assert server.health()["status"] == "ok"  # /health needs no key
+    done = say(client, 6)  # <think>, a thought, </think>, <answer>, then "la", " la"
+    assert done.choices[0].message.content == "la la" and done.choices[0].finish_reason == "length"
+
+
+def test_a_dropped_stream_frees_the_worker(server, client):
+    stream = say(client, LONG, stream=True)
+    got = ""
+    for chunk in stream:
+        got += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        if got.count("la") >= 5:
+            break
+    assert server.health()["busy"]
+    stream.close()
+    wait_idle(server)
+    assert say(client, 5).choices[0].message.content == "la"
+
+
+def test_a_client_that_stops_waiting_for_json_frees_the_worker(server, client):
+    impatient = client.with_options(timeout=1.5)
+    with pytest.raises(openai.APITimeoutError):
+        say(impatient, LONG)
+    assert wait_idle(server) < 5
+    assert say(client, 5).choices[0].message.content == "la"
+
+
+def test_a_full_queue_answers_503_with_retry_after(server, client):
+    running = say(client, LONG, stream=True)
+    next(iter(running))  # the worker has it
+    waiting: list = []
+    t = threading.Thread(target=lambda: waiting.append(say(client, 5)))
+    t.start()
+    deadline = time.monotonic() + 10
+    while server.health()["waiting"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(openai.APIStatusError) as refused:
+        say(client, 5)
+    assert refused.value.status_code == 503 and refused.value.response.headers["retry-after"].isdigit()
+    assert "queue is full" in refused.value.message
+    running.close()
+    t.join(60)
+    assert waiting[0].choices[0].message.content == "la"
+    wait_idle(server)
+
+
+def test_a_body_over_the_cap_is_a_413_before_it_is_read(server):
+    """Only the headers are sent: the server answers 413 from Content-Length alone."""
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {2 * 2**20}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head.encode())
+        answer = s.makefile("rb").read().decode()
+    status, _, body = answer.partition("\r\n\r\n")
+    assert status.startswith("HTTP/1.1 413") and "MiB" in json.loads(body)["error"]["message"]
+    assert server.health()["status"] == "ok"
+
+
+def test_cors_only_for_the_allowed_origin(server):
+    ask = {"Origin": UI, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers=ask)
+    assert code == 200 and headers["access-control-allow-origin"] == UI
+    code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers={**ask, "Origin": "http://evil.example"})
+    assert code == 400 and "access-control-allow-origin" not in {k.lower() for k in headers}

@@ -1,0 +1,60 @@
+"""The pieces of `glmv serve` that need no process: stop strings across deltas, and OpenAI messages
+-> glmv items (roles, text between attachments kept in place, what is refused)."""
+
+from __future__ import annotations
+
+import pytest
+
+from glmv_cli.app.messages import TextPart, data_uri, parse_messages, split_question
+from glmv_cli.errors import InputError
+from glmv_cli.serve.protocol import StopFilter
+
+
+def run(stops, deltas):
+    f = StopFilter(stops)
+    out = [f.feed(d) for d in deltas]
+    return "".join(out) + ("" if f.stopped else f.flush()), f.stopped
+
+
+@pytest.mark.parametrize("stops, deltas, expected", [
+    (["END"], ["abc E", "N", "D tail"], ("abc ", True)),       # split over three deltas
+    (["END"], ["abc E", "xyz"], ("abc Exyz", False)),          # a false start is released
+    (["\n\n", "Q:"], ["one\n", "\ntwo"], ("one", True)),        # the first stop that appears
+    ([], ["a", "b"], ("ab", False)),
+])
+def test_stop_strings_across_deltas(stops, deltas, expected):
+    assert run(stops, deltas) == expected
+
+
+def test_held_text_is_only_a_possible_stop_prefix():
+    f = StopFilter(["STOP"])
+    assert f.feed("hello ST") == "hello " and f.feed("ART") == "START"
+
+
+PNG = data_uri(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32, "image/png")
+
+
+def test_text_between_attachments_stays_in_place_and_the_tail_is_the_question():
+    messages = parse_messages([
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Page 1:"}, {"type": "image_url", "image_url": PNG},
+                                     {"type": "text", "text": "What "}, {"type": "text", "text": "is it?"}]}])
+    assert [m.role for m in messages] == ["system", "user"]
+    items, question = split_question(messages[-1])
+    assert question == "What is it?"
+    assert isinstance(items[0], TextPart) and items[0].text == "Page 1:" and items[1].mime == "image/png"
+
+
+@pytest.mark.parametrize("messages, words", [
+    ([{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": PNG}}]},
+      {"role": "user", "content": "x"}], "cannot hold images"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "last message"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}], "not a data:"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}],
+     "--allowed-local-media-path"),
+    ([{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}], "file_id"),
+    ([{"role": "user", "content": 7}], "string or a list"),
+])
+def test_malformed_messages_name_the_problem(messages, words):
+    with pytest.raises(InputError, match=words):
+        parse_messages(messages)

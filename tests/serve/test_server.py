@@ -1,0 +1,223 @@
+"""`glmv serve` as a real process on 127.0.0.1, driven by the official `openai` client: answers as JSON
+and as server-sent events for images, PDFs, videos and multi-turn chats, concurrent clients, bad
+input as 4xx (the server keeps serving), stop strings, and the loopback default bind.
+
+The `scripted` checkpoint's greedy output is known whatever the prompt (tests/cli/crafted.py):
+the thinking THINKING, then the answer ANSWER (box markers removed) in 10 tokens."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import openai
+import pytest
+
+from glmv_cli.app.messages import data_uri
+from tests.cli.crafted import ANSWER, THINKING
+from tests.serve.conftest import glmv_server
+
+QUESTION = {"type": "text", "text": "Where is the blue square?"}
+
+
+@pytest.fixture(scope="module")
+def server(scripted, media, tmp_path_factory):
+    with glmv_server(scripted, "--allowed-local-media-path", str(media["png"].parent),
+                     log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()
+
+
+def image(path: Path, mime: str = "image/png") -> dict:
+    return {"type": "image_url", "image_url": {"url": data_uri(path.read_bytes(), mime)}}
+
+
+def user(*parts) -> list[dict]:
+    return [{"role": "user", "content": list(parts)}]
+
+
+@pytest.fixture(scope="module")
+def ask(client):
+    """A chat completion from the served model at temperature 0."""
+    model = client.models.list().data[0].id
+
+    def ask(messages, **kwargs):
+        return client.chat.completions.create(messages=messages, model=model, temperature=0, **kwargs)
+
+    return ask
+
+
+def test_models_lists_the_checkpoint(client, scripted):
+    models = client.models.list().data
+    assert [m.id for m in models] == [str(scripted)] and models[0].owned_by == "glmv"
+
+
+def test_json_answer_with_an_image(ask, media):
+    done = ask(user(image(media["png"]), QUESTION))
+    message = done.choices[0].message
+    assert message.content == ANSWER
+    assert message.reasoning == THINKING and message.reasoning_content == THINKING
+    assert done.choices[0].finish_reason == "stop"
+    assert done.usage.completion_tokens == 10
+    assert done.usage.total_tokens == done.usage.prompt_tokens + 10
+
+
+def test_streamed_answer_with_an_image(ask, media):
+    chunks = list(ask(user(image(media["jpg"], "image/jpeg"), QUESTION), stream=True,
+                      stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(d.content or "" for d in deltas) == ANSWER
+    assert "".join(getattr(d, "reasoning", None) or "" for d in deltas) == THINKING
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == THINKING
+    assert len([d for d in deltas if d.content]) > 1  # streamed in pieces, not one block
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
+
+
+def prompt_tokens(ask, *parts) -> int:
+    return ask(user(*parts)).usage.prompt_tokens
+
+
+def test_pdf_and_video_reach_the_prompt(ask, media):
+    text_only = prompt_tokens(ask, QUESTION)
+    pdf = {"type": "file", "file": {"filename": "doc.pdf",
+                                    "file_data": data_uri(media["pdf"].read_bytes(), "application/pdf")}}
+    video = {"type": "video_url", "video_url": {"url": data_uri(media["mp4"].read_bytes(), "video/mp4")}}
+    with_pdf, with_video = prompt_tokens(ask, pdf, QUESTION), prompt_tokens(ask, video, QUESTION)
+    assert with_pdf > text_only + 3 * 4  # three pages, each a few image tokens and its "Page N:" label
+    assert with_video > text_only + 4
+
+
+def test_file_urls_only_below_the_allowed_folder(ask, media, tmp_path):
+    allowed = {"type": "image_url", "image_url": {"url": media["png"].as_uri()}}
+    assert ask(user(allowed, QUESTION)).choices[0].message.content == ANSWER
+    outside = tmp_path / "x.png"
+    outside.write_bytes(media["png"].read_bytes())
+    with pytest.raises(openai.BadRequestError, match="outside the allowed folder"):
+        ask(user({"type": "image_url", "image_url": {"url": outside.as_uri()}}, QUESTION))
+
+
+def test_history_keeps_the_answers_only(ask, media):
+    def history(assistant: str):
+        return [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [image(media["png"]), QUESTION]},
+                {"role": "assistant", "content": assistant},
+                {"role": "user", "content": "And its colour?"}]
+
+    thought = ask(history(f"<think>{'long reasoning ' * 40}</think><answer>{ANSWER}</answer>"))
+    plain = ask(history(ANSWER))
+    first = ask(user(image(media["png"]), QUESTION))
+    assert thought.usage.prompt_tokens == plain.usage.prompt_tokens > first.usage.prompt_tokens
+    assert thought.choices[0].message.content == ANSWER
+
+
+def test_stop_strings_end_the_answer(ask):
+    done = ask(user(QUESTION), stop=[" square"])
+    assert done.choices[0].message.content == "The blue" and done.choices[0].finish_reason == "stop"
+
+
+def test_concurrent_clients_are_all_answered(server, media):
+    answers, errors = [], []
+
+    def one(k: int):
+        try:
+            got = server.client().chat.completions.create(messages=user(image(media["png2"]), QUESTION), model="",
+                                                          temperature=0, stream=k % 2 == 0)
+            answers.append(got.choices[0].message.content if k % 2 else
+                           "".join(ch.choices[0].delta.content or "" for ch in got if ch.choices))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and answers == [ANSWER] * 6
+
+
+BAD = {
+    "an unknown model": ({"model": "gpt-9", "messages": user(QUESTION)}, 404, "does not exist"),
+    "no messages": ({"messages": []}, 400, "messages"),
+    "a bad role": ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
+    "an image that does not decode": (
+        {"messages": user({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}})},
+        400, "image"),
+    "bad base64": ({"messages": user({"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}})},
+                   400, "base64"),
+    "an unreadable PDF": ({"messages": user({"type": "file", "file": {
+        "file_data": data_uri(b"%PDF-1.7\n garbage", "application/pdf")}})}, 400, "PDF"),
+    "a corrupt video": ({"messages": user({"type": "video_url", "video_url": {
+        "url": data_uri(b"\x00\x00\x00\x18ftypmp42" + b"\x07" * 500, "video/mp4")}})}, 400, "video"),
+    "a prompt over the context": ({"messages": user({"type": "text", "text": "word " * 9000})}, 400, "context"),
+    "a bad temperature": ({"messages": user(QUESTION), "temperature": -1}, 400, "temperature"),
+    "an unknown part type": ({"messages": user({"type": "audio", "audio": {}})}, 400, "audio"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_requests_get_a_4xx_naming_the_problem(server, case):
+    body, status, words = BAD[case]
+    code, answer, _ = server.request("POST", "/v1/chat/completions", body)
+    assert code == status, answer
+    assert words.lower() in answer["error"]["message"].lower()
+    assert "Traceback" not in answer["error"]["message"]
+    assert server.health()["status"] == "ok"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_json_is_a_400_and_the_server_keeps_serving(server, ask, stream):
+    code, answer, _ = server.request("POST", "/v1/chat/completions", b'{"messages": [' + (b"1" if stream else b""))
+    assert code == 400 and "not valid JSON" in answer["error"]["message"]
+    assert ask(user(QUESTION)).choices[0].message.content == ANSWER
+
+
+def test_bad_input_in_a_stream_is_a_4xx_before_any_event(ask):
+    with pytest.raises(openai.BadRequestError, match="not an image"):
+        ask(user({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}),
+            stream=True)
+
+
+def test_default_bind_is_loopback(server):
+    """The listening socket (in /proc/net/tcp) is 127.0.0.1, not 0.0.0.0."""
+    listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[3] == "0A"]
+    ours = [addr for addr in listening if int(addr.split(":")[1], 16) == server.port]
+    assert ours == ["0100007F:%04X" % server.port]
+
+
+def test_http_urls_are_fetched_under_the_cli_rules(ask, media):
+    from tests.cli.conftest import local_server
+
+    png = media["png"].read_bytes()
+    routes = {"/a.png": (200, "image/png", png, True), "/page": (200, "text/html", b"<html></html>", True)}
+    with local_server(routes) as base:
+        done = ask(user({"type": "image_url", "image_url": {"url": base + "/a.png"}}, QUESTION))
+        assert done.choices[0].message.content == ANSWER
+        with pytest.raises(openai.BadRequestError, match="web page"):
+            ask(user({"type": "image_url", "image_url": {"url": base + "/page"}}, QUESTION))
+        with pytest.raises(openai.BadRequestError, match="404"):
+            ask(user({"type": "image_url", "image_url": {"url": base + "/missing.png"}}, QUESTION))
+
+
+def test_think_budget_extra_is_honoured(ask):
+    """A budget of 0 closes the thinking at once: no reasoning, the same answer."""
+    message = ask(user(QUESTION), extra_body={"think_budget": 0}).choices[0].message
+    assert message.content == ANSWER and not message.reasoning
+
+
+def test_cors_is_off_by_default(server):
+    _, _, headers = server.request("GET", "/health", headers={"Origin": "http://evil.example"})
+    assert not any(k.lower().startswith("access-control-") for k in headers)
+
+
+def test_a_second_server_on_the_same_port_is_one_clear_error(server, scripted):
+    from tests.cli.conftest import run_glmv
+
+    run = run_glmv("serve", "--model", scripted, "--port", server.port)
+    assert run.code == 2 and run.err.startswith("glmv: error: cannot listen on 127.0.0.1:") and \
+        run.err.count("\n") == 1

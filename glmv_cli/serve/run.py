@@ -40,9 +40,9 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
                     "(and make it fetch URLs)", opts.host)
     session = Session(model, device=device, dtype=dtype, quantize=quantize, compile=compile)
     log.warning("serve: loading %s", session.name)
-    session.load()
-    if compile:  # the one-off compile now, not in the first client's answer
-        log.warning("serve: compiling the decode step")
+    glmv = session.load()
+    if compile or glmv.device.type == "cuda":  # compiling, CUDA-graph capture, Triton's JIT: now, not in
+        log.warning("serve: warming up the decode step")  # the first client's answer
         collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
     service = Service(session, Worker(opts.max_queue), root)
     app = create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),

@@ -4,6 +4,7 @@ renderer, draw boxes, and the chat loop. All terminal output goes through glmv_c
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
     term = render.Terminal(verbose=out.verbose)
     renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
                                     extract=out.extract)
+    if question in DEFAULT_QUESTIONS.values() and load.query is None:  # no question: long PDFs spread evenly
+        load = dataclasses.replace(load, query="")
     term.status(f"opening {model.model or 'the model'}")
     try:
         session = Session(model.model, device=model.device, dtype=model.dtype,

@@ -19,6 +19,7 @@ only the pages that go in as images are rendered afterwards.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -93,6 +94,7 @@ def _index(texts: tuple[str, ...]):
     """A BM25 index of `texts` and its vocabulary, or None when no page has a word to index."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)  # it sets DEBUG on itself; follow glmv's level
     corpus = bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(), show_progress=False)
     if not corpus.vocab:
         return None

@@ -133,7 +133,7 @@ def check_file_kind(path: str, kinds: tuple[str, ...], what: str) -> None:
 # -- one question ---------------------------------------------------------------------------------
 
 def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,
-            out: OutputOptions) -> None:
+            out: OutputOptions, *, map_reduce: bool = False) -> None:
     term = render.Terminal(verbose=out.verbose)
     renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
                                     extract=out.extract)
@@ -145,7 +145,13 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
                           quantize=model.quantize, compile=model.compile)
         conversation = session.conversation(out.system)
         result = None
-        for event in conversation.ask(question, items, load=load, generation=gen):
+        if map_reduce:
+            from glmv_cli.app.map_reduce import map_reduce as read_all
+
+            events = read_all(session, question, items[0], system=out.system, load=load, generation=gen)
+        else:
+            events = conversation.ask(question, items, load=load, generation=gen)
+        for event in events:
             renderer.handle(event)
             if isinstance(event, Done):
                 result = event.result

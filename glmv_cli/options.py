@@ -87,6 +87,10 @@ WithText = Annotated[bool, typer.Option("--with-text", rich_help_panel=PDF,
                                         help="Add each page's text layer to the prompt.")]
 Password = Annotated[str | None, typer.Option(rich_help_panel=PDF, show_default=False,
                                               help="Password of an encrypted PDF.")]
+MapReduce = Annotated[bool, typer.Option(
+    "--map-reduce", rich_help_panel=PDF,
+    help="Read every page: one pass per chunk of pages that fits the context writes notes, a last pass "
+         "answers from the notes (for whole-document questions; one pass per chunk).")]
 
 # -- video --
 Fps = Annotated[float, typer.Option(rich_help_panel=VID, help="Frames sampled per second.")]

@@ -5,10 +5,14 @@ the one note on stderr, --pages, exit codes. The scripted checkpoint has a 4,096
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
 
 import pytest
 
-from tests.cli.conftest import run_glmv
+from tests.cli.conftest import glmv_env, run_glmv
+from tests.cli.test_attachments import pptx_bytes
 from tests.inputs.long_docs import write_long_pdf
 
 
@@ -85,3 +89,34 @@ def test_bad_selections_exit_2_with_one_line(scripted, long_pdf, args, message):
     run = run_glmv("pdf", path, facts[0].question, "--model", scripted, "--dpi", "30", *args)
     assert run.code == 2 and message.format(name=path) in run.err
     assert "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1
+
+
+def _fake_libreoffice(tmp_path, pdf) -> dict:
+    """A stand-in `libreoffice` on PATH that 'converts' any deck by copying `pdf`."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "libreoffice"
+    fake.write_text(f"""#!{sys.executable}
+import shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+out = Path(args[args.index("--outdir") + 1]); out.mkdir(parents=True, exist_ok=True)
+shutil.copy({str(pdf)!r}, out / (Path(args[-1]).stem + ".pdf"))
+""")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return glmv_env(PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_long_slide_decks_are_planned_and_read_by_map_reduce(scripted, long_pdf, tmp_path):
+    path, facts = long_pdf
+    env = _fake_libreoffice(tmp_path, path)
+    deck = tmp_path / "deck.pptx"
+    deck.write_bytes(pptx_bytes())
+    run = run_glmv("pdf", deck, facts[1].question, "--model", scripted, "--dpi", "30", "--json", env=env)
+    assert run.code == 0, run.err
+    pages = run.json["pages"]
+    assert len(pages) == 300 and pages[facts[1].page - 1]["as"] == "image" and pages[0]["source"] == str(deck)
+    run = run_glmv("pdf", deck, "--pages", "1-40", "--map-reduce", "--model", scripted, "--dpi", "30", "--json",
+                   env=env)
+    assert run.code == 0, run.err
+    assert [n for c in run.json["chunks"] for n in c["pages"]] == list(range(1, 41))

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glmv_cli.inputs.image import preprocess_image  # noqa: E402
-from glmv_cli.inputs.page_plan import extract_texts, plan_document, rank  # noqa: E402
 from glmv_cli.inputs.page_plan import _index as bm25_index  # noqa: E402
+from glmv_cli.inputs.page_plan import extract_texts, plan_document, rank  # noqa: E402
 from glmv_cli.inputs.patches import PatchSpec  # noqa: E402
 from glmv_cli.inputs.pdf import DEFAULT_DPI, MIN_DPI, load_pdf, open_pdf, render_page  # noqa: E402
 from tests.inputs.long_docs import write_long_pdf  # noqa: E402

@@ -19,6 +19,7 @@ only the pages that go in as images are rendered afterwards.
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,15 +126,16 @@ def spread_order(count: int) -> list[int]:
     prefix of the result is spread evenly over the range."""
     if count <= 2:
         return list(range(count))
-    order, gaps = [0, count - 1], [(0, count - 1)]
+    order, gaps = [0, count - 1], [(1 - count, 0)]  # heap of (-width, start): widest first, then earliest
     while gaps:
-        gaps.sort(key=lambda g: (g[0] - g[1], g[0]))  # widest first, then earliest
-        lo, hi = gaps.pop(0)
+        negative, lo = heapq.heappop(gaps)
+        hi = lo - negative
         if hi - lo < 2:
             continue
         mid = (lo + hi) // 2
         order.append(mid)
-        gaps += [(lo, mid), (mid, hi)]
+        heapq.heappush(gaps, (lo - mid, lo))
+        heapq.heappush(gaps, (mid - hi, mid))
     return order
 
 

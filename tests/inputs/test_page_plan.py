@@ -151,7 +151,8 @@ def test_pages_that_fit_at_a_readable_dpi_all_go_in_as_images(long_pdf):
 def test_only_the_pages_sent_as_images_are_rendered(long_pdf, monkeypatch):
     path, facts = long_pdf
     rendered, real = [], pdf_module.render_page
-    monkeypatch.setattr(pdf_module, "render_page", lambda doc, n, dpi, **kw: rendered.append(n) or real(doc, n, dpi, **kw))
+    monkeypatch.setattr(pdf_module, "render_page",
+                        lambda doc, n, dpi, **kw: rendered.append(n) or real(doc, n, dpi, **kw))
     progress = []
     doc = load_pdf(path, SPEC, budget_tokens=CONTEXT, question=facts[3].question,
                    progress=lambda done, total: progress.append((done, total)))

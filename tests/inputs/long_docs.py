@@ -3,9 +3,9 @@
 Every page carries ~30 lines: running prose from a fixed word list and a few "shipment" facts of
 one template ("In 2019 the Lisbon depot received 4512 crates of olive oil from Porto."). A question
 asks for one fact in other words ("How many crates of olive oil did the depot in Lisbon get in
-2019?"); the other facts on other pages share its city, its goods or its year, never all three, so
-ranking must weigh the words that single the page out. `scan` makes the same document without a
-text layer (each page rendered to an image, the images made into a PDF).
+2019?", "In Lisbon, how much olive oil came in to the depot?"); the other sentences share its city
+or its goods, never both, so ranking must weigh the words that single the page out. `scan` makes
+the same document without a text layer (each page rendered to an image, the images made into a PDF).
 """
 
 from __future__ import annotations
@@ -44,7 +44,11 @@ def _fact(rng: random.Random, city: str, goods: tuple[str, str], year: int, page
     amount = rng.randrange(100, 9999)
     source = rng.choice([c for c in CITIES if c != city])
     sentence = f"In {year} the {city} {site} received {amount} {unit} of {item} from {source}."
-    question = f"How many {unit} of {item} did the {site_q} in {city} get in {year}?"
+    question = rng.choice([  # other words than the fact's; some leave out the year or the unit
+        f"How many {unit} of {item} did the {site_q} in {city} get in {year}?",
+        f"What quantity of {item} reached {city}'s {site_q} in {year}?",
+        f"In {city}, how much {item} came in to the {site_q}?",
+    ])
     return Fact(page, sentence, question, str(amount))
 
 
@@ -57,15 +61,14 @@ def facts_for(pages: int, count: int, seed: int = 0) -> tuple[list[Fact], list[l
         [rng.randrange(1, pages + 1) for _ in range(count)]
     facts = [_fact(rng, c, g, rng.randrange(2010, 2024), p) for (c, g), p in zip(pairs, fact_pages, strict=False)]
     lines = [[] for _ in range(pages)]
+    used = {(c, g) for c, g in pairs[:len(facts)]}
     for page in range(pages):
         for _ in range(26):
             lines[page].append(" ".join(rng.choice(FILLER) for _ in range(12)).capitalize() + ".")
-        for _ in range(3):  # distractors: the same template, a used city or goods, another year
+        for _ in range(3):  # distractors: the same template, a fact's city or goods (not both), another year
             c, g = pairs[rng.randrange(len(facts))] if facts else (rng.choice(CITIES), rng.choice(GOODS))
-            if rng.random() < 0.5:
-                c = rng.choice(CITIES)
-            else:
-                g = rng.choice(GOODS)
+            while (c, g) in used:
+                c, g = (rng.choice(CITIES), g) if rng.random() < 0.5 else (c, rng.choice(GOODS))
             lines[page].insert(rng.randrange(len(lines[page])), _fact(rng, c, g, rng.randrange(1990, 2010), 0).sentence)
     for f in facts:
         page_lines = lines[f.page - 1]

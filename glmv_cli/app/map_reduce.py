@@ -23,7 +23,7 @@ from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.session import Done, Event, GenerationOptions, Note, Progress, Session
 from glmv_cli.errors import InputError
 
-MAP_NEW_TOKENS = 1024  # notes per chunk, thinking included, unless --max-new-tokens says otherwise
+MAP_NEW_TOKENS = 1024  # notes per chunk, thinking included (see map_options)
 MARGIN = 32  # tokens kept free in each chunk for rounding between the plan and the prompt
 MAP_PROMPT = ("These are pages {first}-{last} of the {total} pages of {name}. Write short notes of everything "
               "on these pages that helps answer the question below, each with its page number. If nothing "
@@ -52,7 +52,7 @@ def _map_then_reduce(session, question, att: Attachment, system, load, gen) -> I
     from glmv_cli.inputs.page_plan import READABLE_DPI
 
     load = dataclasses.replace(load, dpi=load.dpi or READABLE_DPI, query="", with_text=False)
-    map_gen = dataclasses.replace(gen, max_new_tokens=gen.max_new_tokens or MAP_NEW_TOKENS)
+    map_gen = map_options(session, gen)
     chunks, total = plan_chunks(session, att, question, load, map_gen)
     notes, pages = [], []
     for k, run in enumerate(chunks, start=1):
@@ -66,11 +66,26 @@ def _map_then_reduce(session, question, att: Attachment, system, load, gen) -> I
         pages += result.pages
     chunk_json = [{"pages": list(run), "notes": text} for run, text in zip(chunks, notes, strict=True)]
     final = session.conversation(system)
+    prompt = reduce_prompt(att.label, chunks, notes, question)
+    if final._limits(gen, prompt)[2] < 0:
+        raise InputError(f"the notes of the {len(chunks)} chunks of {att.label} do not fit the context for the "
+                         f"last pass; read fewer pages with --pages, or shorten each chunk's notes with "
+                         f"--max-new-tokens")
     yield Progress(f"answering from the notes of {len(chunks)} chunks")
-    for event in final.ask(reduce_prompt(att.label, chunks, notes, question), [], generation=gen):
+    for event in final.ask(prompt, [], generation=gen):
         if isinstance(event, Done):
             event = Done(dataclasses.replace(event.result, pages=pages, chunks=chunk_json))
         yield event
+
+
+def map_options(session: Session, gen: GenerationOptions) -> GenerationOptions:
+    """Each chunk's pass: MAP_NEW_TOKENS (at most a quarter of the context) unless --max-new-tokens
+    is given; a thinking model thinks for at most half of them, so that it writes its notes."""
+    context = gen.max_context or session.config.text.max_position_embeddings
+    new = gen.max_new_tokens or min(MAP_NEW_TOKENS, context // 4)
+    thinks = all(session.tokenizer.token_id(t) is not None for t in ("<think>", "</think>", "<answer>"))
+    budget = gen.think_budget if gen.think_budget is not None or not thinks else new // 2
+    return dataclasses.replace(gen, max_new_tokens=new, think_budget=budget)
 
 
 def _quiet(events: Iterable[Event], head: str):

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from glmv_cli.app.loaders import LoadOptions
-from glmv_cli.app.map_reduce import map_reduce, reduce_prompt
-from glmv_cli.app.session import Done, Progress, Session
+from glmv_cli.app.map_reduce import map_options, map_reduce, reduce_prompt
+from glmv_cli.app.session import Done, GenerationOptions, Progress, Session
 from glmv_cli.errors import InputError
 from tests.cli.conftest import run_glmv
 from tests.cli.crafted import ANSWER
@@ -69,3 +69,21 @@ def test_the_last_pass_reads_every_chunks_notes(scripted, long_pdf):
 def test_map_reduce_needs_a_pdf(scripted, media):
     with pytest.raises(InputError, match=r"--map-reduce reads a PDF or slides, and .*a\.png is image/png"):
         list(map_reduce(Session(scripted), "Summarize", str(media["png"])))
+
+
+def test_notes_that_do_not_fit_the_last_pass_exit_2(scripted, long_pdf):
+    """A 640-token context: one page per chunk, and the notes of 40 chunks outgrow the last pass."""
+    run = run_glmv("pdf", long_pdf, "--map-reduce", "--pages", "1-40", "--model", scripted, "--dpi", "30",
+                   "--max-context", "640")
+    assert run.code == 2 and "do not fit the context for the last pass" in run.err and "--pages" in run.err
+    assert "Traceback" not in run.err and run.out == ""
+
+
+def test_chunk_passes_leave_room_for_notes_after_thinking(scripted):
+    session = Session(scripted)  # 4,096 positions; its tokenizer has <think>, </think> and <answer>
+    assert map_options(session, GenerationOptions()).max_new_tokens == 1024
+    assert map_options(session, GenerationOptions()).think_budget == 512
+    small = map_options(session, GenerationOptions(max_context=800))
+    assert (small.max_new_tokens, small.think_budget) == (200, 100)
+    mine = map_options(session, GenerationOptions(max_new_tokens=64, think_budget=0))
+    assert (mine.max_new_tokens, mine.think_budget) == (64, 0)

@@ -87,6 +87,7 @@ def ask(
     'glmv pdf report.pdf "What was the revenue in 2023?" --pages 2-5 --dpi 150',
     'glmv pdf scan.pdf "Transcribe page 1" --pages 1 --with-text',
     'glmv pdf locked.pdf --password hunter2 -R',
+    'glmv pdf contract.pdf "List every deadline" --map-reduce',
     'glmv pdf slides.pptx "List the action items"   (needs LibreOffice)'))
 def pdf(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
@@ -100,11 +101,13 @@ def pdf(
     extract: o.Extract = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
     pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
+    map_reduce: o.MapReduce = False,
 ) -> None:
     """Ask about a PDF (or PowerPoint slides): each selected page is shown to the model as an image.
 
     Without a question: summarize the document. Pages are rendered at --dpi, lowered when they
-    would not fit the context.
+    would not fit the context; past 120 DPI the pages that best match the question go in as images,
+    the next as their text, the rest not at all (a note says how many). --map-reduce reads them all.
     """
     from glmv_cli import commands as c
 
@@ -115,7 +118,7 @@ def pdf(
     c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                   think_budget, max_context), out)
+                                   think_budget, max_context), out, map_reduce=map_reduce)
 
 
 @app.command(epilog=_examples(

@@ -4,6 +4,7 @@ renderer, draw boxes, and the chat loop. All terminal output goes through glmv_c
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,16 +137,24 @@ def check_file_kind(path: str, kinds: tuple[str, ...], what: str) -> None:
 # -- one question ---------------------------------------------------------------------------------
 
 def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,
-            out: OutputOptions) -> None:
+            out: OutputOptions, *, map_reduce: bool = False) -> None:
     term = render.Terminal(verbose=out.verbose)
     renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
                                     extract=out.extract)
+    if question in DEFAULT_QUESTIONS.values() and load.query is None:  # no question: long PDFs spread evenly
+        load = dataclasses.replace(load, query="")
     term.status(f"opening {model.model or 'the model'}")
     try:
         session = open_session(model)
         conversation = session.conversation(out.system)
         result = None
-        for event in conversation.ask(question, items, load=load, generation=gen):
+        if map_reduce:
+            from glmv_cli.app.map_reduce import map_reduce as read_all
+
+            events = read_all(session, question, items[0], system=out.system, load=load, generation=gen)
+        else:
+            events = conversation.ask(question, items, load=load, generation=gen)
+        for event in events:
             renderer.handle(event)
             if isinstance(event, Done):
                 result = event.result

@@ -82,11 +82,17 @@ MinPixels = Annotated[int | None, typer.Option(rich_help_panel=IMG, show_default
 Pages = Annotated[str | None, typer.Option(rich_help_panel=PDF, show_default=False,
                                            help="Pages to show, e.g. 1-3,7 or 5- \\[default: all].")]
 Dpi = Annotated[int | None, typer.Option(min=1, rich_help_panel=PDF, show_default=False,
-                                         help="Render resolution \\[default: 180, lowered to fit the context].")]
+                                         help="Render resolution \\[default: 180, lowered to fit the context down "
+                                              "to 120; past that, the pages that best match the question go in at "
+                                              "this DPI].")]
 WithText = Annotated[bool, typer.Option("--with-text", rich_help_panel=PDF,
                                         help="Add each page's text layer to the prompt.")]
 Password = Annotated[str | None, typer.Option(rich_help_panel=PDF, show_default=False,
                                               help="Password of an encrypted PDF.")]
+MapReduce = Annotated[bool, typer.Option(
+    "--map-reduce", rich_help_panel=PDF,
+    help="Read every page, for whole-document questions: one pass per chunk of pages that fits the context "
+         "writes notes, a last pass answers from the notes.")]
 
 # -- video --
 Fps = Annotated[float, typer.Option(rich_help_panel=VID, help="Frames sampled per second.")]

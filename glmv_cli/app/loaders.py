@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class LoadOptions:
     dpi: int | None = None
     with_text: bool = False
     password: str | None = None
+    query: str | None = None  # what long PDFs' pages are ranked against ("": none, spread evenly)
     # videos
     fps: float = 2.0
     max_frames: int | None = None
@@ -51,6 +53,7 @@ class LoadOptions:
 class Loaded:
     parts: tuple[Part, ...]
     notes: tuple[str, ...] = ()
+    pages: tuple[dict, ...] = ()  # PDFs: how each selected page went in (page_plan.PagePlan.to_json)
 
 
 def describe(att: Attachment, opts: LoadOptions) -> str:
@@ -66,17 +69,18 @@ def describe(att: Attachment, opts: LoadOptions) -> str:
 
 
 def load(att: Attachment, image_spec: PatchSpec, video_spec: PatchSpec, opts: LoadOptions, *,
-         budget_tokens: int | None = None) -> Loaded:
-    """The parts of one attachment; `budget_tokens` bounds what a PDF may take."""
+         budget_tokens: int | None = None, count_tokens: Callable[[str], int] | None = None) -> Loaded:
+    """The parts of one attachment; `budget_tokens` bounds what a PDF may take, its text counted by
+    `count_tokens` (the checkpoint's tokenizer; None: an upper bound)."""
     kind = att.kind
     if kind == "image":
         return Loaded((load_image(att, _limits(image_spec, opts)),))
     if kind == "pdf":
-        return load_pdf(att, _limits(image_spec, opts), opts, budget_tokens)
+        return load_pdf(att, _limits(image_spec, opts), opts, budget_tokens, count_tokens)
     if kind == "slides":
         with tempfile.TemporaryDirectory(prefix="glmv-slides-") as tmp:
             pdf = convert_to_pdf(att, Path(tmp))
-            return load_pdf(pdf, _limits(image_spec, opts), opts, budget_tokens)
+            return load_pdf(pdf, _limits(image_spec, opts), opts, budget_tokens, count_tokens)
     if kind == "video":
         return Loaded((load_video(att, _limits(video_spec, opts), opts),))
     return Loaded((text_part(att),))
@@ -92,21 +96,30 @@ def load_image(att: Attachment, spec: PatchSpec) -> VisualInput:
     return load(att.read_bytes() if att.path is None else att.path, spec, name=att.label)
 
 
-def load_pdf(att: Attachment, spec: PatchSpec, opts: LoadOptions, budget_tokens: int | None) -> Loaded:
+def load_pdf(att: Attachment, spec: PatchSpec, opts: LoadOptions, budget_tokens: int | None,
+             count_tokens: Callable[[str], int] | None = None) -> Loaded:
+    """The pages in document order, each labelled with its number: images (with their text layer
+    under --with-text) and, for long documents, text layers; see inputs/page_plan.py."""
+    from glmv_cli.inputs.page_plan import image_label, text_part
     from glmv_cli.inputs.pdf import DEFAULT_DPI
     from glmv_cli.inputs.pdf import load_pdf as load
 
     source = att.read_bytes() if att.path is None else att.path
     doc = load(source, spec, pages=opts.pages, dpi=opts.dpi or DEFAULT_DPI, budget_tokens=budget_tokens,
-               password=opts.password, with_text=opts.with_text, name=att.label)
+               password=opts.password, with_text=opts.with_text, name=att.label, question=opts.query,
+               count_tokens=count_tokens)
     parts: list[Part] = []
     for page in doc.pages:
-        if len(doc.pages) > 1:  # page numbers in the prompt: "which page..." is answerable
-            parts.append(f"Page {page.number}:")
+        if page.visual is None:
+            parts.append(text_part(page.number, page.text, with_image=False))
+            continue
+        if len(doc.layout) > 1:  # page numbers in the prompt: "which page..." is answerable
+            parts.append(image_label(page.number))
         parts.append(page.visual)
-        if page.text is not None and page.text.strip():
-            parts.append(f"Text of page {page.number}:\n{page.text.strip()}\n")
-    return Loaded(tuple(parts), (doc.plan.message,) if doc.plan.message else ())
+        if page.text:
+            parts.append(text_part(page.number, page.text, with_image=True))
+    pages = tuple({"source": att.label} | p.to_json() for p in doc.layout)
+    return Loaded(tuple(parts), (doc.message,) if doc.message else (), pages)
 
 
 def load_video(att: Attachment, spec: PatchSpec, opts: LoadOptions) -> VisualInput:

@@ -18,6 +18,7 @@ the prompt is checked against the context before the weights are loaded, so bad 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -96,6 +97,8 @@ class Result:
     finish_reason: str  # "stop" | "length"
     completion_ids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    pages: list[dict] = field(default_factory=list)  # PDF pages: {"source", "page", "as", "dpi", "tokens"}
+    chunks: list[dict] = field(default_factory=list)  # --map-reduce: {"pages", "notes"} per pass
 
     def to_json(self) -> dict:
         return {
@@ -104,6 +107,7 @@ class Result:
             "usage": vars(self.usage),
             "timings": {k: round(v, 4) for k, v in vars(self.timings).items()},
             "finish_reason": self.finish_reason, "completion_ids": self.completion_ids, "notes": self.notes,
+            "pages": self.pages, **({"chunks": self.chunks} if self.chunks else {}),
         }
 
 
@@ -212,6 +216,7 @@ class Conversation:
         self.session, self.system = session, system
         self.turns: list[Turn] = [Turn.system(system)] if system else []
         self.attachments: list[list[Attachment]] = []  # per user turn, for transcripts
+        self.pages: list[dict] = []  # how the last turn's PDF pages went in (Result.pages)
         self._last_tokens = 0  # prompt + completion tokens of the last turn
 
     def reset(self) -> None:
@@ -267,6 +272,8 @@ class Conversation:
 
         s = self.session
         max_context, max_new, room = self._limits(gen, question)
+        if load.query is None:  # long PDFs: pages are chosen for the question
+            load = dataclasses.replace(load, query=question)
         parts, used = yield from self._load(attachments, load, room)
         turn = Turn.user(*parts, question)
         inputs = build_inputs([*self.turns, turn], s.tokenizer, s.prompt_config)
@@ -289,6 +296,7 @@ class Conversation:
     def _load(self, attachments: Iterable, load: LoadOptions, room: int):
         """Resolve and load each attachment (events), then return (parts, attachments)."""
         s, parts, used = self.session, [], []
+        self.pages = []
         for item in attachments:
             if isinstance(item, TextPart):  # text between attachments (an OpenAI message), kept in place
                 parts.append(item.text)
@@ -297,12 +305,17 @@ class Conversation:
                 yield Progress(f"fetching {item}")
             att = resolve(item)
             yield Progress(loaders.describe(att, load))
-            loaded = loaders.load(att, s.image_spec, s.video_spec, load, budget_tokens=max(room, 1))
+            loaded = loaders.load(att, s.image_spec, s.video_spec, load, budget_tokens=max(room, 1),
+                                  count_tokens=self._count)
             yield from (Note(n) for n in loaded.notes)
-            room -= sum(_tokens(p, s.prompt_config.merge_size) for p in loaded.parts)
+            room -= sum(_tokens(p, s.prompt_config.merge_size, self._count) for p in loaded.parts)
             parts += loaded.parts
+            self.pages += loaded.pages
             used.append(att)
         return parts, used
+
+    def _count(self, text: str) -> int:
+        return len(self.session.tokenizer.encode(text))
 
     def _decoding(self, inputs, max_new: int, gen: GenerationOptions, budget):
         from glmv_cli.app.decode import BudgetState
@@ -329,6 +342,7 @@ class Conversation:
             usage=Usage(inputs.num_prompt_tokens, sum(inputs.attachment_tokens), len(ids)),
             timings=Timings(timings.load_s, timings.preprocess_s, decoding.prefill_seconds, rate),
             finish_reason=decoding.finish_reason or "length", completion_ids=ids, notes=notes,
+            pages=list(self.pages),
         )
 
     def run(self, question: str, attachments: Iterable = (), **kwargs) -> Result:
@@ -368,10 +382,10 @@ def _question_text(turn) -> str:
     return "".join(p for p in turn.parts if isinstance(p, str)).strip()
 
 
-def _tokens(part, merge_size: int) -> int:
+def _tokens(part, merge_size: int, count) -> int:
     if isinstance(part, VisualInput):
         return part.grid_thw[0] * part.tokens_per_frame(merge_size) + 2
-    return len(part) // 3  # a rough count for text parts; check_context has the exact one
+    return count(part) + 1  # + 1: a token may straddle two parts; check_context has the exact count
 
 
 def _notes(parser: StreamParser, decoding, max_new: int) -> list[str]:

@@ -7,6 +7,10 @@ of W x H pixels costs smart_resize(W, H) / 14^2 / 2^2 <|image|> placeholders plu
 page is rendered at the highest common DPI that fits, down to MIN_DPI; below that the user is
 asked to pick fewer pages.
 
+`load_pdf` plans with inputs/page_plan.py: when the pages do not fit at a readable DPI (120) it
+chooses the pages for the question instead (best as images, next as their text layer, the rest
+left out) and renders only the image pages.
+
 MIN_DPI = 96: at 96 DPI 10-point body text is ~13 px high (x-height ~6 px), what a desktop screen
 shows at 100% zoom and about one 14 px patch per line, the smallest size at which the model still
 reads running text reliably; an A4 page then costs 1,122 tokens (vs 3,977 at 180 DPI).
@@ -57,16 +61,18 @@ class RenderPlan:
 @dataclass(frozen=True)
 class PdfPage:
     number: int  # 1-based
-    visual: VisualInput
-    text: str | None = None  # the page's text layer, when asked for
+    visual: VisualInput | None  # None: the page goes in as its text layer only
+    text: str | None = None  # the page's text layer, when asked for or instead of the image
 
 
 @dataclass(frozen=True)
 class PdfDocument:
     source: str
     page_count: int
-    pages: tuple[PdfPage, ...]
-    plan: RenderPlan
+    pages: tuple[PdfPage, ...]  # the pages that go to the model, in document order
+    plan: RenderPlan  # the image pages
+    layout: tuple = ()  # page_plan.PagePlan of every selected page: image, text or skipped
+    message: str = ""  # for stderr: a lowered DPI, or how many pages went in how and why
 
 
 def open_pdf(source: str | Path | bytes, *, password: str | None = None, name: str = ""):
@@ -154,37 +160,61 @@ def plan_pages(
     The requested DPI if the pages fit `budget_tokens` (or there is no budget), else the highest
     DPI down to min(min_dpi, dpi) that fits; past that floor an InputError suggests --pages.
     """
+    plan = fit_dpi(doc, pages, spec, dpi=dpi, budget_tokens=budget_tokens, min_dpi=min_dpi, name=name)
+    if plan is not None:
+        return plan
+    floor = min(min_dpi, dpi)
+    tokens = _total_tokens(_rects(doc, pages), floor, spec, name)
+    fit = _pages_that_fit(doc, pages, floor, spec, budget_tokens, name)
+    raise InputError(
+        f"{name}: {len(pages)} pages take {tokens} tokens even at {floor} DPI, more "
+        f"than the {budget_tokens} available; choose fewer pages with --pages (about {fit} fit at "
+        f"{floor} DPI) or allow a longer context with --max-context"
+    )
+
+
+def fit_dpi(
+    doc, pages: tuple[int, ...], spec: PatchSpec, *, dpi: int = DEFAULT_DPI, budget_tokens: int | None = None,
+    min_dpi: int = MIN_DPI, name: str = "the PDF",
+) -> RenderPlan | None:
+    """`plan_pages` without the error: the plan at the highest DPI down to min(min_dpi, dpi) at which
+    `pages` fit `budget_tokens`, or None when they do not fit even there."""
     if dpi <= 0:
         raise InputError(f"--dpi must be positive, got {dpi}")
-    rects = Counter()  # pages of the same size are priced once
-    first_of = {}
-    for n in pages:
-        r = tuple(doc[n - 1].rect)
-        first_of.setdefault(r, n)
-        rects[(first_of[r], r)] += 1
+    rects = _rects(doc, pages)
     tokens = _total_tokens(rects, dpi, spec, name)
     if budget_tokens is None or tokens <= budget_tokens:
         return RenderPlan(pages, dpi, dpi, tokens, budget_tokens)
-    floor = min(min_dpi, dpi)
-    for lower in range(dpi - 1, floor - 1, -1):
+    for lower in range(dpi - 1, min(min_dpi, dpi) - 1, -1):
         fitted = _total_tokens(rects, lower, spec, name)
         if fitted <= budget_tokens:
             message = (f"{name}: {len(pages)} pages at {dpi} DPI take {tokens} tokens, more than the "
                        f"{budget_tokens} available; rendering them at {lower} DPI ({fitted} tokens)")
             log.info(message)
             return RenderPlan(pages, lower, dpi, fitted, budget_tokens, message)
-    fit = _pages_that_fit(doc, pages, floor, spec, budget_tokens, name)
-    raise InputError(
-        f"{name}: {len(pages)} pages take {fitted if dpi > floor else tokens} tokens even at {floor} DPI, more "
-        f"than the {budget_tokens} available; choose fewer pages with --pages (about {fit} fit at "
-        f"{floor} DPI) or allow a longer context with --max-context"
-    )
+    return None
+
+
+def _rects(doc, pages: tuple[int, ...]) -> Counter:
+    """(first page of that size, rect) -> how many pages: pages of the same size are priced once."""
+    rects = Counter()
+    first_of = {}
+    for n in pages:
+        r = tuple(doc[n - 1].rect)
+        first_of.setdefault(r, n)
+        rects[(first_of[r], r)] += 1
+    return rects
+
+
+def page_cost(doc, number: int, dpi: int, spec: PatchSpec, name: str = "the PDF") -> int:
+    """LLM positions of page `number` (1-based) rendered at `dpi`, from its size alone."""
+    return _total_tokens(Counter({(number, tuple(doc[number - 1].rect)): 1}), dpi, spec, name)
 
 
 def _pages_that_fit(doc, pages, dpi: int, spec: PatchSpec, budget: int, name: str) -> int:
     used = 0
     for k, n in enumerate(pages):
-        used += _total_tokens(Counter({(n, tuple(doc[n - 1].rect)): 1}), dpi, spec, name)
+        used += page_cost(doc, n, dpi, spec, name)
         if used > budget:
             return k
     return len(pages)
@@ -225,21 +255,29 @@ def render_pages(
 
 def load_pdf(
     source: str | Path | bytes, spec: PatchSpec, *, pages: str | None = None, dpi: int = DEFAULT_DPI,
-    budget_tokens: int | None = None, min_dpi: int = MIN_DPI, password: str | None = None,
+    budget_tokens: int | None = None, min_dpi: int | None = None, password: str | None = None,
     with_text: bool = False, name: str = "", progress: Callable[[int, int], None] | None = None,
+    question: str | None = None, count_tokens: Callable[[str], int] | None = None,
 ) -> PdfDocument:
-    """Plan, then render and preprocess the selected pages; `progress(done, total)` after each."""
+    """Plan (inputs/page_plan.py: all pages as images, or the best ones for `question` as images and
+    text), then render and preprocess only the image pages; `progress(done, total)` after each."""
+    from glmv_cli.inputs.page_plan import READABLE_DPI, plan_document
+
     label = name or ("stdin" if isinstance(source, bytes) else str(source))
     with open_pdf(source, password=password, name=label) as doc:
         numbers = parse_pages(pages, doc.page_count, source=label)
-        plan = plan_pages(doc, numbers, spec, dpi=dpi, budget_tokens=budget_tokens, min_dpi=min_dpi,
-                          name=label)
-        out = []
-        for k, n in enumerate(numbers, start=1):
-            image = render_page(doc, n, plan.dpi, name=label)
-            visual = preprocess_image(image, spec, source=f"{label} page {n}")
-            text = doc[n - 1].get_text() if with_text else None
-            out.append(PdfPage(n, visual, text))
-            if progress:
-                progress(k, len(numbers))
-        return PdfDocument(label, doc.page_count, tuple(out), plan)
+        layout = plan_document(doc, numbers, spec, dpi=dpi, budget_tokens=budget_tokens, question=question,
+                               with_text=with_text, count_tokens=count_tokens,
+                               min_dpi=READABLE_DPI if min_dpi is None else min_dpi, name=label)
+        out, total = [], len(layout.render.pages)
+        for page in layout.pages:
+            n, text = page.number, layout.texts.get(page.number)
+            if page.mode == "image":
+                image = render_page(doc, n, page.dpi, name=label)
+                visual = preprocess_image(image, spec, source=f"{label} page {n}")
+                out.append(PdfPage(n, visual, (text or "") if with_text else None))
+                if progress:
+                    progress(sum(p.visual is not None for p in out), total)
+            elif page.mode == "text":
+                out.append(PdfPage(n, None, text))
+        return PdfDocument(label, doc.page_count, tuple(out), layout.render, layout.pages, layout.message)

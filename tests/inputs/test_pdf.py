@@ -110,8 +110,8 @@ def test_budget_on_a_200_page_document(tmp_path):
         assert above.tokens > CONTEXT  # the highest DPI that fits
         assert plan_pages(doc, parse_pages("1-51", 200), SPEC, budget_tokens=CONTEXT).dpi == MIN_DPI
     # render a few pages under a budget that forces the reduction: the plan is what they cost
-    small = load_pdf(path, SPEC, pages="7-8", budget_tokens=3000)
-    assert small.plan.reduced and small.plan.tokens <= 3000
+    small = load_pdf(path, SPEC, pages="7-8", budget_tokens=6000)
+    assert small.plan.reduced and small.plan.tokens <= 6000 and small.plan.dpi >= 120
     assert small.plan.tokens == sum(p.visual.tokens_per_frame() + 2 for p in small.pages)
     assert [p.number for p in small.pages] == [7, 8]
 

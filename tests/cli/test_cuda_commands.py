@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import run_glmv
+from tests.cli.conftest import random_image, run_glmv
+from tests.inputs.media import write_pdf
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,15 @@ def device_args(gpu) -> list[str]:
     return ["--device", gpu.type]
 
 
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """An image and a PDF (not the shared `media` fixture: it also encodes a video, and the GPU
+    machine's image may lack PyAV)."""
+    root = tmp_path_factory.mktemp("gpu-files")
+    return {"png": random_image(root / "a.png", 120, 80, seed=1), "jpg": random_image(root / "c.jpg", 100, 100),
+            "pdf": write_pdf(root / "doc.pdf", [(200.0, 150.0)] * 3)}
+
+
 @pytest.mark.parametrize("command, path, question", DEMO)
 def test_demo_examples_answer_on_the_device_as_on_the_cpu(gpu, command, path, question):
     if command == "video" and importlib.util.find_spec("av") is None:
@@ -39,8 +49,8 @@ def test_demo_examples_answer_on_the_device_as_on_the_cpu(gpu, command, path, qu
         assert dev.json["answer"] == "green"  # the README's first example
 
 
-def test_tiny_checkpoint_same_ids_on_both_devices(tiny, media, gpu):
-    args = ("ask", media["png"], media["pdf"], "Describe these.", "--model", tiny, "--dtype", "float32",
+def test_tiny_checkpoint_same_ids_on_both_devices(tiny, files, gpu):
+    args = ("ask", files["png"], files["pdf"], "Describe these.", "--model", tiny, "--dtype", "float32",
             "--max-new-tokens", "24", "--json")
     cpu, dev = run_glmv(*args, "--device", "cpu"), run_glmv(*args, *device_args(gpu))
     assert cpu.code == dev.code == 0, dev.err
@@ -48,17 +58,17 @@ def test_tiny_checkpoint_same_ids_on_both_devices(tiny, media, gpu):
 
 
 @pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--compile"], ["--quantize", "int8", "--compile"]])
-def test_int8_and_compile_run_on_the_device(tiny, media, gpu, flags):
-    run = run_glmv("ask", media["jpg"], "What is this?", "--model", tiny, *device_args(gpu), *flags,
+def test_int8_and_compile_run_on_the_device(tiny, files, gpu, flags):
+    run = run_glmv("ask", files["jpg"], "What is this?", "--model", tiny, *device_args(gpu), *flags,
                    "--max-new-tokens", "16", "--json", timeout=600)
     assert run.code == 0, run.err
     assert run.json["usage"]["completion_tokens"] > 0
 
 
-def test_scripted_answer_and_chat_on_the_device(scripted, media, gpu):
+def test_scripted_answer_and_chat_on_the_device(scripted, files, gpu):
     from tests.cli.crafted import ANSWER
 
-    run = run_glmv("ask", media["png"], "Where is the blue square?", "--model", scripted, *device_args(gpu))
+    run = run_glmv("ask", files["png"], "Where is the blue square?", "--model", scripted, *device_args(gpu))
     assert (run.code, run.out) == (0, ANSWER + "\n"), run.err
     chat = run_glmv("chat", "--model", scripted, *device_args(gpu), input="first\nsecond\n")
     assert chat.code == 0, chat.err

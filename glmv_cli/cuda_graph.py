@@ -46,15 +46,27 @@ class CudaGraphStep(StaticStep):
         self.cache_len = 0
         self.caches = None
         self.capture_seconds = 0.0  # of the last capture, warm-up included
+        self.failed = False  # a capture failed: the step runs eagerly (a StaticStep) from then on
 
     def begin(self, cache_len: int) -> None:
+        if self.failed:
+            return super().begin(cache_len)
         length = bucketed(cache_len)
         if self.graph is None or length != self.cache_len:
             self.release()
-            self._capture(length)
+            try:
+                self._capture(length)
+            except RuntimeError as e:  # an operation that cannot be captured here: decode without the graph
+                self.release()
+                self.failed = True
+                log.warning("could not capture the decode step as a CUDA graph (%s); decoding without it, "
+                            "slower (GLMV_CUDA_GRAPHS=0 skips the attempt)", str(e).splitlines()[0])
+                return super().begin(cache_len)
         self.model.language_model.caches = self.caches
 
     def __call__(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
+        if self.failed:
+            return self.fn(token, input_pos, rope_delta)
         self.token.copy_(token)
         self.input_pos.copy_(input_pos)
         self.rope_delta.copy_(rope_delta)
@@ -68,6 +80,7 @@ class CudaGraphStep(StaticStep):
         """Free the graph and its cache (before a capture of another length)."""
         self.graph = self.caches = self.logits = None
         self.cache_len = 0
+        self.model.language_model.drop_cache()
 
     @torch.no_grad()
     def _capture(self, length: int) -> None:

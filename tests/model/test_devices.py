@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import glmv_cli
+from glmv_cli.generate import Generation
 from glmv_cli.model.glm4v import on_model_device
 from glmv_cli.safetensors_io import read_header
 from glmv_cli.streaming import host_ring, stream_into
@@ -190,3 +191,28 @@ def test_decode_step_per_device(tiny_folder, monkeypatch):
     assert graphs_enabled(torch.device("cuda")) and not graphs_enabled(torch.device("cpu"))
     monkeypatch.setenv("GLMV_CUDA_GRAPHS", "0")
     assert not graphs_enabled(torch.device("cuda"))
+
+
+def test_a_failed_graph_capture_falls_back_to_the_static_step(tiny_folder, prompt_inputs, monkeypatch, caplog):
+    """If some operation cannot be captured on a user's GPU, generation still runs (eagerly, with a
+    warning) instead of every command failing: simulated on the CPU."""
+    from glmv_cli.cuda_graph import CudaGraphStep
+
+    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+    step = CudaGraphStep(glm.model)
+
+    def fail(length):
+        glm.model.language_model.setup_cache(1, length)  # as a capture that fails half way
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(step, "_capture", fail)
+    inputs = model_kwargs(prompt_inputs("image"))
+    expected = list(glm.generate(inputs, max_new_tokens=12, ignore_stop=True))
+    with caplog.at_level("WARNING"):
+        assert list(Generation(glm.model, inputs, max_new_tokens=12, step=step)) == expected
+        assert list(Generation(glm.model, inputs, max_new_tokens=12, step=step)) == expected
+    assert step.failed and step.graph is None
+    assert [r.message for r in caplog.records].count(
+        "could not capture the decode step as a CUDA graph (operation not permitted when stream is capturing); "
+        "decoding without it, slower (GLMV_CUDA_GRAPHS=0 skips the attempt)") == 1  # said once
+    assert glm.model.language_model.caches is None

@@ -51,12 +51,14 @@ def example_rng(split: str, seed: int, index: int) -> random.Random:
     return random.Random(f"{split}-{seed}-{index}")
 
 
-def draw_example(split: str, seed: int, index: int, folder: Path, task: str | None = None) -> tasks.Example:
-    """The index-th example of a split (of `task`, or drawn by MIX); images are written to `folder`
-    as PNG files like any other attachment (the example's attachment is then that path)."""
+def draw_example(split: str, seed: int, index: int, folder: Path, task: str | None = None,
+                 thinking: str = "listing") -> tasks.Example:
+    """The index-th example of a split (of `task`, or drawn by MIX), its thinking in a
+    tasks.THINKING style; images are written to `folder` as PNG files like any other attachment
+    (the example's attachment is then that path)."""
     rng = example_rng(split if task is None else f"{split}-{task}", seed, index)
     task = task or rng.choices(list(MIX), weights=list(MIX.values()))[0]
-    return tasks.as_file(tasks.make_example(task, rng, folder, index), folder, index)
+    return tasks.as_file(tasks.make_example(task, rng, folder, index, thinking), folder, index)
 
 
 class Preparer:
@@ -107,16 +109,16 @@ def _grids(grid: torch.Tensor | None) -> tuple[tuple[int, int, int], ...]:
 _worker: dict = {}
 
 
-def _init_worker(folder: str, split: str, seed: int, task: str | None) -> None:
+def _init_worker(folder: str, split: str, seed: int, task: str | None, thinking: str) -> None:
     torch.set_num_threads(1)
     _worker["prep"] = Preparer(Path(folder))
     _worker["tmp"] = tempfile.TemporaryDirectory(prefix="glmv-demo-data-")
-    _worker["split"], _worker["seed"], _worker["task"] = split, seed, task
+    _worker["split"], _worker["seed"], _worker["task"], _worker["thinking"] = split, seed, task, thinking
 
 
 def _make(index: int) -> Sample:
     folder = Path(_worker["tmp"].name)
-    example = draw_example(_worker["split"], _worker["seed"], index, folder, _worker["task"])
+    example = draw_example(_worker["split"], _worker["seed"], index, folder, _worker["task"], _worker["thinking"])
     try:
         return _worker["prep"].sample(example)
     finally:
@@ -124,11 +126,11 @@ def _make(index: int) -> Sample:
 
 
 def build_samples(folder: Path, split: str, seed: int, count: int, workers: int = 2,
-                  task: str | None = None) -> Iterator[Sample]:
-    """`count` samples of a split (all of `task`, or drawn by MIX), in index order, prepared by
-    `workers` processes."""
+                  task: str | None = None, thinking: str = "listing") -> Iterator[Sample]:
+    """`count` samples of a split (all of `task`, or drawn by MIX), in index order, their thinking
+    in a tasks.THINKING style, prepared by `workers` processes."""
     ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(folder), split, seed, task)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(folder), split, seed, task, thinking)) as pool:
         yield from pool.imap(_make, range(count), chunksize=16)
 
 

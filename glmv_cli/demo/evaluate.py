@@ -7,8 +7,9 @@ files in a temporary folder: PNG images, PDFs written by PyMuPDF, MP4s encoded b
 asked with `glmv ask FILE "QUESTION" --model MODEL --json` — in this process through the Typer app
 (the same argument parsing, loaders, session and rendering; the model is loaded per question as
 the command does), or with --subprocess as a separate `python -m glmv_cli` process. An answer is
-right when it equals the expected one exactly. Prints a table on stderr and, as the last line on
-stdout, a JSON object with the accuracy per task.
+right when it equals the expected one exactly. It agrees with the thinking when it equals the
+answer the thinking's description implies (agreement.py). Prints a table on stderr and, as the
+last line on stdout, a JSON object with the accuracy and the agreement per task.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glmv_cli.demo import tasks
+from glmv_cli.demo.agreement import implied_answer
 from glmv_cli.demo.data import example_rng
 
 TASKS = ("shapes_count", "shapes_color", "shapes_shape", "numbers", "pdf", "video")
@@ -38,6 +40,12 @@ class Outcome:
     expected: str
     answer: str
     ok: bool
+    thinking: str = ""
+
+    @property
+    def agrees(self) -> bool:
+        """The answer is the one the thinking implies."""
+        return implied_answer(self.task, self.thinking) == self.answer
 
 
 def held_out(task: str, seed: int, count: int, folder: Path) -> Iterator[tasks.Example]:
@@ -47,8 +55,9 @@ def held_out(task: str, seed: int, count: int, folder: Path) -> Iterator[tasks.E
         yield tasks.as_file(tasks.make_example(task, rng, folder, index), folder, index)
 
 
-def ask(model: str, example: tasks.Example, use_subprocess: bool) -> str:
-    """The answer `glmv ask FILE QUESTION --model MODEL --json` gives ("" when it fails)."""
+def ask(model: str, example: tasks.Example, use_subprocess: bool) -> tuple[str, str]:
+    """(thinking, answer) as `glmv ask FILE QUESTION --model MODEL --json` gives them ("" when it
+    fails)."""
     args = ["ask", str(example.attachment), example.question, "--model", model, "--json"]
     if use_subprocess:
         done = subprocess.run([sys.executable, "-m", "glmv_cli", *args], capture_output=True, text=True,
@@ -62,8 +71,9 @@ def ask(model: str, example: tasks.Example, use_subprocess: bool) -> str:
         result = CliRunner().invoke(app, args)
         code, out = result.exit_code, result.stdout
     if code != 0:
-        return ""
-    return str(json.loads(out.strip().splitlines()[-1]).get("answer", "")).strip()
+        return "", ""
+    result = json.loads(out.strip().splitlines()[-1])
+    return str(result.get("thinking") or "").strip(), str(result.get("answer") or "").strip()
 
 
 def evaluate(model: str, seed: int, per_task: int, task_names=TASKS, use_subprocess: bool = False,
@@ -72,27 +82,35 @@ def evaluate(model: str, seed: int, per_task: int, task_names=TASKS, use_subproc
     with tempfile.TemporaryDirectory(prefix="glmv-demo-eval-") as tmp:
         for task in task_names:
             for example in held_out(task, seed, per_task, Path(tmp)):
-                answer = ask(model, example, use_subprocess)
+                thinking, answer = ask(model, example, use_subprocess)
                 outcomes.append(Outcome(task, Path(example.attachment).name, example.question, example.answer,
-                                        answer, answer == example.answer))
+                                        answer, answer == example.answer, thinking))
                 if progress:
                     progress(outcomes[-1])
     return outcomes
 
 
-def accuracy(outcomes: list[Outcome]) -> dict[str, float]:
+def accuracy(outcomes: list[Outcome], key: str = "ok") -> dict[str, float]:
+    """Share per task of outcomes whose `key` ("ok": right, "agrees": as the thinking implies) holds."""
     out = {}
     for task in dict.fromkeys(o.task for o in outcomes):
         mine = [o for o in outcomes if o.task == task]
-        out[task] = sum(o.ok for o in mine) / len(mine)
+        out[task] = sum(getattr(o, key) for o in mine) / len(mine)
     return out
 
 
+def agreement(outcomes: list[Outcome]) -> dict[str, float]:
+    """Share per task, and "all", of answers that agree with their own thinking."""
+    return {**accuracy(outcomes, "agrees"), "all": sum(o.agrees for o in outcomes) / max(1, len(outcomes))}
+
+
 def table(outcomes: list[Outcome]) -> str:
-    lines = [f"{'task':<14}{'n':>5}{'right':>7}{'accuracy':>10}{'target':>8}"]
+    lines = [f"{'task':<14}{'n':>5}{'right':>7}{'accuracy':>10}{'target':>8}{'agrees':>8}"]
+    agrees = agreement(outcomes)
     for task, acc in accuracy(outcomes).items():
         n = sum(o.task == task for o in outcomes)
-        lines.append(f"{task:<14}{n:>5}{round(acc * n):>7}{acc:>10.1%}{TARGETS[task]:>8.0%}")
+        lines.append(f"{task:<14}{n:>5}{round(acc * n):>7}{acc:>10.1%}{TARGETS[task]:>8.0%}{agrees[task]:>8.0%}")
+    lines.append(f"answers agreeing with their thinking: {agrees['all']:.1%} (target 98%)")
     return "\n".join(lines)
 
 
@@ -109,13 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     def show(o: Outcome) -> None:
         if args.verbose or not o.ok:
             mark = "ok " if o.ok else "BAD"
-            print(f"{mark} {o.task:<13} {o.file:<22} {o.question!r}: expected {o.expected!r}, got {o.answer!r}",
-                  file=sys.stderr, flush=True)
+            print(f"{mark} {o.task:<13} {o.file:<22} {o.question!r}: expected {o.expected!r}, got {o.answer!r}"
+                  + ("" if o.agrees else f" (thinking: {o.thinking!r})"), file=sys.stderr, flush=True)
 
     outcomes = evaluate(args.model, args.seed, args.per_task, args.tasks, args.subprocess, show)
     print(table(outcomes), file=sys.stderr)
     print(json.dumps({"model": args.model, "seed": args.seed, "per_task": args.per_task,
-                      "accuracy": accuracy(outcomes)}))
+                      "accuracy": accuracy(outcomes), "agreement": agreement(outcomes)}))
 
 
 if __name__ == "__main__":

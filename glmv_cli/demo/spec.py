@@ -33,25 +33,28 @@ BPE_VOCAB = 448  # 256 byte tokens + merges; + the special tokens, rounded up to
 MAX_NEW_TOKENS = 256  # the demo's answers are short; a default that keeps a confused model brief
 
 
-def corpus(samples: int = 3000, seed: int = 0) -> list[str]:
-    """Text the tokenizer is trained on: the template's words, every question and thinking form."""
+def corpus(samples: int = 3000, seed: int = 0, thinking: str = "listing") -> list[str]:
+    """Text the tokenizer is trained on: the template's words, every question and thinking form
+    (in a tasks.THINKING style)."""
     rng = random.Random(f"corpus-{seed}")
     lines = ["Describe this image. Summarize this document. Describe this video. What is shown?",
              "Page 1: Page 2: 0 1 2 3 4 5 6 7 8 9 seconds"]
     for _ in range(samples):
         task = rng.choice(("shapes", "numbers"))
-        example = tasks.make_example(task, rng, Path("."), 0)
+        example = tasks.make_example(task, rng, Path("."), 0, thinking)
         lines += [example.question, example.target]
     for _ in range(samples // 4):
         names = [tasks.Shape(rng.choice(tasks.SHAPES), rng.choice(list(tasks.COLORS)), (0, 0, 0, 0)).a_name
                  for _ in range(rng.randint(2, 8))]
-        lines.append(tasks.pdf_thinking(names))
+        if thinking != "listing":  # the concluding style needs the blue square among the pages
+            names[rng.randrange(len(names))] = "a blue square"
+        lines.append(tasks.pdf_thinking(names, thinking))
         kind, color = rng.choice(tasks.SHAPES), rng.choice(list(tasks.COLORS))
         lines += [tasks.video_question(kind, color), tasks.video_thinking(kind, color, rng.randint(1, 11))]
     return lines
 
 
-def build_tokenizer(seed: int = 0):
+def build_tokenizer(seed: int = 0, thinking: str = "listing"):
     """Byte-level BPE over the task text, digits split one per token, with the GLM special tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -61,16 +64,16 @@ def build_tokenizer(seed: int = 0):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(corpus(seed=seed), trainer)
+    tok.train_from_iterator(corpus(seed=seed, thinking=thinking), trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in GLM_SPECIAL_TOKENS])
     return tok
 
 
-def write_spec(folder: Path, seed: int = 0) -> dict:
+def write_spec(folder: Path, seed: int = 0, thinking: str = "listing") -> dict:
     """config.json, tokenizer, template, preprocessor and generation configs (no weights) -> config."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(seed)
+    tok = build_tokenizer(seed, thinking)
     config = config_dict(tok, TEXT, VISION)
     config["torch_dtype"] = "float32"
     (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -9,7 +9,12 @@ Four tasks, every example drawn from a seeded `random.Random`:
   * pdf     - 2-8 pages, one shape per page; which page holds the blue square.
   * video   - 4-12 s at 8-30 fps, white frames; one shape appears at a whole second and stays.
 Answers come in the model's own format: `<think>` a short true description `</think>` then
-`<answer>` the answer `</answer>`. PDFs and videos are written as real files (PyMuPDF, PyAV), so
+`<answer>` the answer `</answer>`. The thinking has two styles (THINKING): "listing" (the shipped
+checkpoint's first recipe) and "concluding", where every thinking ends by stating the answer in
+words, so that the answer copies the thinking's last clause instead of searching it again: a PDF's
+pages are listed up to the blue square ("... page 3 has a blue square. So the blue square is on
+page 3."), a number's digits left and right ("The image shows two digits: on the left a 3, on the
+right a 7. So the number is 37."). The questions and answers are the same in both. PDFs and videos are written as real files (PyMuPDF, PyAV), so
 they go through the same loaders as a user's files.
 """
 
@@ -28,6 +33,7 @@ FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 SIZES = (0.10, 0.30)  # a shape's side, as a fraction of the image's shorter side
 COUNTS = (1, 6)  # shapes per image
+THINKING = ("listing", "concluding")
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def single_shape_example(rng: random.Random, dark: bool = False) -> Example:
 WARM_UPS = ("dark_shape", "single_shape", "big_shapes", "big_digit")
 
 
-def warm_up_example(rng: random.Random, task: str | None = None) -> Example:
+def warm_up_example(rng: random.Random, task: str | None = None, thinking: str = "listing") -> Example:
     """Training only: an easy example, where what matters in the picture is large, so that the
     vision tower learns colour and form before the decoder can lean on the text alone. `task` (one
     of WARM_UPS, or one at random): "dark_shape" (one black shape of 40-80% of the shorter side, its
@@ -197,13 +203,14 @@ def warm_up_example(rng: random.Random, task: str | None = None) -> Example:
     if task == "big_shapes":
         return replace(shapes_example(rng, sizes=(0.25, 0.45), counts=(1, 3)), task=task)
     if task == "big_digit":
-        return replace(numbers_example(rng, sizes=(0.6, 0.9), two_digits=0.0), task=task)
+        return replace(numbers_example(rng, sizes=(0.6, 0.9), two_digits=0.0, thinking=thinking), task=task)
     raise ValueError(task)
 
 
-def numbers_example(rng: random.Random, sizes: tuple[float, float] = (0.2, 0.6), two_digits: float = 0.6) -> Example:
+def numbers_example(rng: random.Random, sizes: tuple[float, float] = (0.2, 0.6), two_digits: float = 0.6,
+                    thinking: str = "listing") -> Example:
     """One or two digits (two with probability `two_digits`), the font size a `sizes` fraction of
-    the shorter side."""
+    the shorter side; the thinking in the `thinking` style (numbers_thinking)."""
     value = rng.randint(0, 99) if rng.random() < two_digits else rng.randint(0, 9)
     text = str(value)
     width, height = random_size(rng)
@@ -217,12 +224,21 @@ def numbers_example(rng: random.Random, sizes: tuple[float, float] = (0.2, 0.6),
     x = rng.randint(-left, max(-left, width - right))
     y = rng.randint(-top, max(-top, height - bottom))
     draw.text((x, y), text, fill="black", font=font)
-    digits = " and ".join(text) if len(text) == 2 else text
-    thinking = f"The image shows the digit{'s' if len(text) == 2 else ''} {digits}."
-    return Example("numbers", "What number is written in the image?", thinking, text, image)
+    return Example("numbers", "What number is written in the image?", numbers_thinking(text, thinking), text, image)
 
 
-def pdf_example(rng: random.Random, folder: Path, index: int) -> Example:
+def numbers_thinking(text: str, style: str = "listing") -> str:
+    """listing: 'The image shows the digits 3 and 7.'; concluding: 'The image shows two digits: on
+    the left a 3, on the right a 7. So the number is 37.' (one digit: '... one digit, a 7. So ...')."""
+    if style == "listing":
+        digits = " and ".join(text) if len(text) == 2 else text
+        return f"The image shows the digit{'s' if len(text) == 2 else ''} {digits}."
+    a = [("an " if d == "8" else "a ") + d for d in text]
+    seen = f"two digits: on the left {a[0]}, on the right {a[1]}" if len(text) == 2 else f"one digit, {a[0]}"
+    return f"The image shows {seen}. So the number is {text}."
+
+
+def pdf_example(rng: random.Random, folder: Path, index: int, thinking: str = "listing") -> Example:
     """A PDF whose pages each hold one shape; exactly one page holds the blue square."""
     import pymupdf
 
@@ -243,12 +259,17 @@ def pdf_example(rng: random.Random, folder: Path, index: int) -> Example:
     path = folder / f"pdf-{index:05d}.pdf"
     doc.save(str(path))
     doc.close()
-    return Example("pdf", "On which page is the blue square?", pdf_thinking(names), str(target + 1), path)
+    return Example("pdf", "On which page is the blue square?", pdf_thinking(names, thinking), str(target + 1), path)
 
 
-def pdf_thinking(a_names: list[str]) -> str:
-    """'Page 1 has a red circle; page 2 has a blue square.'"""
-    return "; ".join(f"page {i} has {name}" for i, name in enumerate(a_names, start=1)).capitalize() + "."
+def pdf_thinking(a_names: list[str], style: str = "listing") -> str:
+    """listing: every page, 'Page 1 has a red circle; page 2 has a blue square; page 3 has ...';
+    concluding: the pages up to the blue square, then the answer in words, 'Page 1 has a red
+    circle; page 2 has a blue square. So the blue square is on page 2.'"""
+    if style == "listing":
+        return "; ".join(f"page {i} has {name}" for i, name in enumerate(a_names, start=1)).capitalize() + "."
+    page = a_names.index("a blue square") + 1
+    return pdf_thinking(a_names[:page]) + f" So the blue square is on page {page}."
 
 
 def _draw_pdf_shape(page, shape: Shape) -> None:
@@ -314,19 +335,20 @@ def as_file(example: Example, folder: Path, index: int) -> Example:
     return Example(example.task, example.question, example.thinking, example.answer, path)
 
 
-def make_example(task: str, rng: random.Random, folder: Path, index: int) -> Example:
+def make_example(task: str, rng: random.Random, folder: Path, index: int, thinking: str = "listing") -> Example:
     """An example of `task`: one of TASKS, one shapes question of SHAPE_QUESTIONS, one of the
-    training warm-ups WARM_UPS, or "warm_up" (one of those at random)."""
+    training warm-ups WARM_UPS, or "warm_up" (one of those at random); the thinking in a THINKING
+    style (the pixels, question and answer do not depend on it)."""
     if task == "shapes":
         return shapes_example(rng)
     if task in SHAPE_QUESTIONS:
         return shapes_example(rng, task)
     if task == "numbers":
-        return numbers_example(rng)
+        return numbers_example(rng, thinking=thinking)
     if task == "warm_up" or task in WARM_UPS:
-        return warm_up_example(rng, None if task == "warm_up" else task)
+        return warm_up_example(rng, None if task == "warm_up" else task, thinking)
     if task == "pdf":
-        return pdf_example(rng, folder, index)
+        return pdf_example(rng, folder, index, thinking)
     if task == "video":
         return video_example(rng, folder, index)
     raise ValueError(task)

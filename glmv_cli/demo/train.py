@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glmv_cli.demo import data, monitor, spec
+from glmv_cli.demo import data, monitor, spec, tasks
 from glmv_cli.inputs.patches import load_patch_specs
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
@@ -130,23 +130,26 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     out = args.out
-    config = spec.write_spec(out, seed=args.seed)
+    config = spec.write_spec(out, seed=args.seed, thinking=args.thinking)
     (out / "training.log").write_text(f"python -m glmv_cli.demo.train {' '.join(sys.argv[1:])}\n")
     _log_file[:] = [out / "training.log"]
     log(f"spec written to {out} ({time.perf_counter() - started:.0f} s)")
 
     samples = []
-    for i, sample in enumerate(data.build_samples(out, "train", args.seed, args.examples, workers=args.workers)):
+    for i, sample in enumerate(data.build_samples(out, "train", args.seed, args.examples, workers=args.workers,
+                                                  thinking=args.thinking)):
         samples.append(sample)
         if (i + 1) % 2000 == 0:
             log(f"prepared {i + 1}/{args.examples} examples ({time.perf_counter() - started:.0f} s)")
     first_easy = len(samples)
-    samples += data.build_samples(out, "train", args.seed, args.easy, workers=args.workers, task="warm_up")
+    samples += data.build_samples(out, "train", args.seed, args.easy, workers=args.workers, task="warm_up",
+                                  thinking=args.thinking)
     counts = collections.Counter(s.task for s in samples)
     log(f"data ready: {dict(counts)}, {sum(len(s) for s in samples):,} tokens "
         f"({time.perf_counter() - started:.0f} s)")
 
-    watch = list(data.build_samples(out, "monitor", args.seed, args.monitor, workers=args.workers))
+    watch = list(data.build_samples(out, "monitor", args.seed, args.monitor, workers=args.workers,
+                                    thinking=args.thinking))
     tokenizer = Tokenizer.from_folder(out)
     end_id = tokenizer.token_id(data.END_TOKEN)
 
@@ -230,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--vision-lr", type=float, default=0.6, help="the vision tower's learning rate, times --lr")
+    ap.add_argument("--thinking", choices=tasks.THINKING, default="listing",
+                    help="the thinking's style: listing (what the first checkpoint learnt) or concluding (it "
+                         "ends by stating the answer in words; tasks.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="processes preparing examples")

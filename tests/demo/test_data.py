@@ -139,3 +139,15 @@ def test_warm_up_examples_come_as_files_of_the_three_kinds(tmp_path):
     assert all(e.attachment.suffix == ".png" and e.attachment.is_file() for e in drawn)
     assert [e.answer for e in drawn] == [data.draw_example("train", 0, i, tmp_path, task="warm_up").answer
                                          for i in range(24)]  # seeded
+
+
+def test_concluding_samples_carry_the_concluding_thinking(tmp_path):
+    spec.write_spec(tmp_path, thinking="concluding")
+    tok = data.Preparer(tmp_path).session.tokenizer
+    samples = list(data.build_samples(tmp_path, "train", 0, 16, workers=1, thinking="concluding"))
+    with_digits = [(i, s) for i, s in enumerate(samples) if s.task in ("numbers", "pdf")]
+    assert with_digits
+    for i, s in with_digits:
+        expected = data.draw_example("train", 0, i, tmp_path, thinking="concluding")
+        tail = tok.decode(s.ids[s.prompt_len:].tolist())
+        assert tail == expected.target + "<|user|>" and ". So the " in tail  # tokenised back exactly

@@ -155,3 +155,31 @@ def test_big_shapes_are_large(seed):
     image, shapes = shapes_image(random.Random(seed), sizes=(0.25, 0.45), counts=(1, 3))
     assert 1 <= len(shapes) <= 3
     assert all(0.25 * min(image.size) - 1 <= s.box[2] - s.box[0] <= 0.45 * min(image.size) for s in shapes)
+
+
+@pytest.mark.parametrize("task", ["numbers", "pdf", "shapes", "video", "warm_up"])
+def test_the_concluding_thinking_ends_with_the_answer_and_changes_nothing_else(task, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for seed in range(6):
+        listing = make_example(task, random.Random(seed), tmp_path / "a", 0, "listing")
+        concluding = make_example(task, random.Random(seed), tmp_path / "b", 0, "concluding")
+        assert (concluding.task, concluding.question, concluding.answer) == (listing.task, listing.question,
+                                                                             listing.answer)
+        if task in ("numbers", "pdf"):
+            assert concluding.thinking.endswith(f" is {concluding.answer}.") or \
+                concluding.thinking.endswith(f" is on page {concluding.answer}.")
+            if task == "pdf":  # the pages up to the blue square, then the conclusion
+                described = concluding.thinking.split(". So ")[0]
+                assert described.lower().endswith(f"page {listing.answer} has a blue square")
+                assert listing.thinking.startswith(described)  # the same pages, drawn alike
+
+
+def test_numbers_concluding_thinking_names_left_and_right(tmp_path):
+    examples = [make_example("numbers", random.Random(seed), tmp_path, 0, "concluding") for seed in range(30)]
+    two = [e for e in examples if len(e.answer) == 2]
+    assert two and len(two) < len(examples)
+    for e in two:
+        left, right = (("an " if d == "8" else "a ") + d for d in e.answer)
+        assert e.thinking == f"The image shows two digits: on the left {left}, on the right {right}. So the number is {e.answer}."
+    assert all(e.thinking.startswith("The image shows one digit, a") for e in examples if len(e.answer) == 1)

@@ -14,8 +14,9 @@ checkpoint's first recipe) and "concluding", where every thinking ends by statin
 words, so that the answer copies the thinking's last clause instead of searching it again: a PDF's
 pages are listed up to the blue square ("... page 3 has a blue square. So the blue square is on
 page 3."), a number's digits left and right ("The image shows two digits: on the left a 3, on the
-right a 7. So the number is 37."). The questions and answers are the same in both. PDFs and videos are written as real files (PyMuPDF, PyAV), so
-they go through the same loaders as a user's files.
+right a 7. So the number is 37."). The questions and answers are the same in both. PDFs and
+videos are written as real files (PyMuPDF, PyAV), so they go through the same loaders as a user's
+files.
 """
 
 from __future__ import annotations

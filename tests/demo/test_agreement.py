@@ -21,13 +21,16 @@ def test_a_true_thinking_implies_the_true_answer(task, style, tmp_path):
 
 def test_the_conclusion_is_not_what_is_read():
     # the case: the list says page 5, a conclusion (or answer) saying 3 does not change that
-    thinking = "Page 1 has a red circle; page 2 has a green square; page 5 has a blue square. So the blue square is on page 3."
+    thinking = ("Page 1 has a red circle; page 2 has a green square; page 5 has a blue square. "
+                "So the blue square is on page 3.")
     assert implied_answer("pdf", thinking) == "5"
-    assert implied_answer("numbers", "The image shows two digits: on the left a 3, on the right a 7. So the number is 77.") == "37"
+    number = "The image shows two digits: on the left a 3, on the right a 7. So the number is 77."
+    assert implied_answer("numbers", number) == "37"
 
 
 def test_a_thinking_that_implies_no_single_answer_agrees_with_none():
-    assert implied_answer("shapes_color", "From top to bottom: a red circle and a blue circle. The circle is red.") is None
+    two_circles = "From top to bottom: a red circle and a blue circle. The circle is red."
+    assert implied_answer("shapes_color", two_circles) is None
     assert implied_answer("pdf", "Page 1 has a red circle; page 2 has a green") is None
     assert implied_answer("numbers", "The image shows") is None
     assert implied_answer("shapes_count", "From top to bottom: a red circle, a blue square: two shapes.") == "2"

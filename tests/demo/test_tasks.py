@@ -181,5 +181,6 @@ def test_numbers_concluding_thinking_names_left_and_right(tmp_path):
     assert two and len(two) < len(examples)
     for e in two:
         left, right = (("an " if d == "8" else "a ") + d for d in e.answer)
-        assert e.thinking == f"The image shows two digits: on the left {left}, on the right {right}. So the number is {e.answer}."
+        assert e.thinking == (f"The image shows two digits: on the left {left}, on the right {right}. "
+                              f"So the number is {e.answer}.")
     assert all(e.thinking.startswith("The image shows one digit, a") for e in examples if len(e.answer) == 1)

@@ -233,9 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--vision-lr", type=float, default=0.6, help="the vision tower's learning rate, times --lr")
-    ap.add_argument("--thinking", choices=tasks.THINKING, default="listing",
-                    help="the thinking's style: listing (what the first checkpoint learnt) or concluding (it "
-                         "ends by stating the answer in words; tasks.py)")
+    ap.add_argument("--thinking", choices=tasks.THINKING, default="concluding",
+                    help="the thinking's style: concluding (it ends by stating the answer in words; tasks.py) "
+                         "or listing (what the first checkpoint learnt)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="processes preparing examples")

@@ -19,8 +19,6 @@ import functools
 
 import torch
 
-from glmv_cli.kernels.int8_gemv import available  # noqa: F401  (one check of Triton for every kernel)
-
 
 @functools.cache
 def _kernel():

@@ -138,6 +138,15 @@ def _width() -> int:
 _ACTIVE: Terminal | None = None
 
 
+def _current() -> Terminal:
+    """The last Terminal made, unless its streams were closed since (an embedding program or a test
+    harness swapped them): then one on today's sys.stdout / sys.stderr."""
+    term = _ACTIVE
+    if term is None or getattr(term.err, "closed", False) or getattr(term.out, "closed", False):
+        term = Terminal()
+    return term
+
+
 class LogHandler(logging.Handler):
     """Log records (library warnings, --debug) as 'glmv: ...' lines that first clear the status line."""
 
@@ -147,14 +156,14 @@ class LogHandler(logging.Handler):
         except Exception:  # noqa: BLE001  (logging must never raise)
             self.handleError(record)
             return
-        term = _ACTIVE or Terminal()
+        term = _current()
         term.clear_status()
         term.line("", message)
 
 
 def error(message: str, term: Terminal | None = None) -> None:
     """The one line every failure prints."""
-    term = term or _ACTIVE or Terminal()
+    term = term or _current()
     term.clear_status()
     term.line("error: ", message, style="bold red")
 

@@ -140,3 +140,18 @@ def test_extract_end_to_end(tmp_path):
     assert "Let me look." in run.err
     full = run_glmv("ask", "write code", "--model", folder, "-R")
     assert full.out == CODE_ANSWER + "\n"
+
+
+def test_errors_go_to_todays_stderr_once_the_last_terminals_stream_is_closed(monkeypatch):
+    """`render.error` writes through the last Terminal made; when a harness (or a program embedding
+    glmv) has closed that Terminal's streams since, it writes to the current sys.stderr instead of
+    raising "I/O operation on closed file"."""
+    from glmv_cli import render as render_mod
+
+    old = Stream(tty=False)
+    Terminal(out=Stream(tty=False), err=old)
+    old.close()
+    now = Stream(tty=False)
+    monkeypatch.setattr("sys.stderr", now)
+    render_mod.error("the file is missing")
+    assert now.getvalue() == "glmv: error: the file is missing\n"

@@ -135,7 +135,8 @@ class RemoteConversation:
 
     def _stream(self, messages: list[dict], gen: GenerationOptions, extras: dict):
         args = {k: v for k, v in dict(temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed,
-                                      max_tokens=gen.max_new_tokens).items() if v is not None}
+                                      max_tokens=gen.max_new_tokens, stop=list(gen.stop) or None).items()
+                if v is not None}
         with errors(self.session.base_url):
             return self.session.client.chat.completions.create(
                 model=self.session.name, messages=messages, stream=True, stream_options={"include_usage": True},

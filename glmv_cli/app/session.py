@@ -67,6 +67,7 @@ class GenerationOptions:
     seed: int | None = None
     think_budget: int | None = None  # thinking tokens before </think><answer> is forced
     max_context: int | None = None  # default: the model's max_position_embeddings
+    stop: tuple[str, ...] = ()  # strings that end generation once the answer holds one (OpenAI's `stop`)
 
 
 @dataclass(frozen=True)
@@ -245,14 +246,18 @@ class Conversation:
         yield Progress(f"reading the prompt ({n_prompt:,} tokens)")
         ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget)
         try:
-            yield from _stream(decoding, s.tokenizer.stream(), parser, ids)
+            stopped = yield from _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))
         finally:
             self.turns += [turn, Turn.assistant(s.tokenizer.decode(ids))]
             self.attachments.append(used)
             self._last_tokens = n_prompt + len(ids)
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
-        yield Done(self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0)))
+        result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))
+        if stopped:  # the answer ends before the stop string, as OpenAI's `stop` does
+            at = min(i for i in (result.answer.find(t) for t in gen.stop) if i >= 0)
+            result = dataclasses.replace(result, answer=result.answer[:at], finish_reason="stop")
+        yield Done(result)
 
     def prompt(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,
                generation: GenerationOptions | None = None):
@@ -369,13 +374,24 @@ class Conversation:
         return "\n".join(out)
 
 
-def _stream(decoding, decoder, parser: StreamParser, ids: list[int]) -> Iterator[Event]:
-    """Token ids -> text deltas -> Thinking / Answer events; `ids` collects the ids."""
-    for token in decoding:
+def _stream(decoding, decoder, parser: StreamParser, ids: list[int], stop: tuple[str, ...] = ()):
+    """Token ids -> text deltas -> Thinking / Answer events; `ids` collects the ids. Decoding ends
+    early once the answer holds one of the `stop` strings (the events may carry text past it: the
+    caller cuts there); returns whether it did."""
+    longest, tokens = max(map(len, stop), default=0), iter(decoding)
+    for token in tokens:
         ids.append(token)
+        seen = len(parser.answer)
         yield from parser.feed(decoder.feed(token))
+        if stop and len(parser.answer) > seen:
+            tail = parser.answer[max(0, seen - longest + 1):]  # a stop string may straddle two deltas
+            if any(s in tail for s in stop):
+                tokens.close()  # frees the cache now; timings are kept
+                yield from parser.finish()
+                return True
     yield from parser.feed(decoder.flush())
     yield from parser.finish()
+    return False
 
 
 def _question_text(turn) -> str:

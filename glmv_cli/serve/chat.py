@@ -114,14 +114,11 @@ async def rest(job: Job, head: list, is_disconnected=None) -> AsyncIterator:
 async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_disconnected) -> dict:
     """The whole answer as one chat.completion object."""
     thinking, answer, result, stop = "", "", None, p.StopFilter(request.stop)
-    async for event in rest(job, head, is_disconnected):
+    async for event in rest(job, head, is_disconnected):  # after a stop string the session ends at once
         if isinstance(event, Thinking):
             thinking += event.text
         elif isinstance(event, Answer):
             answer += stop.feed(event.text)
-            if stop.stopped:
-                job.cancel()
-                break
         elif isinstance(event, Done):
             result = event.result
     answer += stop.flush()
@@ -138,13 +135,9 @@ async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> As
         async for event in rest(job, head):
             if isinstance(event, Thinking):
                 yield _sse(p.chunk(ids, p.reasoning_delta(event.text)))
-            elif isinstance(event, Answer):
-                text = stop.feed(event.text)
-                if text:
+            elif isinstance(event, Answer):  # after a stop string the session ends at once, with its usage
+                if text := stop.feed(event.text):
                     yield _sse(p.chunk(ids, {"content": text}))
-                if stop.stopped:
-                    job.cancel()
-                    break
             elif isinstance(event, Done):
                 result = event.result
         if tail := stop.flush():

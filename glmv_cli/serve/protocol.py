@@ -51,7 +51,7 @@ class ChatRequest(BaseModel):
         return GenerationOptions(max_new_tokens=self.max_completion_tokens or self.max_tokens,
                                  temperature=self.temperature, top_p=self.top_p, top_k=top_k,
                                  repetition_penalty=self.repetition_penalty, seed=self.seed,
-                                 think_budget=self.think_budget)
+                                 think_budget=self.think_budget, stop=tuple(self.stop or ()))
 
     @property
     def include_usage(self) -> bool:
@@ -113,6 +113,8 @@ class StopFilter:
         self.stopped = False
 
     def feed(self, text: str) -> str:
+        if self.stopped:  # what the generation still sends after a stop string
+            return ""
         if not self.stops:
             return text
         self.held += text

@@ -62,6 +62,19 @@ def test_thinking_and_answer_stream_apart_as_locally(scripted_server, scripted, 
     assert as_json.json["boxes"] == local.json["boxes"]  # boxes mapped onto the same image pixels
 
 
+def test_stop_strings_reach_the_server(scripted_server):
+    """GenerationOptions.stop through the remote backend: the server ends the answer before it and
+    counts the tokens decoded, as a local Session does."""
+    from glmv_cli.app.remote import RemoteSession
+    from glmv_cli.app.session import GenerationOptions
+
+    far = RemoteSession(scripted_server.base_url)
+    full = far.run("Where is it?", generation=GenerationOptions(temperature=0))
+    cut = far.run("Where is it?", generation=GenerationOptions(temperature=0, stop=(" square",)))
+    assert (cut.answer, cut.finish_reason) == ("The blue", "stop")
+    assert 0 < cut.usage.completion_tokens < full.usage.completion_tokens
+
+
 def test_chat_keeps_the_same_history_as_locally(server, tiny):
     lines = "Hello there\nAnd then?\n"
     local = run_glmv("chat", "--model", tiny, *GREEDY, input=lines)

@@ -54,6 +54,17 @@ def test_unfinished_thinking_and_answer_give_notes(session):
     assert result.notes and "cut off at 6 new tokens" in result.notes[0]
 
 
+def test_stop_strings_end_decoding_with_the_usage_so_far(session):
+    """GenerationOptions.stop (the server's `stop`): decoding ends at the token that completes a stop
+    string; the result's answer ends before it, its usage counts the tokens decoded."""
+    full = session.run("q")
+    result = session.run("q", generation=GenerationOptions(stop=("square is", "never")))
+    assert (result.answer, result.finish_reason) == ("The blue ", "stop")
+    assert 0 < result.usage.completion_tokens < full.usage.completion_tokens
+    assert result.completion_ids == full.completion_ids[:result.usage.completion_tokens]
+    assert session.run("q", generation=GenerationOptions(stop=("never",))).completion_ids == full.completion_ids
+
+
 def test_history_keeps_answers_not_thinking(session, media):
     chat = session.conversation(system="Be brief.")
     chat.run("Where is it?", [str(media["png"])])

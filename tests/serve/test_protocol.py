@@ -21,6 +21,7 @@ def run(stops, deltas):
     (["END"], ["abc E", "xyz"], ("abc Exyz", False)),          # a false start is released
     (["\n\n", "Q:"], ["one\n", "\ntwo"], ("one", True)),        # the first stop that appears
     ([], ["a", "b"], ("ab", False)),
+    (["END"], ["abc END", " more", "END"], ("abc ", True)),  # nothing after a stop
 ])
 def test_stop_strings_across_deltas(stops, deltas, expected):
     assert run(stops, deltas) == expected

@@ -115,9 +115,18 @@ def test_history_keeps_the_answers_only(ask, media):
     assert thought.choices[0].message.content == ANSWER
 
 
-def test_stop_strings_end_the_answer(ask):
+def test_stop_strings_end_the_answer(ask, client):
+    """The answer ends before the stop string; generation ends there too, and the usage counts the
+    tokens it took (JSON and streamed)."""
+    full = ask(user(QUESTION))
     done = ask(user(QUESTION), stop=[" square"])
     assert done.choices[0].message.content == "The blue" and done.choices[0].finish_reason == "stop"
+    assert done.usage.prompt_tokens == full.usage.prompt_tokens
+    assert 0 < done.usage.completion_tokens < full.usage.completion_tokens
+    chunks = list(client.chat.completions.create(messages=user(QUESTION), model="", temperature=0, stop=[" square"],
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The blue"
+    assert chunks[-1].usage.completion_tokens == done.usage.completion_tokens
 
 
 def test_concurrent_clients_are_all_answered(server, media):

@@ -142,6 +142,11 @@ class Batch:
     labels: torch.Tensor  # (B, S) next-token targets, -100 where there is no loss
     tasks: tuple[str, ...]
 
+    def to(self, device: torch.device) -> Batch:
+        """The batch with its tensors on `device` (training on an accelerator)."""
+        return Batch({k: v.to(device, non_blocking=True) for k, v in self.inputs.items()},
+                     self.labels.to(device, non_blocking=True), self.tasks)
+
 
 def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
     """Right-padded batch; labels[b, t] is the token after position t, on target tokens only."""

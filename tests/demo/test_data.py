@@ -72,6 +72,17 @@ def test_labels_cover_only_the_target_shifted_by_one(prep, tmp_path):
         assert labels[b, s.prompt_len - 1:n - 1].tolist() == s.ids[s.prompt_len:].tolist()
 
 
+def test_a_batch_moves_every_tensor_for_training_on_a_device(prep, tmp_path):
+    """train --device: every model input and the labels go to the device (meta here), values kept."""
+    samples = [prep.sample(data.draw_example("train", 0, i, tmp_path, task="video")) for i in range(2)]
+    batch = data.collate(samples, pad_id=7, spec=prep.session.image_spec)
+    moved = batch.to(torch.device("meta"))
+    assert set(moved.inputs) == set(batch.inputs) and moved.tasks == batch.tasks
+    assert all(t.device.type == "meta" for t in [*moved.inputs.values(), moved.labels])
+    same = batch.to(torch.device("cpu"))
+    assert all(torch.equal(same.inputs[k], v) for k, v in batch.inputs.items())
+
+
 def test_batches_stay_under_the_token_budget_and_use_every_sample(prep, tmp_path):
     samples = [prep.sample(data.draw_example("train", 1, i, tmp_path)) for i in range(12)]
     plan = data.batches(samples, max_tokens=600, rng=random.Random(0))

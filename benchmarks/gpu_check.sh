@@ -3,7 +3,8 @@
 # `gpu`, then `glmv bench` at GLM-4.1V-9B's exact shapes (random bfloat16 weights drawn on the GPU,
 # a 1120x1120 image, 128 new tokens): ours by default (CUDA graphs) side by side with transformers
 # in one process, ours without graphs, --compile in a first and a second process (inductor's disk
-# cache), int8 with a ~4k-token prompt. A short table is printed last; logs and JSON go to $OUT.
+# cache), int8 with a ~4k-token prompt; then a short run of the demo's training script on the device
+# (--device, s/step). The table is printed after the benches; logs and JSON go to $OUT.
 #
 #   here, once:  bash benchmarks/gpu_wheels.sh
 #   then:        device run: command "bash benchmarks/gpu_check.sh", carry [".whl"], timeout_s 560
@@ -49,3 +50,12 @@ step bench_compile_1st 150 "${B[@]}" --compile --skip-reference
 step bench_compile_2nd 90 "${B[@]}" --compile --skip-reference
 python3 benchmarks/gpu_table.py "$OUT"/bench_default.json "$OUT"/bench_eager.json \
   "$OUT"/bench_compile_1st.json "$OUT"/bench_compile_2nd.json "$OUT"/bench_int8.json | tee "$OUT/table.txt"
+
+# the demo's training script on the device (issue 20: more steps is the lever that has worked):
+# a short run, to see that --device works there and how many seconds a step takes
+t0=$SECONDS
+timeout 120 python3 -m glmv_cli.demo.train "$OUT/demo-train" --device "$DEVICE" --examples "${DEMO_EXAMPLES:-600}" \
+  --easy 150 --easy-first 20 --easy-steps 40 --epochs 1 --workers 8 --threads 4 --log-every 20 --monitor 12 \
+  --monitor-every 100 --save-every 100000 > "$OUT/demo_train.log" 2>&1
+echo "demo train on $DEVICE: exit $? in $((SECONDS - t0)) s"; grep -E "^step|data ready|wrote" "$OUT/demo_train.log" | tail -n 4
+rm -f "$OUT/demo-train/model.safetensors"  # 19 MB: not worth carrying back

@@ -246,7 +246,7 @@ class Conversation:
         yield Progress(f"reading the prompt ({n_prompt:,} tokens)")
         ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget)
         try:
-            stopped = yield from _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))
+            cut = yield from _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))
         finally:
             self.turns += [turn, Turn.assistant(s.tokenizer.decode(ids))]
             self.attachments.append(used)
@@ -254,9 +254,8 @@ class Conversation:
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
         result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))
-        if stopped:  # the answer ends before the stop string, as OpenAI's `stop` does
-            at = min(i for i in (result.answer.find(t) for t in gen.stop) if i >= 0)
-            result = dataclasses.replace(result, answer=result.answer[:at], finish_reason="stop")
+        if cut is not None:  # the answer ends before the stop string, as OpenAI's `stop` does
+            result = dataclasses.replace(result, answer=result.answer[:cut], finish_reason="stop")
         yield Done(result)
 
     def prompt(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,
@@ -377,21 +376,22 @@ class Conversation:
 def _stream(decoding, decoder, parser: StreamParser, ids: list[int], stop: tuple[str, ...] = ()):
     """Token ids -> text deltas -> Thinking / Answer events; `ids` collects the ids. Decoding ends
     early once the answer holds one of the `stop` strings (the events may carry text past it: the
-    caller cuts there); returns whether it did."""
+    caller cuts there); returns where in the answer the first one starts, or None."""
     longest, tokens = max(map(len, stop), default=0), iter(decoding)
     for token in tokens:
         ids.append(token)
         seen = len(parser.answer)
         yield from parser.feed(decoder.feed(token))
         if stop and len(parser.answer) > seen:
-            tail = parser.answer[max(0, seen - longest + 1):]  # a stop string may straddle two deltas
-            if any(s in tail for s in stop):
+            start = max(0, seen - longest + 1)  # a stop string may straddle two deltas
+            hits = [i for i in (parser.answer.find(t, start) for t in stop) if i >= 0]
+            if hits:
                 tokens.close()  # frees the cache now; timings are kept
                 yield from parser.finish()
-                return True
+                return min(hits)
     yield from parser.feed(decoder.flush())
     yield from parser.finish()
-    return False
+    return None
 
 
 def _question_text(turn) -> str:

@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def glmv_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLMV_", "NO_COLOR", "FORCE_COLOR"))}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), TERM="dumb", COLUMNS="120",
+    # the repository first, then whatever the caller's path had (the GPU machine's carried wheels)
+    path = os.pathsep.join([str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=path, TERM="dumb", COLUMNS="120",
                no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
     env.update(extra)
     return env

@@ -57,7 +57,8 @@ def test_tiny_checkpoint_same_ids_on_both_devices(tiny, files, gpu):
     assert dev.json["completion_ids"] == cpu.json["completion_ids"]
 
 
-@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--compile"], ["--quantize", "int8", "--compile"]])
+@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--quantize", "int8", "--compile"]])  # (--compile
+# alone: tests/model/test_cuda.py, in process; each compiling CLI run costs the device call ~30 s)
 def test_int8_and_compile_run_on_the_device(tiny, files, gpu, flags):
     run = run_glmv("ask", files["jpg"], "What is this?", "--model", tiny, *device_args(gpu), *flags,
                    "--max-new-tokens", "16", "--json", timeout=600)

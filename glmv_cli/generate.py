@@ -3,8 +3,9 @@ time, yielding ids as they are produced. Knows nothing of text or terminals.
 
 Sampling follows transformers' order: repetition penalty, temperature, top-k, top-p, then a draw
 from the device generator (temperature 0 is greedy). Sampling stays on the device; the only host
-sync per token is reading the id to yield it; on an asynchronous device (CUDA) the next step is
-queued before that read, so the device never waits for the host.
+sync per token is reading the id to yield it; on CUDA the next step is queued before that read
+and the read waits only for the id (an event after its copy to pinned memory), not for the step
+queued behind it, so the device computes the next token while the host hands this one on.
 """
 
 from __future__ import annotations
@@ -156,15 +157,27 @@ class Generation:
                 pos_t.fill_(pos)  # no host-to-device copy per token
                 return self.step(token, pos_t, delta_t)
 
-            queue_early = device.type != "cpu"  # on an async device, queue the next step before reading the id
+            # CUDA: queue the next step before reading the id, and read the id through pinned
+            # memory behind an event, so the step queued after it runs while the host hands it on
+            queue_early = device.type == "cuda"
+            if queue_early:
+                host = torch.empty(1, dtype=torch.long, pin_memory=True)
+                ready = torch.cuda.Event()
             while step < self.max_new_tokens:
                 token = next_token(logits, seen, s, generator)  # (1, 1)
-                seen[0, token[0, 0]] = True
+                if queue_early:
+                    host.copy_(token.view(1), non_blocking=True)
+                    ready.record(torch.cuda.current_stream(device))
+                seen.scatter_(1, token, True)  # (indexing with a device tensor could wait for it)
                 step += 1
                 more = step < self.max_new_tokens
                 if more and queue_early:
                     logits = decode_one(token)
-                value = int(token)
+                if queue_early:
+                    ready.synchronize()
+                    value = int(host[0])
+                else:
+                    value = int(token)
                 if step == 1:
                     self.prefill_seconds, start = time.perf_counter() - start, time.perf_counter()
                 if value in self.stop_ids:

@@ -166,17 +166,27 @@ def reset_rope_buffers(model: Glm4v) -> None:
 
 
 QUANTIZE_CHOICES = ("int8",)
-QUANTIZE_BLOCK_BYTES = 64 * 2**20  # float32 rows read and quantized at a time
+QUANTIZE_BLOCK_BYTES = 64 * 2**20  # float32 rows read and quantized at a time (CPU)
+QUANTIZE_STREAM_BYTES = 256 * 2**20  # file bytes streamed to an accelerator and quantized there at a time
 
 
-def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device) -> None:
-    """A float weight from the file into an Int8Linear or Int8Embedding, in blocks of rows."""
-    rows = entry.shape[0]
-    step = max(1, QUANTIZE_BLOCK_BYTES // (4 * max(1, math.prod(entry.shape[1:]))))
+def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device,
+                   ring: list[torch.Tensor] | None = None) -> None:
+    """A float weight from the file into an Int8Linear or Int8Embedding, in blocks of rows. With a
+    `ring` (an accelerator) each block streams through the pinned buffers into a device block in the
+    file's dtype, quantized there: tensor by tensor through pageable memory took 24 s for
+    GLM-4.1V-9B on an H200 machine, three times the bfloat16 load."""
+    rows, row_bytes = entry.shape[0], entry.nbytes // max(1, entry.shape[0])
+    step = max(1, (QUANTIZE_STREAM_BYTES // row_bytes) if ring is not None else
+               QUANTIZE_BLOCK_BYTES // (4 * max(1, math.prod(entry.shape[1:]))))
     for start in range(0, rows, step):
         part = entry.rows(start, min(start + step, rows))
-        block = torch.empty(part.shape, dtype=part.dtype)  # the file's dtype: converted on the device
-        reader.read_into(part, block)
+        if ring is not None:
+            block = torch.empty(part.shape, dtype=part.dtype, device=device)
+            stream_into(reader.path, [(part, block)], device, ring)
+        else:
+            block = torch.empty(part.shape, dtype=part.dtype)  # the file's dtype: converted on the device
+            reader.read_into(part, block)
         layer.set_rows(start, block.to(device))
     layer.ready()
 
@@ -209,7 +219,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
             for name in sorted(names, key=lambda n: where[n][1].offset):
                 entry = where[name][1]
                 if name in int8:
-                    read_quantized(reader, entry, model.get_submodule(name.removesuffix(".weight")), device)
+                    read_quantized(reader, entry, model.get_submodule(name.removesuffix(".weight")), device, ring)
                 elif ring is None:  # into CPU tensors: straight from the file, no buffer between
                     reader.read_into(entry, params[name])
         if ring is not None:  # to an accelerator: pinned chunks, reads and copies overlapped

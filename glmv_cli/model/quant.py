@@ -27,8 +27,13 @@ from glmv_cli.model.layers import fused_kernels
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K) float -> (int8 (N, K), float32 scales (N,)) with weight ~= q * scales[:, None]."""
     w = weight.float()
-    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (N,)
-    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    if w.data_ptr() == weight.data_ptr():  # float32 already: work on a copy, not the caller's tensor
+        w = w.clone()
+    low, high = torch.aminmax(w, dim=1)
+    scales = torch.maximum(high, -low).clamp(min=1e-12) / 127.0  # (N,): max |w| per row
+    # in place: the float copy is the one temporary of the matrix's size (loading quantizes large
+    # blocks on the GPU, where these temporaries would add to the peak memory)
+    q = w.div_(scales[:, None]).round_().clamp_(-127, 127).to(torch.int8)
     return q, scales
 
 

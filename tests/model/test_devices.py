@@ -93,6 +93,31 @@ def test_streaming_a_checkpoint_equals_reading_it(tiny_folder):
     assert all(torch.equal(outs[k], expected[k]) for k in expected)
 
 
+def test_int8_through_the_streaming_ring_equals_reading_it(tiny_folder, monkeypatch):
+    """The accelerator path of int8 loading (row blocks streamed through the ring, quantized where
+    they land), run on the CPU with blocks that cut the weights mid-tensor, gives the layer the
+    plain reader's path gives it."""
+    import glmv_cli.loading as loading
+    from glmv_cli.model.quant import Int8Embedding, Int8Linear
+    from glmv_cli.safetensors_io import TensorReader
+
+    path = tiny_folder / "model.safetensors"
+    entries = read_header(path)
+    device = torch.device("cpu")
+    monkeypatch.setattr(loading, "QUANTIZE_STREAM_BYTES", 1000)  # a few rows per block
+    names = ["model.language_model.layers.0.mlp.gate_up_proj.weight", "model.language_model.embed_tokens.weight"]
+    with TensorReader(path) as reader:
+        for name in names:
+            entry = entries[name]
+            rows, cols = entry.shape
+            plain, streamed = ((Int8Embedding(rows, cols) if "embed" in name else Int8Linear(cols, rows))
+                               for _ in range(2))
+            loading.read_quantized(reader, entry, plain, device)
+            loading.read_quantized(reader, entry, streamed, device, host_ring(device, chunk_bytes=512, readers=2))
+            assert torch.equal(plain.weight, streamed.weight) and torch.equal(plain.scales, streamed.scales), name
+            assert plain.weight.abs().max() == 127
+
+
 INTERPRETED_KERNEL_CHECK = textwrap.dedent("""
     import torch
     from glmv_cli.kernels.int8_gemv import int8_gemv
@@ -108,6 +133,13 @@ INTERPRETED_KERNEL_CHECK = textwrap.dedent("""
         y = int8_gemv(x, q, s, b)
         assert y.shape == (M, N) and y.dtype == x.dtype
         ref = x.double() @ (q.double() * s.double()[:, None]).T + (b.double() if bias else 0)
+        worst = max(worst, float(((y.double() - ref).abs() / ref.abs().max()).max()))
+    from glmv_cli.kernels.int8_gemv import CANDIDATES
+    w, x = torch.randn(37, 2100, generator=g), torch.randn(1, 2100, generator=g)
+    q, s = quantize_int8(w)
+    ref = x.double() @ (q.double() * s.double()[:, None]).T
+    for config in CANDIDATES:  # every block shape the GPU profile times computes the same product
+        y = int8_gemv(x, q, s, config=config)
         worst = max(worst, float(((y.double() - ref).abs() / ref.abs().max()).max()))
     print(worst)
 """)
@@ -126,7 +158,7 @@ def test_int8_triton_kernel_is_the_dequantized_product():
 
 INTERPRETED_NORM_CHECK = textwrap.dedent("""
     import torch
-    from glmv_cli.kernels.rms_norm import rms_norm
+    from glmv_cli.kernels.rms_norm import add_rms_norm, rms_norm
     from glmv_cli.model.layers import RMSNorm
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float16, torch.float32):
@@ -142,12 +174,28 @@ INTERPRETED_NORM_CHECK = textwrap.dedent("""
                 assert torch.equal(y, ref), (shape, (y - ref).abs().max())
             else:
                 torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+            # the seam: residual + norm1(branch), then norm2 of that sum, against the three modules
+            norm2 = RMSNorm(shape[-1], 1e-6)
+            norm2.weight.data = 1 + 0.1 * torch.randn(shape[-1], generator=g)
+            norm2 = norm2.to(dtype)
+            a = (2 * torch.randn(*shape, generator=g)).to(dtype)
+            with torch.no_grad():
+                r, z = add_rms_norm(a, x, norm.weight, 1e-5, norm2.weight, 1e-6)
+                r_ref = x + norm(a)
+                z_ref = norm2(r_ref)
+            if dtype == torch.float16:  # the same roundings; a sum of squares in another order can
+                for out, ref in ((r, r_ref), (z, z_ref)):  # move a rare element by one unit
+                    assert (out == ref).float().mean() > 0.99, shape
+                    torch.testing.assert_close(out, ref, rtol=2**-10, atol=2**-10)
+            else:
+                torch.testing.assert_close(r, r_ref, rtol=1e-6, atol=1e-6)
+                torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
     print("ok")
 """)
 
 
 def test_rms_norm_triton_kernel_rounds_as_the_reference():
-    """float16 bit for bit, float32 within 1e-6 (sum order). bfloat16 is checked on CUDA only:
+    """RMSNorm and the fused seam (add_rms_norm): float16 bit for bit, float32 within 1e-6 (sum order). bfloat16 is checked on CUDA only:
     Triton's CPU interpreter truncates float32 -> bfloat16 where the GPU rounds to nearest."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", INTERPRETED_NORM_CHECK], capture_output=True, text=True,

@@ -127,7 +127,11 @@ class Glm4v(nn.Module):
         Python branches on values. This is the step `torch.compile` compiles (generate.py)."""
         cache_len = self.language_model.caches[0].k.shape[2]
         position_ids = (input_pos + rope_delta).view(1, 1, 1).expand(3, 1, 1)  # (3, B, S)
-        mask = (torch.arange(cache_len, device=token.device) <= input_pos).view(1, 1, 1, cache_len)
+        # additive (0 / -inf) in the activation dtype, made once per step: a boolean mask would be
+        # converted to this inside attention, once per layer
+        dtype = self.language_model.norm.weight.dtype
+        written = (torch.arange(cache_len, device=token.device) <= input_pos).view(1, 1, 1, cache_len)
+        mask = torch.zeros(written.shape, dtype=dtype, device=token.device).masked_fill_(~written, float("-inf"))
         hidden = self.language_model(self.language_model.embed_tokens(token), position_ids, start=input_pos,
                                      mask=mask, use_cache=True)
         return self.lm_head(hidden[:, -1])

@@ -26,6 +26,21 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
+def add_norm(branch: torch.Tensor, residual: torch.Tensor, branch_norm: RMSNorm,
+             next_norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual + branch_norm(branch), next_norm of that sum): where a sandwich layer's branch
+    rejoins the residual stream and the next norm reads it. One Triton kernel on CUDA (same
+    rounding as the three operations), else the operations themselves."""
+    weights = (branch_norm.weight, next_norm.weight)
+    if (residual.is_cuda and branch.dtype == residual.dtype == weights[0].dtype == weights[1].dtype
+            and not needs_grad(branch, residual, *weights) and fused_kernels()):
+        from glmv_cli.kernels.rms_norm import add_rms_norm
+
+        return add_rms_norm(branch, residual, weights[0], branch_norm.eps, weights[1], next_norm.eps)
+    x = residual + branch_norm(branch)
+    return x, next_norm(x)
+
+
 def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmv_cli.model.config import TextConfig
-from glmv_cli.model.layers import RMSNorm, fused_kernels, needs_grad
+from glmv_cli.model.layers import RMSNorm, add_norm, fused_kernels, needs_grad
 from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
 
 
@@ -147,9 +147,13 @@ class DecoderLayer(nn.Module):
         self.mlp = TextMLP(cfg)
         self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, eps)
 
-    def forward(self, x, cos, sin, cache, start, mask):
-        x = x + self.post_self_attn_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask))
-        return x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
+    def forward(self, x, h, next_norm, cos, sin, cache, start, mask):
+        """x: the residual stream; h: input_layernorm(x), which the previous seam computed ->
+        (the new residual stream, next_norm of it: the next layer's input_layernorm, or the
+        final norm). Each seam (norm the branch, add it, norm the sum) is one add_norm."""
+        x, h = add_norm(self.self_attn(h, cos, sin, cache, start, mask), x, self.post_self_attn_layernorm,
+                        self.post_attention_layernorm)
+        return add_norm(self.mlp(h), x, self.post_mlp_layernorm, next_norm)
 
 
 class TextModel(nn.Module):
@@ -181,7 +185,11 @@ class TextModel(nn.Module):
         cos, sin = text_rope(position_ids, self.inv_freq, self.cfg.mrope_section, embeds.dtype)
         if use_cache and self.caches is None:
             raise RuntimeError("setup_cache() must be called before a cached forward")
-        x = embeds
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, self.caches[i] if use_cache else None, start, mask)
-        return self.norm(x)
+        x, layers = embeds, self.layers
+        if not len(layers):
+            return self.norm(x)
+        h = layers[0].input_layernorm(x)
+        for i, layer in enumerate(layers):
+            next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.norm
+            x, h = layer(x, h, next_norm, cos, sin, self.caches[i] if use_cache else None, start, mask)
+        return h

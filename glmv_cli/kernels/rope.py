@@ -48,6 +48,41 @@ def _kernel():
     return rope, triton.next_power_of_2
 
 
+@functools.cache
+def _cache_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def rope_cache(x_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, start_ptr, S, H, KV, sx_b, sx_s, sx_h, sc_b, sc_s,
+                   sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, D: tl.constexpr, R: tl.constexpr, BLOCK_D: tl.constexpr):
+        pid = tl.program_id(0)
+        NH = H + 2 * KV
+        h, s, b = pid % NH, (pid // NH) % S, pid // (NH * S)
+        d = tl.arange(0, BLOCK_D)
+        ok, rot = d < D, d < R
+        base = x_ptr + b * sx_b + s * sx_s + h * sx_h
+        x = tl.load(base + d, mask=ok, other=0.0)
+        dt = q_ptr.dtype.element_ty
+        at = tl.load(start_ptr) + s  # the token's cache position
+        if h < H + KV:  # q and k heads rotate, as in `rope` above
+            partner = tl.load(base + (d ^ 1), mask=rot, other=0.0).to(tl.float32)
+            c = tl.load(cos_ptr + b * sc_b + s * sc_s + d, mask=rot, other=1.0).to(tl.float32)
+            sn = tl.load(sin_ptr + b * sc_b + s * sc_s + d, mask=rot, other=0.0).to(tl.float32)
+            rotated = tl.where(d % 2 == 0, -partner, partner)
+            first = (x.to(tl.float32) * c).to(dt).to(tl.float32)
+            second = (rotated * sn).to(dt).to(tl.float32)
+            y = tl.where(rot, (first + second).to(dt), x.to(dt))
+            if h < H:
+                tl.store(q_ptr + b * sq_b + h * sq_h + s * sq_s + d, y, mask=ok)
+            else:
+                tl.store(k_ptr + b * sk_b + (h - H) * sk_h + at * sk_s + d, y, mask=ok)
+        else:  # v heads go to the cache as they are
+            tl.store(v_ptr + b * sk_b + (h - H - KV) * sk_h + at * sk_s + d, x.to(dt), mask=ok)
+
+    return rope_cache, triton.next_power_of_2
+
+
 def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, S, NH, D) (any strides, last dim contiguous); cos/sin (B, S, R) of x's dtype ->
     rotated (B, NH, S, D), contiguous."""
@@ -62,3 +97,23 @@ def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
                           cos.stride(1), y.stride(0), y.stride(1), y.stride(2), D=D, R=R, BLOCK_D=next_pow2(D),
                           num_warps=1, enable_fp_fusion=False)
     return y
+
+
+def rope_into_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, start: torch.Tensor, num_heads: int, num_kv_heads: int) -> torch.Tensor:
+    """The decode step's attention input in one kernel: q/k/v heads from the fused projection
+    (B, S, H + 2 KV, D) -> rotated q (B, H, S, D); the rotated k and the v written into the caches
+    (B, KV, max_len, D) at positions start[0] + [0, S), `start` a device tensor (no host sync).
+    Replaces the rotation, the position arithmetic and two index_copy_ (five launches per layer)."""
+    B, S, NH, D = qkv.shape
+    R = cos.shape[-1]
+    if qkv.stride(-1) != 1:
+        qkv = qkv.contiguous()
+    cos, sin = cos.contiguous(), sin.contiguous()
+    q = torch.empty(B, num_heads, S, D, dtype=qkv.dtype, device=qkv.device)
+    kernel, next_pow2 = _cache_kernel()
+    kernel[(B * S * NH,)](qkv, cos, sin, q, k_cache, v_cache, start, S, num_heads, num_kv_heads, qkv.stride(0),
+                          qkv.stride(1), qkv.stride(2), cos.stride(0), cos.stride(1), q.stride(0), q.stride(1),
+                          q.stride(2), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), D=D, R=R,
+                          BLOCK_D=next_pow2(D), num_warps=1, enable_fp_fusion=False)
+    return q

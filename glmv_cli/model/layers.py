@@ -18,7 +18,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and x.dtype == self.weight.dtype and not needs_grad(x, self.weight) and fused_kernels():
+        if kernels_for(x) and x.dtype == self.weight.dtype and not needs_grad(x, self.weight):
             from glmv_cli.kernels.rms_norm import rms_norm
 
             return rms_norm(x, self.weight, self.eps)  # one kernel instead of eight, same rounding
@@ -32,8 +32,8 @@ def add_norm(branch: torch.Tensor, residual: torch.Tensor, branch_norm: RMSNorm,
     rejoins the residual stream and the next norm reads it. One Triton kernel on CUDA (same
     rounding as the three operations), else the operations themselves."""
     weights = (branch_norm.weight, next_norm.weight)
-    if (residual.is_cuda and branch.dtype == residual.dtype == weights[0].dtype == weights[1].dtype
-            and not needs_grad(branch, residual, *weights) and fused_kernels()):
+    if (kernels_for(residual) and branch.dtype == residual.dtype == weights[0].dtype == weights[1].dtype
+            and not needs_grad(branch, residual, *weights)):
         from glmv_cli.kernels.rms_norm import add_rms_norm
 
         return add_rms_norm(branch, residual, weights[0], branch_norm.eps, weights[1], next_norm.eps)
@@ -43,6 +43,13 @@ def add_norm(branch: torch.Tensor, residual: torch.Tensor, branch_norm: RMSNorm,
 
 def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def kernels_for(t: torch.Tensor) -> bool:
+    """Whether our Triton kernels handle this tensor: CUDA ones, where fused_kernels() allows; and,
+    while Triton's CPU interpreter is on (TRITON_INTERPRET=1), CPU ones too: that is how the tests
+    run the model's kernel wiring end to end without a GPU."""
+    return (t.is_cuda or (t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")) and fused_kernels()
 
 
 def fused_kernels() -> bool:

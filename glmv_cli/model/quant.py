@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmv_cli.kernels import int8_gemv
-from glmv_cli.model.layers import fused_kernels
+from glmv_cli.model.layers import kernels_for
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +73,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if x.device.type == "cuda" and x2.shape[0] <= int8_gemv.MAX_ROWS and fused_kernels():
+        if kernels_for(x) and x2.shape[0] <= int8_gemv.MAX_ROWS:
             return int8_gemv.int8_gemv(x2, self.weight, self.scales, self.bias).view(*lead, self.out_features)
         if x.device.type == "cpu":
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight, self.scales.to(torch.bfloat16))

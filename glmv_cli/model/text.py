@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmv_cli.model.config import TextConfig
-from glmv_cli.model.layers import RMSNorm, add_norm, fused_kernels, needs_grad
+from glmv_cli.model.layers import RMSNorm, add_norm, kernels_for, needs_grad
 from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
 
 
@@ -84,16 +84,23 @@ class TextAttention(nn.Module):
             qkv = self.qkv_proj(x).view(B, S, H + 2 * KV, D)
         else:
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1).view(B, S, H + 2 * KV, D)
-        if qkv.is_cuda and not needs_grad(qkv) and fused_kernels():
-            from glmv_cli.kernels.rope import rope_heads
+        kernels = kernels_for(qkv) and not needs_grad(qkv)
+        if kernels and cache is not None and torch.is_tensor(start):  # the static decode step
+            from glmv_cli.kernels.rope import rope_into_cache
 
-            qk = rope_heads(qkv[:, :, :H + KV], cos, sin)  # (B, H+KV, S, D): one kernel
+            q = rope_into_cache(qkv, cos, sin, cache.k, cache.v, start, H, KV)  # k, v written: one kernel
+            k, v = cache.k, cache.v  # the whole cache, as cache.update returns it for a tensor start
         else:
-            qk = apply_text_rope(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, H+KV, S, D): one rotation
-        q, k = qk.split([H, KV], dim=1)  # (B, H, S, D), (B, KV, S, D)
-        v = qkv[:, :, H + KV:].transpose(1, 2)  # (B, KV, S, D)
-        if cache is not None:
-            k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
+            if kernels:
+                from glmv_cli.kernels.rope import rope_heads
+
+                qk = rope_heads(qkv[:, :, :H + KV], cos, sin)  # (B, H+KV, S, D): one kernel
+            else:
+                qk = apply_text_rope(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, H+KV, S, D)
+            q, k = qk.split([H, KV], dim=1)  # (B, H, S, D), (B, KV, S, D)
+            v = qkv[:, :, H + KV:].transpose(1, 2)  # (B, KV, S, D)
+            if cache is not None:
+                k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
         if S == 1 and H != KV:  # decoding: the query heads of a group become rows of one query
             o = F.scaled_dot_product_attention(q.reshape(B, KV, H // KV, D), k, v, attn_mask=mask)  # (B, KV, H/KV, D)
             return self.o_proj(o.reshape(B, 1, H * D))

@@ -227,6 +227,58 @@ def test_rope_triton_kernel_equals_the_torch_rotation():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
+INTERPRETED_MODEL_CHECK = textwrap.dedent("""
+    import os, sys
+    import torch
+    import glmv_cli
+    import glmv_cli.kernels.rms_norm as norm_kernels
+    import glmv_cli.kernels.rope as rope_kernels
+    from glmv_cli.generate import StaticStep
+
+    calls = {}
+    for module, name in [(rope_kernels, "rope_into_cache"), (rope_kernels, "rope_heads"),
+                         (norm_kernels, "add_rms_norm"), (norm_kernels, "rms_norm")]:
+        def counted(*args, _f=getattr(module, name), _n=name, **kwargs):
+            calls[_n] = calls.get(_n, 0) + 1
+            return _f(*args, **kwargs)
+        setattr(module, name, counted)
+    model = glmv_cli.load(sys.argv[1], device="cpu", dtype="float32").model
+    ids = torch.arange(100, 120)[None]
+
+    def run():
+        step = StaticStep(model, model.decode_step)
+        step.begin(32)
+        logits, delta = model.prefill(input_ids=ids)
+        out, pos = [logits], ids.shape[1]
+        for _ in range(4):
+            logits = step(logits.argmax(-1, keepdim=True), torch.tensor([pos]), torch.tensor([delta]))
+            out.append(logits.clone())
+            pos += 1
+        step.end()
+        return torch.cat(out)
+
+    with torch.no_grad():
+        kernels = run()
+        os.environ["TRITON_INTERPRET"] = "0"  # the kernels were made interpreted; now the torch path
+        plain = run()
+    print(float((kernels - plain).abs().max() / plain.abs().max()), sorted(calls.items()))
+""")
+
+
+def test_the_model_wires_its_kernels_as_its_torch_path(tiny_folder):
+    """The whole tiny model, prefill and four static decode steps, with every Triton kernel on
+    (run by the interpreter on the CPU: RMSNorm, the fused seams, rope for the prompt, rope with
+    the KV-cache write for each step) gives the torch path's logits (float32)."""
+    pytest.importorskip("triton")
+    done = subprocess.run([sys.executable, "-c", INTERPRETED_MODEL_CHECK, str(tiny_folder)], capture_output=True,
+                          text=True, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    worst, calls = done.stdout.split(" ", 1)
+    assert float(worst) < 1e-5, done.stdout
+    for name in ("rope_into_cache", "rope_heads", "add_rms_norm", "rms_norm"):
+        assert f"'{name}'" in calls, calls
+
+
 def test_decode_step_per_device(tiny_folder, monkeypatch):
     """CPU: eager decoding unless --compile; a CUDA device would get a graph (not built here)."""
     from glmv_cli.cuda_graph import graphs_enabled

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections import defaultdict
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    logging.basicConfig(level=logging.INFO, format="%(relativeCreated)7.0f ms  %(message)s")  # load's phases
+    if device.type == "cuda":
+        torch.zeros(1, device=device)  # the CUDA context, before the load's clock starts
     glm = glmv_cli.load(args.folder, device=device, dtype=dtype, quantize=args.quantize)
     model, measure = glm.model, timer(device)
     step = glm.decode_step() or StaticStep(model, model.decode_step)

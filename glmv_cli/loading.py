@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -196,7 +197,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     """Build on meta, allocate on the target, stream every tensor in; no second copy. With
     quantize="int8" the text decoder's linear weights are quantized one tensor at a time as they
     are read (model/quant.py), so memory never holds the float model."""
-    device = torch.device(device)
+    device, began = torch.device(device), time.perf_counter()
     config = Glm4vConfig.from_folder(folder)
     where = index_tensors(weight_files(folder))
     with torch.device("meta"):
@@ -214,8 +215,10 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     for name, (path, _) in where.items():
         by_file.setdefault(path, []).append(name)
     ring = host_ring(device) if device.type != "cpu" else None
+    log.info("model allocated on %s in %.2f s", device, time.perf_counter() - began)
     for path, names in by_file.items():
         log.info("reading %s (%d tensors)", path.name, len(names))
+        t0 = time.perf_counter()
         with TensorReader(path) as reader:
             for name in sorted(names, key=lambda n: where[n][1].offset):
                 entry = where[name][1]
@@ -225,8 +228,12 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
                     reader.read_into(entry, params[name])
         if ring is not None:  # to an accelerator: pinned chunks, reads and copies overlapped
             stream_into(path, [(where[n][1], params[n]) for n in names if n not in int8], device, ring)
+        seconds = time.perf_counter() - t0
+        log.info("read %s: %.2f GB in %.2f s (%.1f GB/s)", path.name, path.stat().st_size / 1e9, seconds,
+                 path.stat().st_size / 1e9 / max(seconds, 1e-9))
     del ring
     reset_rope_buffers(model)
     for layer in model.language_model.layers:
         layer.self_attn.fuse_qkv()
+    log.info("model loaded in %.2f s", time.perf_counter() - began)
     return model.eval().requires_grad_(False)

@@ -79,7 +79,8 @@ class Int8Linear(nn.Module):
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight, self.scales.to(torch.bfloat16))
             y = y.to(x.dtype)
         else:
-            y = F.linear(x2, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+            y = F.linear(x2, self.weight.to(x.dtype)).mul_(self.scales.to(x.dtype))  # (in place: a long
+            # prompt's output is hundreds of MB, and a second one would add to the GPU's peak)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*lead, self.out_features)

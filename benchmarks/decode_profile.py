@@ -133,6 +133,7 @@ def _float_call(linear, x: torch.Tensor):
 
 
 def small_op_rows(model, device: torch.device, dtype: torch.dtype, cache_len: int, measure) -> list[dict]:
+    from glmv_cli.model.layers import add_norm
     from glmv_cli.model.rope import inverse_frequencies, text_rope
 
     cfg = model.cfg.text
@@ -154,7 +155,12 @@ def small_op_rows(model, device: torch.device, dtype: torch.dtype, cache_len: in
     ops = {"input_layernorm": lambda: layer.input_layernorm(x),
            "rope (q and k heads)": lambda: _rope(qkv[:, :, :H + KV], cos, sin),
            f"attention over {cache_len} cached": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-           "silu(gate) * up": silu_mul, "residual add": lambda: x + x}
+           "silu(gate) * up": silu_mul, "residual add": lambda: x + x,
+           "seam: x + norm(a), norm(sum)": lambda: add_norm(x, x, layer.post_mlp_layernorm, layer.input_layernorm)}
+    if device.type == "cuda":
+        from glmv_cli.kernels.swiglu import swiglu
+
+        ops["silu(gate) * up, one kernel"] = lambda: swiglu(gate_up)
     return [{"op": name, "us": measure(fn)} for name, fn in ops.items()]
 
 

@@ -132,6 +132,9 @@ def padded_causal_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (causal_mask(S, S, attention_mask.device) & keys) | eye
 
 
+DECODE_ROWS = 8  # the fused activation serves decode steps; a prompt's rows keep torch's kernels
+
+
 class TextMLP(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
@@ -139,7 +142,12 @@ class TextMLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if kernels_for(gate_up) and not needs_grad(gate_up) and gate_up.shape[:-1].numel() <= DECODE_ROWS:
+            from glmv_cli.kernels.swiglu import swiglu
+
+            return self.down_proj(swiglu(gate_up))  # one kernel for the decode step's activation
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down_proj(up * F.silu(gate))
 
 

@@ -181,6 +181,21 @@ def test_add_rms_norm_kernel_matches_the_three_operations_on_the_device(gpu, dty
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_swiglu_kernel_matches_torch_on_the_device(gpu, dtype):
+    needs_cuda(gpu)
+    from glmv_cli.kernels.swiglu import swiglu
+
+    g = torch.Generator(device=gpu).manual_seed(0)
+    gate_up = (4 * torch.randn(2, 1, 2 * 13696, device=gpu, generator=g)).to(dtype)
+    gate, up = gate_up.chunk(2, dim=-1)
+    y, ref = swiglu(gate_up), up * F.silu(gate)
+    ulp = {torch.bfloat16: 2**-7, torch.float32: 2**-20}[dtype]
+    assert y.shape == ref.shape and ((y.float() - ref.float()).abs() <= ulp * ref.float().abs() + 1e-6).all()
+    if dtype == torch.bfloat16:
+        assert (y == ref).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_rope_kernel_matches_torch_on_the_device(gpu, dtype):
     needs_cuda(gpu)
     from glmv_cli.kernels.rope import rope_heads

@@ -195,8 +195,9 @@ INTERPRETED_NORM_CHECK = textwrap.dedent("""
 
 
 def test_rms_norm_triton_kernel_rounds_as_the_reference():
-    """RMSNorm and the fused seam (add_rms_norm): float16 bit for bit, float32 within 1e-6 (sum order). bfloat16 is checked on CUDA only:
-    Triton's CPU interpreter truncates float32 -> bfloat16 where the GPU rounds to nearest."""
+    """RMSNorm and the fused seam (add_rms_norm): float16 (almost) bit for bit, float32 within 1e-6
+    (sum order). bfloat16 is checked on CUDA only: Triton's CPU interpreter truncates float32 ->
+    bfloat16 where the GPU rounds to nearest."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", INTERPRETED_NORM_CHECK], capture_output=True, text=True,
                           env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
@@ -233,11 +234,12 @@ INTERPRETED_MODEL_CHECK = textwrap.dedent("""
     import glmv_cli
     import glmv_cli.kernels.rms_norm as norm_kernels
     import glmv_cli.kernels.rope as rope_kernels
+    import glmv_cli.kernels.swiglu as swiglu_kernels
     from glmv_cli.generate import StaticStep
 
     calls = {}
-    for module, name in [(rope_kernels, "rope_into_cache"), (rope_kernels, "rope_heads"),
-                         (norm_kernels, "add_rms_norm"), (norm_kernels, "rms_norm")]:
+    for module, name in [(rope_kernels, "rope_into_cache"), (rope_kernels, "rope_heads"), (norm_kernels, "rms_norm"),
+                         (norm_kernels, "add_rms_norm"), (swiglu_kernels, "swiglu")]:
         def counted(*args, _f=getattr(module, name), _n=name, **kwargs):
             calls[_n] = calls.get(_n, 0) + 1
             return _f(*args, **kwargs)
@@ -268,14 +270,14 @@ INTERPRETED_MODEL_CHECK = textwrap.dedent("""
 def test_the_model_wires_its_kernels_as_its_torch_path(tiny_folder):
     """The whole tiny model, prefill and four static decode steps, with every Triton kernel on
     (run by the interpreter on the CPU: RMSNorm, the fused seams, rope for the prompt, rope with
-    the KV-cache write for each step) gives the torch path's logits (float32)."""
+    the KV-cache write and the SwiGLU activation for each step) gives the torch path's logits (float32)."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", INTERPRETED_MODEL_CHECK, str(tiny_folder)], capture_output=True,
                           text=True, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr
     worst, calls = done.stdout.split(" ", 1)
     assert float(worst) < 1e-5, done.stdout
-    for name in ("rope_into_cache", "rope_heads", "add_rms_norm", "rms_norm"):
+    for name in ("rope_into_cache", "rope_heads", "add_rms_norm", "rms_norm", "swiglu"):
         assert f"'{name}'" in calls, calls
 
 

@@ -127,3 +127,30 @@ def test_forced_tokens_are_fed_in_and_decoding_continues_from_them(glm, prompt_i
         logits = glm.model(**{**inputs, "input_ids": ids, "attention_mask": None})
         assert int(logits[0, -1].argmax()) == expected
         ids = torch.cat([ids, torch.tensor([[expected]])], dim=1)
+
+
+def test_a_prompt_prefilled_in_chunks_gives_the_same_logits_and_tokens(glm, prompt_inputs, monkeypatch):
+    """Prefill in chunks of 7 tokens (a long prompt's path, shrunk) against one pass: the same last
+    logits (float32, to rounding), the same KV cache, the same greedy continuation; the video
+    prompt's chunks cut through its frames."""
+    import glmv_cli.model.glm4v as glm4v
+
+    inputs = model_kwargs(prompt_inputs("video"))
+    model, n = glm.model, inputs["input_ids"].shape[1]
+    assert n > 3 * 7
+
+    def prefill() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.language_model.setup_cache(1, n)
+        logits, _ = model.prefill(**inputs)
+        cache = [c.k.clone() for c in model.language_model.caches]
+        model.language_model.drop_cache()
+        return logits, cache
+
+    whole, whole_cache = prefill()
+    tokens = list(glm.generate(inputs, max_new_tokens=6, ignore_stop=True))
+    monkeypatch.setattr(glm4v, "PREFILL_CHUNK", 7)
+    chunked, chunked_cache = prefill()
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    for a, b in zip(chunked_cache, whole_cache, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert list(glm.generate(inputs, max_new_tokens=6, ignore_stop=True)) == tokens

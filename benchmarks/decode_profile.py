@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import defaultdict
@@ -158,9 +159,15 @@ def small_op_rows(model, device: torch.device, dtype: torch.dtype, cache_len: in
            "silu(gate) * up": silu_mul, "residual add": lambda: x + x,
            "seam: x + norm(a), norm(sum)": lambda: add_norm(x, x, layer.post_mlp_layernorm, layer.input_layernorm)}
     if device.type == "cuda":
+        from glmv_cli.kernels.decode_attention import decode_attention, supported
         from glmv_cli.kernels.swiglu import swiglu
 
         ops["silu(gate) * up, one kernel"] = lambda: swiglu(gate_up)
+        additive = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, float("-inf"))
+        ops[f"attention over {cache_len} cached, additive mask"] = lambda: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=additive)
+        if supported(q):
+            ops[f"attention over {cache_len} cached, split kernel"] = lambda: decode_attention(q, k, v, additive)
     return [{"op": name, "us": measure(fn)} for name, fn in ops.items()]
 
 
@@ -199,9 +206,21 @@ def main(argv: list[str] | None = None) -> dict:
     alone_ms = step_alone(step, (token, pos, delta), device)
     kernels, kernel_us, launches = kernel_table(lambda: model.decode_step(token, pos, delta), device)
     step.end()
+    split_ms = None
+    if device.type == "cuda":  # the same step with the split-cache attention kernel (opt-in so far)
+        from glmv_cli.cuda_graph import CudaGraphStep
+
+        step.release()
+        os.environ["GLMV_DECODE_ATTENTION"] = "split"
+        other = CudaGraphStep(model, model.decode_step)
+        other.begin(args.cache)
+        split_ms = step_alone(other, (token, pos, delta), device)
+        other.release()
+        del os.environ["GLMV_DECODE_ATTENTION"]
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "dtype": args.dtype,
               "quantize": args.quantize, "cache": args.cache, "step_ms": alone_ms, "step_tok_s": 1000 / alone_ms,
               "step_gbs": per_token / alone_ms / 1e6, "weight_bytes_per_token": per_token,
+              "step_ms_split_attention": split_ms,
               "kernel_us_per_step": kernel_us, "launches_per_step": launches, "kernels": kernels[:30],
               "linear": linear_rows(model, device, dtype, measure),
               "small_ops": small_op_rows(model, device, dtype, args.cache, measure)}
@@ -215,6 +234,7 @@ def render(r: dict) -> str:
     lines = [f"decode step on {r['device']} ({r['dtype']}{', ' + r['quantize'] if r['quantize'] else ''}, "
              f"cache {r['cache']}): {r['step_ms']:.3f} ms alone = {r['step_tok_s']:.1f} tok/s, "
              f"{r['step_gbs']:.0f} GB/s of weights",
+             f"with GLMV_DECODE_ATTENTION=split: {r['step_ms_split_attention'] or float('nan'):.3f} ms alone",
              f"eager step: {r['launches_per_step']} kernels, {r['kernel_us_per_step'] / 1000:.3f} ms of kernel time "
              f"({100 * r['kernel_us_per_step'] / 1000 / r['step_ms']:.0f}% of the step alone)",
              f"{'us/step':>9} {'n/step':>7}  kernel"]

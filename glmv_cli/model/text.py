@@ -11,6 +11,7 @@ the checkpoint stores it.
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,13 @@ class TextAttention(nn.Module):
             if cache is not None:
                 k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
         if S == 1 and H != KV:  # decoding: the query heads of a group become rows of one query
-            o = F.scaled_dot_product_attention(q.reshape(B, KV, H // KV, D), k, v, attn_mask=mask)  # (B, KV, H/KV, D)
+            rows = q.reshape(B, KV, H // KV, D)
+            if kernels and mask is not None and split_attention(rows):
+                from glmv_cli.kernels.decode_attention import decode_attention
+
+                o = decode_attention(rows, k, v, mask)  # the cache in pieces, one program each
+            else:
+                o = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)  # (B, KV, H/KV, D)
             return self.o_proj(o.reshape(B, 1, H * D))
         causal = mask is None and S > 1 and k.shape[2] == S  # (a tensor `start` always comes with a mask)
         if mask is None and S > 1 and not causal:  # a multi-token step after cached tokens
@@ -110,6 +117,16 @@ class TextAttention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            enable_gqa=self.num_kv_heads != self.num_heads)  # (B, H, S, D)
         return self.o_proj(o.transpose(1, 2).reshape(B, S, -1))
+
+
+def split_attention(rows: torch.Tensor) -> bool:
+    """The split-cache decode attention kernel instead of torch's, with GLMV_DECODE_ATTENTION=split
+    (opt-in until a GPU run shows it faster: benchmarks/decode_profile.py times both)."""
+    if os.environ.get("GLMV_DECODE_ATTENTION") != "split":
+        return False
+    from glmv_cli.kernels.decode_attention import supported
+
+    return supported(rows)
 
 
 def _drop_fused_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:

@@ -181,6 +181,23 @@ def test_add_rms_norm_kernel_matches_the_three_operations_on_the_device(gpu, dty
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_split_decode_attention_matches_torch_on_the_device(gpu, dtype):
+    """9B's decode shapes: 2 key/value heads x 16 rows over a 2048-position cache, 1900 written."""
+    needs_cuda(gpu)
+    from glmv_cli.kernels.decode_attention import decode_attention
+
+    g = torch.Generator(device=gpu).manual_seed(0)
+    q = torch.randn(1, 2, 16, 128, device=gpu, generator=g).to(dtype)
+    k, v = (torch.randn(1, 2, 2048, 128, device=gpu, generator=g).to(dtype) for _ in range(2))
+    mask = torch.zeros(1, 1, 1, 2048, device=gpu, dtype=dtype).masked_fill(
+        torch.arange(2048, device=gpu).view(1, 1, 1, 2048) >= 1900, float("-inf"))
+    y, ref = decode_attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    tol = {torch.bfloat16: 2e-2, torch.float32: 1e-5}[dtype]
+    assert (y.float() - ref.float()).abs().max() < tol
+    assert F.cosine_similarity(y.float().flatten(), ref.float().flatten(), dim=0) > 0.9999
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_swiglu_kernel_matches_torch_on_the_device(gpu, dtype):
     needs_cuda(gpu)
     from glmv_cli.kernels.swiglu import swiglu

@@ -228,18 +228,45 @@ def test_rope_triton_kernel_equals_the_torch_rotation():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
+INTERPRETED_ATTENTION_CHECK = textwrap.dedent("""
+    import torch
+    import torch.nn.functional as F
+    from glmv_cli.kernels.decode_attention import decode_attention
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for B, KV, G, D, L, written in [(1, 2, 16, 128, 300, 200), (1, 2, 4, 64, 256, 256), (2, 1, 8, 32, 130, 1)]:
+        q = torch.randn(B, KV, G, D, generator=g)
+        k, v = torch.randn(B, KV, L, D, generator=g), torch.randn(B, KV, L, D, generator=g)
+        mask = torch.zeros(1, 1, 1, L).masked_fill(torch.arange(L).view(1, 1, 1, L) >= written, float("-inf"))
+        y = decode_attention(q, k, v, mask)
+        worst = max(worst, float((y - F.scaled_dot_product_attention(q, k, v, attn_mask=mask)).abs().max()))
+    print(worst)
+""")
+
+
+def test_split_decode_attention_is_attention():
+    """The split-cache kernel (interpreted): pieces that end mid-cache, pieces wholly masked, one
+    written position, against torch's attention in float32."""
+    pytest.importorskip("triton")
+    done = subprocess.run([sys.executable, "-c", INTERPRETED_ATTENTION_CHECK], capture_output=True, text=True,
+                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1e-5
+
+
 INTERPRETED_MODEL_CHECK = textwrap.dedent("""
     import os, sys
     import torch
     import glmv_cli
     import glmv_cli.kernels.rms_norm as norm_kernels
     import glmv_cli.kernels.rope as rope_kernels
+    import glmv_cli.kernels.decode_attention as attention
     import glmv_cli.kernels.swiglu as swiglu_kernels
     from glmv_cli.generate import StaticStep
 
     calls = {}
     for module, name in [(rope_kernels, "rope_into_cache"), (rope_kernels, "rope_heads"), (norm_kernels, "rms_norm"),
-                         (norm_kernels, "add_rms_norm"), (swiglu_kernels, "swiglu")]:
+                         (norm_kernels, "add_rms_norm"), (swiglu_kernels, "swiglu"), (attention, "decode_attention")]:
         def counted(*args, _f=getattr(module, name), _n=name, **kwargs):
             calls[_n] = calls.get(_n, 0) + 1
             return _f(*args, **kwargs)
@@ -270,14 +297,16 @@ INTERPRETED_MODEL_CHECK = textwrap.dedent("""
 def test_the_model_wires_its_kernels_as_its_torch_path(tiny_folder):
     """The whole tiny model, prefill and four static decode steps, with every Triton kernel on
     (run by the interpreter on the CPU: RMSNorm, the fused seams, rope for the prompt, rope with
-    the KV-cache write and the SwiGLU activation for each step) gives the torch path's logits (float32)."""
+    the KV-cache write, the SwiGLU activation and the split decode attention for each step) gives the
+    torch path's logits (float32)."""
     pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "GLMV_DECODE_ATTENTION": "split"}
     done = subprocess.run([sys.executable, "-c", INTERPRETED_MODEL_CHECK, str(tiny_folder)], capture_output=True,
-                          text=True, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
+                          text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     worst, calls = done.stdout.split(" ", 1)
     assert float(worst) < 1e-5, done.stdout
-    for name in ("rope_into_cache", "rope_heads", "add_rms_norm", "rms_norm", "swiglu"):
+    for name in ("rope_into_cache", "rope_heads", "add_rms_norm", "rms_norm", "swiglu", "decode_attention"):
         assert f"'{name}'" in calls, calls
 
 

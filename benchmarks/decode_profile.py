@@ -109,12 +109,14 @@ def linear_rows(model, device: torch.device, dtype: torch.dtype, measure) -> lis
         shape = f"{linear.out_features}x{linear.in_features}"
         if isinstance(linear, Int8Linear):
             nbytes = linear.weight.numel() + 4 * linear.out_features
-            chosen = int8_gemv.block_sizes(linear.out_features, linear.in_features)
+            n_k = (linear.out_features, linear.in_features)
+            tuned = [c for key, c in int8_gemv.TUNED.items() if key[:2] == n_k]  # what decoding picked
+            chosen = tuned[0] if tuned else int8_gemv.block_sizes(*n_k)
             # the CPU dry run times torch's own int8 kernel, once
             configs = dict.fromkeys([chosen, *int8_gemv.CANDIDATES]) if device.type == "cuda" else [chosen]
             for config in configs:
                 us = measure(_int8_call(linear, x, config if device.type == "cuda" else None))
-                how = f"int8 {config}" + (" *" if config == chosen else "")  # *: the one block_sizes picks
+                how = f"int8 {config}" + (" *" if config == chosen else "")  # *: the one decoding uses
                 rows.append({"layer": name, "shape": shape, "how": how, "us": us, "gbs": nbytes / us / 1e3})
         else:
             us = measure(_float_call(linear, x))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
+import os
 
 import torch
 
@@ -74,17 +76,72 @@ def block_sizes(n: int, k: int) -> tuple[int, int, int]:
     return block_n, block_k, 4
 
 
+# Tried on each shape's first product on a GPU (a few ms; Triton keeps the compiled kernels on
+# disk), so a card where block_sizes guesses wrong still gets its fastest of these
+TUNE_CANDIDATES = [(4, 2048, 4), (8, 1024, 4), (8, 512, 4), (16, 256, 4), (2, 2048, 2)]
+TUNED: dict[tuple, tuple[int, int, int]] = {}  # (N, K, dtype, device) -> the config measured fastest
+log = logging.getLogger(__name__)
+
+
+def tuned_config(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+                 candidates=None, timer=None) -> tuple[int, int, int]:
+    """The block shape for this product: measured once per shape on CUDA (not while a CUDA graph
+    is being captured, nor with GLMV_INT8_TUNE=0: then block_sizes' guess)."""
+    N, K = q.shape
+    key = (N, K, x.dtype, x.device)
+    if key in TUNED:
+        return TUNED[key]
+    guess = block_sizes(N, K)
+    if timer is None:
+        if not x.is_cuda or torch.cuda.is_current_stream_capturing() or os.environ.get("GLMV_INT8_TUNE") == "0":
+            return guess
+        timer = _cuda_time
+    configs = list(dict.fromkeys([guess, *(candidates or TUNE_CANDIDATES)]))
+    times = {c: timer(lambda c=c: _launch(x, q, scales, bias, c)) for c in configs}
+    TUNED[key] = min(configs, key=times.get)
+    log.info("int8 GEMV %dx%d: blocks %s (%s)", N, K, TUNED[key],
+             ", ".join(f"{c}: {1000 * t:.1f} us" for c, t in times.items()))
+    return TUNED[key]
+
+
+def _cuda_time(run, reps: int = 5) -> float:
+    """Best milliseconds of `run()`, the L2 cache flushed before each (a 37 MB matrix fits in an
+    H200's 50 MB L2: timing it warm would rank the configurations by cache reads)."""
+    flush = _flush_buffer(torch.cuda.current_device())
+    run()  # compiles
+    best = float("inf")
+    for _ in range(reps):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end))
+    return best
+
+
+@functools.cache
+def _flush_buffer(device: int) -> torch.Tensor:
+    return torch.empty(128 * 2**20, dtype=torch.uint8, device=device)
+
+
 def int8_gemv(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
               config: tuple[int, int, int] | None = None) -> torch.Tensor:
     """x (M, K) float, q (N, K) int8 contiguous, scales (N,), bias (N,) or None -> y (M, N) in x's
-    dtype. `config`: (BLOCK_N, BLOCK_K, num_warps) instead of block_sizes' choice."""
-    M, K = x.shape
-    N = q.shape[0]
+    dtype. `config`: (BLOCK_N, BLOCK_K, num_warps) instead of the tuned one."""
     x = x.contiguous()
     q = q if q.stride(1) == 1 else q.contiguous()
+    return _launch(x, q, scales, bias, config or tuned_config(x, q, scales, bias))
+
+
+def _launch(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+            config: tuple[int, int, int]) -> torch.Tensor:
+    M, K = x.shape
+    N = q.shape[0]
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     kernel, cdiv = _kernel()
-    block_n, block_k, warps = config or block_sizes(N, K)
+    block_n, block_k, warps = config
     kernel[(cdiv(N, block_n), M)](x, q, scales, bias if bias is not None else scales, y, N, K, x.stride(0),
                                   q.stride(0), y.stride(0), HAS_BIAS=bias is not None, BLOCK_N=block_n,
                                   BLOCK_K=block_k, num_warps=warps)

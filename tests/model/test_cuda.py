@@ -107,8 +107,9 @@ def test_streamed_loading_lands_the_cpu_weights(tiny_folder, gpu, dtype):
 
 
 def test_int8_kernel_is_the_dequantized_product(gpu):
+    """9B's decode shapes and a ragged one; each shape's blocks tuned on its first product."""
     needs_cuda(gpu)
-    from glmv_cli.kernels.int8_gemv import int8_gemv
+    from glmv_cli.kernels.int8_gemv import TUNED, int8_gemv
     from glmv_cli.model.quant import quantize_int8
 
     g = torch.Generator(device=gpu).manual_seed(0)
@@ -120,6 +121,7 @@ def test_int8_kernel_is_the_dequantized_product(gpu):
         ref = x.double() @ (q.double() * s.double()[:, None]).T + bias.double()
         rel = ((y.double() - ref).norm() / ref.norm()).item()
         assert rel < 1e-2 and not y.isnan().any(), rel
+        assert any(key[:2] == (N, K) for key in TUNED), (N, K)  # measured, not guessed
 
 
 def test_int8_on_the_device_agrees_with_float32(tiny_folder, ours, prompt_inputs, gpu):

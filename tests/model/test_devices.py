@@ -141,6 +141,19 @@ INTERPRETED_KERNEL_CHECK = textwrap.dedent("""
     for config in CANDIDATES:  # every block shape the GPU profile times computes the same product
         y = int8_gemv(x, q, s, config=config)
         worst = max(worst, float(((y.double() - ref).abs() / ref.abs().max()).max()))
+    # tuning: every configuration tried computes the product; the fastest is kept, once per shape
+    from glmv_cli.kernels import int8_gemv as module
+    fake = iter([5.0, 3.0, 4.0, 9.0])
+    tried = []
+    def timer(run):
+        tried.append(run())
+        return next(fake)
+    candidates = [(2, 64, 1), (8, 512, 4), (4, 1024, 2)]
+    picked = module.tuned_config(x, q, s, None, candidates=candidates, timer=timer)
+    assert len(tried) == 4 and picked == candidates[0], (picked, len(tried))  # the guess first, then these
+    assert module.tuned_config(x, q, s, None, candidates=candidates, timer=timer) == picked and len(tried) == 4
+    for y in tried:
+        worst = max(worst, float(((y.double() - ref).abs() / ref.abs().max()).max()))
     print(worst)
 """)
 

@@ -59,12 +59,6 @@ def _kernel():
     return int8_gemv, triton.cdiv
 
 
-# (BLOCK_N, BLOCK_K, num_warps) that benchmarks/decode_profile.py times on each of the model's
-# shapes, so a GPU run can show which one the heuristic below should pick
-CANDIDATES = [(16, 256, 4), (8, 512, 4), (8, 1024, 4), (4, 1024, 4), (4, 2048, 4), (8, 2048, 8),
-              (16, 1024, 8), (32, 256, 4), (2, 2048, 2)]
-
-
 def block_sizes(n: int, k: int) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps). A GEMV is bound by how many bytes are in flight: an H200
     needs tens of KB per multiprocessor. The first version (16 x 256 bytes per program) reached
@@ -79,6 +73,8 @@ def block_sizes(n: int, k: int) -> tuple[int, int, int]:
 # Tried on each shape's first product on a GPU (a few ms; Triton keeps the compiled kernels on
 # disk), so a card where block_sizes guesses wrong still gets its fastest of these
 TUNE_CANDIDATES = [(4, 2048, 4), (8, 1024, 4), (8, 512, 4), (16, 256, 4), (2, 2048, 2)]
+# ... and these besides in benchmarks/decode_profile.py, which times every one on the model's shapes
+CANDIDATES = [*TUNE_CANDIDATES, (4, 1024, 4), (8, 2048, 8), (16, 1024, 8), (32, 256, 4)]
 TUNED: dict[tuple, tuple[int, int, int]] = {}  # (N, K, dtype, device) -> the config measured fastest
 log = logging.getLogger(__name__)
 

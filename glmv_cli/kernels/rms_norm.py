@@ -19,6 +19,8 @@ import functools
 
 import torch
 
+from glmv_cli.kernels import contiguous_rows
+
 
 @functools.cache
 def _kernel():
@@ -69,9 +71,7 @@ def _add_kernel():
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x (..., D), weight (D,) of x's dtype -> (..., D) in x's dtype."""
     D = x.shape[-1]
-    x2 = x.reshape(-1, D)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = contiguous_rows(x, D)
     y = torch.empty(x2.shape, dtype=x.dtype, device=x.device)
     kernel, next_pow2 = _kernel()
     block = next_pow2(D)
@@ -86,9 +86,7 @@ def add_rms_norm(a: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, eps1: float
     where torch rounds (no FMA may merge a product into the sum). a, x (..., D); w1, w2 (D,) of
     their dtype -> (r, y), both (..., D). Three kernels (norm, add, norm) become one."""
     D = x.shape[-1]
-    a2, x2 = a.reshape(-1, D), x.reshape(-1, D)
-    a2 = a2 if a2.stride(-1) == 1 else a2.contiguous()
-    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+    a2, x2 = contiguous_rows(a, D), contiguous_rows(x, D)
     r, y = torch.empty(x2.shape, dtype=x.dtype, device=x.device), torch.empty(x2.shape, dtype=x.dtype, device=x.device)
     kernel, next_pow2 = _add_kernel()
     block = next_pow2(D)

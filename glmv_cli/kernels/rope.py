@@ -79,9 +79,14 @@ def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     every head rotated, (B, NH, S, D), contiguous."""
     B, S, NH, D = x.shape
     y = torch.empty(B, NH, S, D, dtype=x.dtype, device=x.device)
-    unused = torch.zeros(1, dtype=torch.long, device=x.device)  # no k or v heads: never read
-    _launch(x, cos, sin, y, y, y, unused, NH, 0)
+    _launch(x, cos, sin, y, y, y, _no_position(x.device), NH, 0)  # no k or v heads: never read
     return y
+
+
+@functools.cache
+def _no_position(device: torch.device) -> torch.Tensor:
+    """A position tensor for launches without k/v heads (made once, not a fill kernel a call)."""
+    return torch.zeros(1, dtype=torch.long, device=device)
 
 
 def rope_into_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,

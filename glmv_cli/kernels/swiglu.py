@@ -14,6 +14,8 @@ import functools
 
 import torch
 
+from glmv_cli.kernels import contiguous_rows
+
 
 @functools.cache
 def _kernel():
@@ -37,9 +39,7 @@ def _kernel():
 def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
     """gate_up (..., 2I), gate first -> up * silu(gate) (..., I) in gate_up's dtype."""
     two_i = gate_up.shape[-1]
-    x = gate_up.reshape(-1, two_i)
-    if x.stride(-1) != 1:
-        x = x.contiguous()
+    x = contiguous_rows(gate_up, two_i)
     y = torch.empty(x.shape[0], two_i // 2, dtype=x.dtype, device=x.device)
     kernel, cdiv = _kernel()
     block = 1024

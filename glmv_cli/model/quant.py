@@ -26,9 +26,7 @@ from glmv_cli.model.layers import kernels_for
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K) float -> (int8 (N, K), float32 scales (N,)) with weight ~= q * scales[:, None]."""
-    w = weight.float()
-    if w.data_ptr() == weight.data_ptr():  # float32 already: work on a copy, not the caller's tensor
-        w = w.clone()
+    w = weight.to(torch.float32, copy=True)  # worked on in place below, never the caller's tensor
     low, high = torch.aminmax(w, dim=1)
     scales = torch.maximum(high, -low).clamp(min=1e-12) / 127.0  # (N,): max |w| per row
     # in place: the float copy is the one temporary of the matrix's size (loading quantizes large
@@ -82,7 +80,7 @@ class Int8Linear(nn.Module):
             y = F.linear(x2, self.weight.to(x.dtype)).mul_(self.scales.to(x.dtype))  # (in place: a long
             # prompt's output is hundreds of MB, and a second one would add to the GPU's peak)
         if self.bias is not None:
-            y = y + self.bias
+            y = y.add_(self.bias)
         return y.view(*lead, self.out_features)
 
 

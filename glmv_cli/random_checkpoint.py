@@ -71,6 +71,7 @@ def config_dict(tok, text: dict, vision: dict, layout: str = "hub") -> dict:
     t = dict(text)
     rope = {"rope_type": "default", "mrope_section": list(t.pop("mrope_section"))}
     vocab = t.pop("vocab_size", None) or 64 * math.ceil(tok.get_vocab_size() / 64)
+    theta = float(t.pop("rope_theta", 10000.0))
     text_cfg = {
         "model_type": "glm4v_text", "vocab_size": vocab, "rms_norm_eps": 1e-5, "hidden_act": "silu",
         "attention_bias": True, "attention_dropout": 0.0, "initializer_range": 0.02, "tie_word_embeddings": False,
@@ -78,9 +79,9 @@ def config_dict(tok, text: dict, vision: dict, layout: str = "hub") -> dict:
         "eos_token_id": [ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]], **t,
     }
     if layout == "hub":
-        text_cfg.update(rope_theta=10000.0, partial_rotary_factor=0.5, rope_scaling=rope)
+        text_cfg.update(rope_theta=theta, partial_rotary_factor=0.5, rope_scaling=rope)
     else:
-        text_cfg["rope_parameters"] = {**rope, "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+        text_cfg["rope_parameters"] = {**rope, "rope_theta": theta, "partial_rotary_factor": 0.5}
     vision_cfg = {
         "model_type": "glm4v", "out_hidden_size": text_cfg["hidden_size"], "patch_size": 14,
         "temporal_patch_size": 2, "spatial_merge_size": 2, "in_channels": 3, "rms_norm_eps": 1e-5,

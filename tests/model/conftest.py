@@ -13,9 +13,9 @@ from tests.reference import reference_model, reference_processor, write_checkpoi
 VARIANTS = {
     "base": ({}, {}, "hub"),
     "mha_deep": (dict(num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=3,
-                      mrope_section=[4, 6, 6]), dict(depth=3, num_heads=2), "rope_parameters"),
+                      mrope_section=[4, 6, 6], rope_theta=100.0), dict(depth=3, num_heads=2), "rope_parameters"),
     "gqa4": (dict(hidden_size=192, num_attention_heads=6, num_key_value_heads=2, intermediate_size=320,
-                  mrope_section=[2, 3, 3]), dict(hidden_size=96, num_heads=6, image_size=84), "hub"),
+                  mrope_section=[2, 3, 3], rope_theta=500.0), dict(hidden_size=96, num_heads=6, image_size=84), "hub"),
     "mqa": (dict(num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=1,
                  mrope_section=[4, 2, 2]), dict(depth=1, num_heads=2, intermediate_size=64), "rope_parameters"),
 }

@@ -26,6 +26,13 @@ def test_hub_and_rope_parameters_layouts_give_the_same_config(tiny_folder):
     assert Glm4vConfig.from_dict(hub) == Glm4vConfig.from_dict(new)
 
 
+@pytest.mark.parametrize("variant, theta", [("base", 10000.0), ("mha_deep", 100.0), ("gqa4", 500.0)])
+def test_rope_theta_is_written_and_read_in_both_layouts(checkpoints, variant, theta):
+    """A checkpoint's own rope_theta (the demo's is 100), not a default: the parity tests of these
+    variants then compare both implementations at that theta."""
+    assert Glm4vConfig.from_dict(raw_config(checkpoints(variant))).text.rope_theta == theta
+
+
 def test_real_glm41v_values(tiny_folder):
     """The hub config of GLM-4.1V-9B-Thinking (values from the reference notes)."""
     raw = raw_config(tiny_folder)

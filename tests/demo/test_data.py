@@ -142,7 +142,7 @@ def test_staged_plan_starts_with_easy_batches_alone_then_mixes_them_in():
     assert [x for _, x in rest] == ["e", "f"] and all(i <= 22 for i, _ in rest)  # a fresh shuffle, early on
 
 
-def test_warm_up_examples_come_as_files_of_the_three_kinds(tmp_path):
+def test_warm_up_examples_come_as_files_of_every_kind(tmp_path):
     from glmv_cli.demo import tasks
 
     drawn = [data.draw_example("train", 0, index, tmp_path, task="warm_up") for index in range(24)]

@@ -13,6 +13,11 @@
 4. write model.safetensors (float32) into OUT_DIR, loadable by `glmv --model OUT_DIR` and by
    transformers, with training.log (the command, losses per task, held-out answer accuracy).
 
+Every `--save-every` steps the weights are written, and beside them training_state.pt (the step,
+the optimizer's state, the settings); `--resume` goes on from there, on the same batches in the same
+order, so a run that outlives its terminal (a CPU run is over an hour) is not lost. The final save
+removes training_state.pt.
+
 Everything is seeded (`--seed`): examples, initialisation and batch order. The defaults finish in
 about 75 minutes on a 2-core CPU. Progress goes to stderr, one line per `--log-every` steps.
 """
@@ -125,13 +130,46 @@ def save(model: Glm4v, folder: Path) -> None:
     write_safetensors(folder, {k: (tuple(v.shape), v.dtype) for k, v in state.items()}, lambda k: state[k])
 
 
+STATE = "training_state.pt"
+RESUME_KEYS = ("examples", "epochs", "easy", "easy_first", "easy_steps", "batch_tokens", "lr", "warmup",
+               "weight_decay", "vision_lr", "thinking", "seed")  # what the batches and the schedule follow
+
+
+def save_state(model: Glm4v, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace) -> None:
+    """The weights, then the step and optimizer state (written last: a state file always has its
+    weights beside it)."""
+    save(model, args.out)
+    settings = {k: getattr(args, k) for k in RESUME_KEYS}
+    tmp = args.out / (STATE + ".tmp")
+    torch.save({"step": step, "optimizer": opt.state_dict(), "settings": settings}, tmp)
+    tmp.replace(args.out / STATE)
+
+
+def resume(model: Glm4v, opt: torch.optim.Optimizer, args: argparse.Namespace) -> int:
+    """Load the last save_state of args.out into model and opt -> the step to go on from."""
+    from safetensors.torch import load_file
+
+    path = args.out / STATE
+    if not path.is_file():
+        raise SystemExit(f"--resume: {path} does not exist (it is written every --save-every steps)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    differ = {k: (v, getattr(args, k)) for k, v in state["settings"].items() if getattr(args, k) != v}
+    if differ:
+        raise SystemExit(f"--resume: settings differ from the saved run's (saved, now): {differ}")
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in load_file(args.out / "model.safetensors").items()})
+    opt.load_state_dict(state["optimizer"])
+    return state["step"]
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     out = args.out
     config = spec.write_spec(out, seed=args.seed, thinking=args.thinking)
-    (out / "training.log").write_text(f"python -m glmv_cli.demo.train {' '.join(sys.argv[1:])}\n")
+    if not args.resume:
+        (out / "training.log").write_text(f"python -m glmv_cli.demo.train {' '.join(sys.argv[1:])}\n")
     _log_file[:] = [out / "training.log"]
     log(f"spec written to {out} ({time.perf_counter() - started:.0f} s)")
 
@@ -177,8 +215,13 @@ def train(args: argparse.Namespace) -> Path:
     log(f"training {n_params / 1e6:.2f} M parameters: {total} steps, {args.epochs} epochs "
         f"(image embeddings scaled by {factor:.1f} at init)")
     window: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+    first = resume(model, opt, args) if args.resume else 0
+    if first:
+        log(f"resumed at step {first} from {out / STATE}")
     train_start = time.perf_counter()
     for step, indices in enumerate(plan):
+        if step < first:
+            continue
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, args.warmup) * group["scale"]
         batch = data.collate([samples[i] for i in indices], pad_id, spec_).to(device)
@@ -195,15 +238,16 @@ def train(args: argparse.Namespace) -> Path:
             elapsed = time.perf_counter() - train_start
             log(f"step {step + 1}/{total} loss {per_task} lr {opt.param_groups[0]['lr']:.2e} "
                 f"image spread {image_spread(model, probe):.3f} "
-                f"{elapsed / (step + 1):.2f} s/step, {time.perf_counter() - started:.0f} s in all")
+                f"{elapsed / (step + 1 - first):.2f} s/step, {time.perf_counter() - started:.0f} s in all")
             window.clear()
         if watch and ((step + 1) % args.monitor_every == 0 or step + 1 == total):
             right = monitor.accuracy(model, watch, tokenizer, spec_, pad_id, end_id)
             log(f"step {step + 1} held-out answers right: " + " ".join(f"{t}={a:.0%}" for t, a in right.items()))
         if (step + 1) % args.save_every == 0:
-            save(model, out)  # a usable checkpoint at any time
+            save_state(model, opt, step + 1, args)  # a usable checkpoint at any time, and a point to resume from
     model.eval()
     save(model, out)
+    (out / STATE).unlink(missing_ok=True)
     log(f"wrote {out / 'model.safetensors'} ({time.perf_counter() - started:.0f} s in all)")
     return out
 
@@ -250,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--monitor", type=int, default=72, help="held-out samples answered every --monitor-every steps")
     ap.add_argument("--monitor-every", type=int, default=500)
     ap.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints written to OUT_DIR")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on from OUT_DIR's last save (same settings; the examples are prepared again)")
     train(ap.parse_args(argv))
 
 

@@ -77,3 +77,43 @@ def test_the_checkpoint_loads_in_ours_and_in_transformers_with_the_same_logits(t
     with torch.no_grad():
         expected = ref(input_ids=ids).logits
     assert torch.allclose(ours(ids), expected, atol=1e-4, rtol=1e-4)
+
+
+TINY_RUN = ["--examples", "24", "--easy", "8", "--easy-first", "3", "--easy-steps", "4", "--epochs", "2",
+            "--batch-tokens", "1024", "--threads", "1", "--workers", "1", "--monitor", "0", "--log-every", "1",
+            "--save-every", "3"]
+
+
+def test_a_run_stopped_after_a_save_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train.main([str(whole), *TINY_RUN])
+    assert not (whole / train.STATE).exists()  # the finished checkpoint carries no training state
+
+    save_state = train.save_state
+
+    def killed_after_first_save(model, opt, step, args):
+        save_state(model, opt, step, args)
+        raise KeyboardInterrupt  # the terminal went away
+
+    monkeypatch.setattr(train, "save_state", killed_after_first_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([str(parts), *TINY_RUN])
+    monkeypatch.setattr(train, "save_state", save_state)
+    assert (parts / train.STATE).is_file()
+    with pytest.raises(SystemExit, match="settings differ.*'lr': \\(0.0005, 0.001\\)"):
+        train.main([str(parts), *TINY_RUN, "--resume", "--lr", "1e-3"])
+    train.main([str(parts), *TINY_RUN, "--resume"])
+
+    a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (parts / "training.log").read_text()
+    assert log.startswith("python -m glmv_cli.demo.train") and "resumed at step 3" in log
+    assert not (parts / train.STATE).exists()
+
+
+def test_resume_without_a_saved_state_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="training_state.pt does not exist"):
+        train.main([str(tmp_path / "new"), *TINY_RUN, "--resume"])

@@ -135,20 +135,18 @@ RESUME_KEYS = ("examples", "epochs", "easy", "easy_first", "easy_steps", "batch_
                "weight_decay", "vision_lr", "thinking", "seed")  # what the batches and the schedule follow
 
 
-def save_state(model: Glm4v, opt: torch.optim.Optimizer, step: int, args: argparse.Namespace) -> None:
-    """The weights, then the step and optimizer state (written last: a state file always has its
-    weights beside it)."""
+def save_state(model: Glm4v, opt: torch.optim.Optimizer, step: int, seconds: float, args: argparse.Namespace) -> None:
+    """The weights, then the step, optimizer state and seconds spent so far (written last: a state
+    file always has its weights beside it)."""
     save(model, args.out)
     settings = {k: getattr(args, k) for k in RESUME_KEYS}
     tmp = args.out / (STATE + ".tmp")
-    torch.save({"step": step, "optimizer": opt.state_dict(), "settings": settings}, tmp)
+    torch.save({"step": step, "seconds": seconds, "optimizer": opt.state_dict(), "settings": settings}, tmp)
     tmp.replace(args.out / STATE)
 
 
-def resume(model: Glm4v, opt: torch.optim.Optimizer, args: argparse.Namespace) -> int:
-    """Load the last save_state of args.out into model and opt -> the step to go on from."""
-    from safetensors.torch import load_file
-
+def saved_state(args: argparse.Namespace) -> dict:
+    """The last save_state of args.out, checked against this run's settings (before any work)."""
     path = args.out / STATE
     if not path.is_file():
         raise SystemExit(f"--resume: {path} does not exist (it is written every --save-every steps)")
@@ -156,10 +154,16 @@ def resume(model: Glm4v, opt: torch.optim.Optimizer, args: argparse.Namespace) -
     differ = {k: (v, getattr(args, k)) for k, v in state["settings"].items() if getattr(args, k) != v}
     if differ:
         raise SystemExit(f"--resume: settings differ from the saved run's (saved, now): {differ}")
+    return state
+
+
+def restore(model: Glm4v, opt: torch.optim.Optimizer, state: dict, folder: Path) -> None:
+    """The saved weights (model.safetensors beside the state) and optimizer state."""
+    from safetensors.torch import load_file
+
     device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in load_file(args.out / "model.safetensors").items()})
+    model.load_state_dict({k: v.to(device) for k, v in load_file(folder / "model.safetensors").items()})
     opt.load_state_dict(state["optimizer"])
-    return state["step"]
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -167,6 +171,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     out = args.out
+    saved = saved_state(args) if args.resume else None
     config = spec.write_spec(out, seed=args.seed, thinking=args.thinking)
     if not args.resume:
         (out / "training.log").write_text(f"python -m glmv_cli.demo.train {' '.join(sys.argv[1:])}\n")
@@ -215,9 +220,13 @@ def train(args: argparse.Namespace) -> Path:
     log(f"training {n_params / 1e6:.2f} M parameters: {total} steps, {args.epochs} epochs "
         f"(image embeddings scaled by {factor:.1f} at init)")
     window: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
-    first = resume(model, opt, args) if args.resume else 0
-    if first:
-        log(f"resumed at step {first} from {out / STATE}")
+    first = before = 0
+    if saved:
+        restore(model, opt, saved, out)
+        first, before = saved["step"], saved.get("seconds", 0.0)  # (2b9c36a wrote no seconds)
+        log(f"resumed at step {first} from {out / STATE} ({before:.0f} s in all before; from here the times "
+            "add this run's to them)")
+        started -= before
     train_start = time.perf_counter()
     for step, indices in enumerate(plan):
         if step < first:
@@ -244,7 +253,8 @@ def train(args: argparse.Namespace) -> Path:
             right = monitor.accuracy(model, watch, tokenizer, spec_, pad_id, end_id)
             log(f"step {step + 1} held-out answers right: " + " ".join(f"{t}={a:.0%}" for t, a in right.items()))
         if (step + 1) % args.save_every == 0:
-            save_state(model, opt, step + 1, args)  # a usable checkpoint at any time, and a point to resume from
+            # a usable checkpoint at any time, and a point to resume from
+            save_state(model, opt, step + 1, time.perf_counter() - started, args)
     model.eval()
     save(model, out)
     (out / STATE).unlink(missing_ok=True)

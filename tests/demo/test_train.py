@@ -4,6 +4,7 @@ and transformers read, and the held-out monitor reads answers the way the evalua
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import torch
@@ -94,8 +95,8 @@ def test_a_run_stopped_after_a_save_resumes_to_the_same_weights(tmp_path, monkey
 
     save_state = train.save_state
 
-    def killed_after_first_save(model, opt, step, args):
-        save_state(model, opt, step, args)
+    def killed_after_first_save(model, opt, step, seconds, args):
+        save_state(model, opt, step, seconds, args)
         raise KeyboardInterrupt  # the terminal went away
 
     monkeypatch.setattr(train, "save_state", killed_after_first_save)
@@ -105,12 +106,17 @@ def test_a_run_stopped_after_a_save_resumes_to_the_same_weights(tmp_path, monkey
     assert (parts / train.STATE).is_file()
     with pytest.raises(SystemExit, match="settings differ.*'lr': \\(0.0005, 0.001\\)"):
         train.main([str(parts), *TINY_RUN, "--resume", "--lr", "1e-3"])
+    started = time.perf_counter()
     train.main([str(parts), *TINY_RUN, "--resume"])
+    wall = time.perf_counter() - started
 
     a, b = load_file(whole / "model.safetensors"), load_file(parts / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = (parts / "training.log").read_text()
     assert log.startswith("python -m glmv_cli.demo.train") and "resumed at step 3" in log
+    before = int(re.search(r"\((\d+) s in all before", log).group(1))
+    total = int(re.search(r"wrote .* \((\d+) s in all\)", log).group(1))
+    assert before >= 2 and total >= before + wall - 1  # the time up to the save counts in the total
     assert not (parts / train.STATE).exists()
 
 

@@ -32,6 +32,7 @@ import torch
 from glmv_cli.errors import InputError, ModelError
 from glmv_cli.inputs.patches import load_patch_specs
 from glmv_cli.inputs.visual import VisualInput
+from glmv_cli.model.patch_codes import PatchCodes
 from glmv_cli.tokenizer import Tokenizer
 
 BUILTIN_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
@@ -259,7 +260,9 @@ class ModelInputs:
     """Tensors named as transformers' Glm4vProcessor names them (batch of one).
 
     input_ids, attention_mask, mm_token_type_ids: (1, S) int64; mm types 0 text, 1 image, 2 video.
-    pixel_values: (N, 3*T*p*p) float32 image patch rows; image_grid_thw: (n_images, 3) int64.
+    pixel_values: (N, 3*T*p*p) float32 image patch rows, or PatchCodes standing for them (images from
+        the loaders: the model expands them on its device; patch_codes.patch_rows gives the floats);
+        image_grid_thw: (n_images, 3) int64.
     pixel_values_videos / video_grid_thw: the same for videos. None where there is no such input.
     attachment_tokens: <|image|> placeholders each attachment fills, in prompt order.
     """
@@ -267,7 +270,7 @@ class ModelInputs:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     mm_token_type_ids: torch.Tensor
-    pixel_values: torch.Tensor | None = None
+    pixel_values: torch.Tensor | PatchCodes | None = None
     image_grid_thw: torch.Tensor | None = None
     pixel_values_videos: torch.Tensor | None = None
     video_grid_thw: torch.Tensor | None = None
@@ -297,14 +300,17 @@ def mm_token_types(ids: np.ndarray, tokenizer: Tokenizer) -> np.ndarray:
     return types
 
 
-def _stack(visuals: list[VisualInput]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _stack(visuals: list[VisualInput]) -> tuple[torch.Tensor | PatchCodes | None, torch.Tensor | None]:
     if not visuals:
         return None, None
-    arrays = [v.pixel_values for v in visuals]
+    grid = torch.tensor([list(v.grid_thw) for v in visuals], dtype=torch.long)
+    parts = [v.pixel_values for v in visuals]
+    if all(isinstance(p, PatchCodes) for p in parts):
+        return (parts[0] if len(parts) == 1 else PatchCodes.cat(parts)), grid
+    arrays = [v.rows() for v in visuals]
     # one attachment (the usual case) is used as it is: a copy of a large image's rows costs ~10 ms
     joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-    rows = torch.from_numpy(np.ascontiguousarray(joined, dtype=np.float32))
-    return rows, torch.tensor([list(v.grid_thw) for v in visuals], dtype=torch.long)
+    return torch.from_numpy(np.ascontiguousarray(joined, dtype=np.float32)), grid
 
 
 def build_inputs(turns: Sequence[Turn], tokenizer: Tokenizer, config: PromptConfig) -> ModelInputs:

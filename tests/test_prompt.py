@@ -13,6 +13,7 @@ from glmv_cli.errors import InputError, ModelError
 from glmv_cli.inputs.image import preprocess_image
 from glmv_cli.inputs.patches import load_patch_specs
 from glmv_cli.inputs.visual import VisualInput
+from glmv_cli.model.patch_codes import patch_rows
 from glmv_cli.prompt import (
     BUILTIN_TEMPLATE,
     ModelInputs,
@@ -104,6 +105,7 @@ def assert_same(ours, ref, turns, images=(), videos=(), metadata=(), processor=N
     want = processor(text=[text], return_tensors="pt", **kwargs)
     assert set(got.as_dict()) == set(want.keys()) - {"video_metadata"}
     for name, value in got.as_dict().items():
+        value = patch_rows(value)  # image pixels come as the levels the rows are looked up from
         assert value.dtype == want[name].dtype, name
         assert value.shape == want[name].shape, name
         assert torch.allclose(value, want[name], atol=1e-6, rtol=0), name

@@ -25,6 +25,7 @@ import torch
 
 from glmv_cli.demo import tasks
 from glmv_cli.inputs.patches import level_table
+from glmv_cli.model.patch_codes import PatchCodes
 
 END_TOKEN = "<|user|>"
 MIX = {"shapes_count": 0.15, "shapes_color": 0.14, "shapes_shape": 0.14, "numbers": 0.23, "pdf": 0.14,
@@ -75,7 +76,7 @@ class Preparer:
         prompt = inputs.input_ids[0].numpy()
         target = np.asarray(self.session.tokenizer.encode(example.target) + [self.end_id], dtype=np.int64)
         spec = self.session.image_spec
-        images = None if inputs.pixel_values is None else encode_rows(inputs.pixel_values.numpy(), spec)[:, :, 0]
+        images = None if inputs.pixel_values is None else image_levels(inputs.pixel_values, spec)
         videos = None if inputs.pixel_values_videos is None else encode_rows(inputs.pixel_values_videos.numpy(), spec)
         return Sample(
             task=example.task, ids=np.concatenate([prompt, target]), prompt_len=len(prompt),
@@ -91,6 +92,13 @@ def encode_rows(rows: np.ndarray, spec) -> np.ndarray:
     x = rows.reshape(N, C, T, -1)
     mean, std = np.asarray(spec.mean, np.float32)[:, None, None], np.asarray(spec.std, np.float32)[:, None, None]
     return np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8)
+
+
+def image_levels(pixels: torch.Tensor | PatchCodes, spec) -> np.ndarray:
+    """An image prompt's pixels -> their uint8 levels (N, C, p*p) (one of the T equal copies)."""
+    if isinstance(pixels, PatchCodes):
+        return pixels.codes[:, :, 0].numpy()
+    return encode_rows(pixels.numpy(), spec)[:, :, 0]
 
 
 def decode_rows(codes: np.ndarray, spec) -> torch.Tensor:

@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from glmv_cli.errors import InputError
-from glmv_cli.inputs.patches import PatchSpec, image_rows, smart_resize
+from glmv_cli.inputs.patches import PatchSpec, image_codes, level_table, smart_resize
 from glmv_cli.inputs.visual import VisualInput
+from glmv_cli.model.patch_codes import PatchCodes
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def preprocess_image(image: Image.Image, spec: PatchSpec, *, source: str = "") -> VisualInput:
-    """One PIL image (any mode) -> patch rows (gh*gw, 3*T*p*p) and grid (1, gh, gw)."""
+    """One PIL image (any mode) -> its patch rows (gh*gw, 3*T*p*p), as uint8 levels that the model
+    expands on its own device (PatchCodes), and grid (1, gh, gw)."""
     rgb = to_rgb(image)
     width, height = rgb.size
     T = spec.temporal_patch_size
@@ -141,8 +144,9 @@ def preprocess_image(image: Image.Image, spec: PatchSpec, *, source: str = "") -
         raise InputError(f"{source or 'image'} ({width}x{height}) has no pixels") from None
     if (new_w, new_h) != (width, height):
         rgb = rgb.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    rows, grid = image_rows(np.asarray(rgb), spec)  # (gh*gw, 3*T*p*p), (1, gh, gw)
-    return VisualInput("image", rows, grid, source=source, original_size=(width, height))
+    codes, grid = image_codes(np.asarray(rgb), spec)  # (gh*gw, 3, 1, p*p), (1, gh, gw)
+    pixels = PatchCodes(torch.from_numpy(codes), torch.from_numpy(level_table(spec)), T)
+    return VisualInput("image", pixels, grid, source=source, original_size=(width, height))
 
 
 def load_image(source: str | Path | bytes, spec: PatchSpec, *, name: str = "",

@@ -7,12 +7,16 @@ from typing import Literal
 
 import numpy as np
 
+from glmv_cli.model.patch_codes import PatchCodes
+
 
 @dataclass(frozen=True)
 class VisualInput:
     """One image (a PDF page is one too) or one video, laid out as the vision tower reads it.
 
-    pixel_values: (gt*gh*gw, 3*T*p*p) float32 patch rows in block-major order (see patches.py).
+    pixel_values: (gt*gh*gw, 3*T*p*p) float32 patch rows in block-major order (see patches.py), or
+        (images from the loaders) the same rows as PatchCodes, the uint8 levels they are looked up
+        from, which the model expands on its own device; `rows()` gives the floats either way.
     grid_thw: (gt, gh, gw) in patches; images have gt == 1, videos one gt per frame pair.
     timestamps: videos only, seconds of the first frame of each frame pair (len == gt).
     source: what the user named (a path, "-", a URL), for messages.
@@ -20,11 +24,17 @@ class VisualInput:
     """
 
     kind: Literal["image", "video"]
-    pixel_values: np.ndarray
+    pixel_values: np.ndarray | PatchCodes
     grid_thw: tuple[int, int, int]
     timestamps: tuple[float, ...] = field(default=())
     source: str = ""
     original_size: tuple[int, int] = (0, 0)
+
+    def rows(self) -> np.ndarray:
+        """The float32 patch rows, whichever form pixel_values holds."""
+        if isinstance(self.pixel_values, PatchCodes):
+            return self.pixel_values.rows().numpy()
+        return self.pixel_values
 
     def tokens_per_frame(self, merge_size: int = 2) -> int:
         """<|image|> placeholders for one image or one frame pair."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
 from glmv_cli.errors import InputError
@@ -179,4 +180,4 @@ def test_pages_are_preprocessed_as_images(tmp_path):
     page = load_pdf(path, SPEC, dpi=50).pages[0].visual
     image = render_pages(path, dpi=50)[0]
     same = preprocess_image(image, SPEC, source="x")
-    assert page.grid_thw == same.grid_thw and (page.pixel_values == same.pixel_values).all()
+    assert page.grid_thw == same.grid_thw and np.array_equal(page.rows(), same.rows())

@@ -1,0 +1,71 @@
+"""Image patch rows carried as the uint8 pixel levels they come from, expanded on the model's device.
+
+Every value of an image's patch rows (N, 3*T*p*p) is a table lookup, table[level, channel] of one
+uint8 pixel, and the T temporal copies of a row are equal. For GLM-4.1V's 1120x1120 image that is
+30 MB of float32 built from 3.7 MB of levels. Carrying the levels to the model and expanding them
+there (one gather, on the GPU when the model is there) takes the building of the rows and most of
+the host-to-device copy out of the time to the first token. The rows are the same bits either
+way: the same table, values only copied.
+
+`patch_rows` is what the model calls on whatever it was given: float rows pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PatchCodes:
+    """codes (N, C, Tc, P) uint8, Tc == 1 standing for `temporal` equal copies or Tc == temporal;
+    table (256, C) float32, what each level of each channel stands for."""
+
+    codes: torch.Tensor
+    table: torch.Tensor
+    temporal: int
+
+    def __post_init__(self):
+        N, C, Tc, P = self.codes.shape
+        if self.codes.dtype != torch.uint8 or self.table.shape != (256, C) or Tc not in (1, self.temporal):
+            raise ValueError(f"patch codes (uint8 (N, C, 1 or T, P)) and table ((256, C)) do not fit: "
+                             f"{self.codes.dtype} {tuple(self.codes.shape)}, {tuple(self.table.shape)}, "
+                             f"T={self.temporal}")
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the rows they stand for."""
+        N, C, _, P = self.codes.shape
+        return torch.Size((N, C * self.temporal * P))
+
+    @property
+    def device(self) -> torch.device:
+        return self.codes.device
+
+    def to(self, device, non_blocking: bool = False) -> PatchCodes:
+        return PatchCodes(self.codes.to(device, non_blocking=non_blocking),
+                          self.table.to(device, non_blocking=non_blocking), self.temporal)
+
+    def rows(self) -> torch.Tensor:
+        """The float32 patch rows (N, C*T*P), built where the codes are."""
+        N, C, Tc, P = self.codes.shape
+        flat = self.table.t().contiguous().view(-1)  # (C * 256): channel c's levels at [256c, 256c + 256)
+        offsets = (256 * torch.arange(C, dtype=torch.int32, device=self.device)).view(1, C, 1, 1)
+        values = flat[self.codes.int() + offsets]  # (N, C, Tc, P)
+        return values.expand(N, C, self.temporal, P).reshape(N, C * self.temporal * P)
+
+    @staticmethod
+    def cat(parts: Sequence[PatchCodes]) -> PatchCodes:
+        """Several images' codes as one (they share one table and layout: one checkpoint's images)."""
+        first = parts[0]
+        if any(not torch.equal(p.table, first.table) or p.temporal != first.temporal
+               or p.codes.shape[1:] != first.codes.shape[1:] for p in parts[1:]):
+            raise ValueError("patch codes with different tables or layouts cannot be joined; join their rows")
+        return PatchCodes(torch.cat([p.codes for p in parts]), first.table, first.temporal)
+
+
+def patch_rows(pixels: torch.Tensor | PatchCodes) -> torch.Tensor:
+    """Float patch rows from either form."""
+    return pixels.rows() if isinstance(pixels, PatchCodes) else pixels

@@ -1,0 +1,84 @@
+"""Images reach the model as uint8 levels (PatchCodes) and are expanded on its device: the rows are
+the loaders' rows bit for bit, and the model's logits do not depend on which form it was given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import glmv_cli
+from glmv_cli.app.session import Session
+from glmv_cli.inputs.image import preprocess_image
+from glmv_cli.inputs.patches import PatchSpec, image_rows, level_table
+from glmv_cli.model.glm4v import on_model_device
+from glmv_cli.model.patch_codes import PatchCodes, patch_rows
+from tests.model.conftest import random_image
+
+SPEC = PatchSpec()
+
+
+def test_codes_expand_to_the_loaders_rows_bit_for_bit():
+    image = random_image(84, 140, seed=3)
+    visual = preprocess_image(image, SPEC)
+    codes = visual.pixel_values
+    assert isinstance(codes, PatchCodes) and codes.codes.dtype == torch.uint8
+    rows, grid = image_rows(np.asarray(image), SPEC)
+    assert visual.grid_thw == grid and tuple(codes.shape) == rows.shape
+    assert torch.equal(codes.rows(), torch.from_numpy(rows))
+    assert codes.codes.numel() * SPEC.temporal_patch_size == rows.size  # a byte a level, one copy of T
+
+
+def test_codes_with_every_temporal_copy_expand_as_they_are():
+    g = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (5, 3, 2, 196), dtype=torch.uint8, generator=g)
+    table = torch.from_numpy(level_table(SPEC))
+    want = table[levels.long(), torch.arange(3).view(1, 3, 1, 1)].reshape(5, -1)
+    assert torch.equal(PatchCodes(levels, table, 2).rows(), want)
+
+
+def test_several_images_join_into_one_set_of_codes():
+    a, b = (preprocess_image(random_image(56, 84, seed=s), SPEC).pixel_values for s in (1, 2))
+    both = PatchCodes.cat([a, b])
+    assert torch.equal(both.rows(), torch.cat([a.rows(), b.rows()]))
+    other = PatchCodes(a.codes, a.table + 1, a.temporal)
+    with pytest.raises(ValueError, match="different tables"):
+        PatchCodes.cat([a, other])
+
+
+def test_codes_that_do_not_fit_their_table_are_refused():
+    with pytest.raises(ValueError, match="do not fit"):
+        PatchCodes(torch.zeros(4, 3, 1, 196, dtype=torch.uint8), torch.zeros(256, 2), 2)
+    with pytest.raises(ValueError, match="do not fit"):
+        PatchCodes(torch.zeros(4, 3, 1, 196, dtype=torch.int32), torch.zeros(256, 3), 2)
+
+
+def test_codes_cross_the_model_boundary_as_levels():
+    codes = preprocess_image(random_image(56, 56), SPEC).pixel_values
+    moved = on_model_device(torch.device("meta"), pixel_values=codes)["pixel_values"]
+    assert isinstance(moved, PatchCodes) and moved.device.type == "meta" and moved.codes.dtype == torch.uint8
+    assert moved.table.device.type == "meta"
+
+
+def test_the_model_gives_the_same_logits_from_codes_and_from_rows(tiny_folder, tmp_path):
+    """What `glmv ask a.png b.png` sends (two images, as codes) against the same prompt with the
+    images' float rows: identical logits, bit for bit, in prefill and in the full forward."""
+    torch.set_num_threads(1)
+    paths = []
+    for i, (h, w) in enumerate([(70, 98), (56, 140)]):
+        paths.append(tmp_path / f"{i}.png")
+        random_image(h, w, seed=i).save(paths[-1])
+    session = Session(tiny_folder, device="cpu")
+    inputs = session.conversation().prompt("Compare them.", [str(p) for p in paths])
+    assert isinstance(inputs.pixel_values, PatchCodes) and inputs.image_grid_thw.shape[0] == 2
+    as_codes = inputs.as_dict()
+    as_rows = dict(as_codes, pixel_values=patch_rows(inputs.pixel_values))
+    model = glmv_cli.load(tiny_folder, device="cpu", dtype="float32").model
+    n = inputs.num_prompt_tokens
+    got = []
+    for kwargs in (as_codes, as_rows):
+        model.language_model.setup_cache(1, n + 1)
+        got.append(model.prefill(**kwargs)[0])
+        model.language_model.drop_cache()
+    assert torch.equal(got[0], got[1])
+    assert torch.equal(model(**as_codes), model(**as_rows))

@@ -260,8 +260,8 @@ class ModelInputs:
     """Tensors named as transformers' Glm4vProcessor names them (batch of one).
 
     input_ids, attention_mask, mm_token_type_ids: (1, S) int64; mm types 0 text, 1 image, 2 video.
-    pixel_values: (N, 3*T*p*p) float32 image patch rows, or PatchCodes standing for them (images from
-        the loaders: the model expands them on its device; patch_codes.patch_rows gives the floats);
+    pixel_values: (N, 3*T*p*p) float32 image patch rows, or PatchCodes standing for them (what the
+        loaders make: the model expands them on its device; patch_codes.patch_rows gives the floats);
         image_grid_thw: (n_images, 3) int64.
     pixel_values_videos / video_grid_thw: the same for videos. None where there is no such input.
     attachment_tokens: <|image|> placeholders each attachment fills, in prompt order.
@@ -272,7 +272,7 @@ class ModelInputs:
     mm_token_type_ids: torch.Tensor
     pixel_values: torch.Tensor | PatchCodes | None = None
     image_grid_thw: torch.Tensor | None = None
-    pixel_values_videos: torch.Tensor | None = None
+    pixel_values_videos: torch.Tensor | PatchCodes | None = None
     video_grid_thw: torch.Tensor | None = None
     attachment_tokens: list[int] = field(default_factory=list)
 

@@ -76,8 +76,8 @@ class Preparer:
         prompt = inputs.input_ids[0].numpy()
         target = np.asarray(self.session.tokenizer.encode(example.target) + [self.end_id], dtype=np.int64)
         spec = self.session.image_spec
-        images = None if inputs.pixel_values is None else image_levels(inputs.pixel_values, spec)
-        videos = None if inputs.pixel_values_videos is None else encode_rows(inputs.pixel_values_videos.numpy(), spec)
+        images = None if inputs.pixel_values is None else pixel_levels(inputs.pixel_values, spec)[:, :, 0]
+        videos = None if inputs.pixel_values_videos is None else pixel_levels(inputs.pixel_values_videos, spec)
         return Sample(
             task=example.task, ids=np.concatenate([prompt, target]), prompt_len=len(prompt),
             image_codes=images, image_grids=_grids(inputs.image_grid_thw),
@@ -94,11 +94,12 @@ def encode_rows(rows: np.ndarray, spec) -> np.ndarray:
     return np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8)
 
 
-def image_levels(pixels: torch.Tensor | PatchCodes, spec) -> np.ndarray:
-    """An image prompt's pixels -> their uint8 levels (N, C, p*p) (one of the T equal copies)."""
+def pixel_levels(pixels: torch.Tensor | PatchCodes, spec) -> np.ndarray:
+    """A prompt's pixels, either form -> the uint8 levels of their rows, (N, C, T, p*p) (an image's
+    codes keep one of its T equal copies: (N, C, 1, p*p))."""
     if isinstance(pixels, PatchCodes):
-        return pixels.codes[:, :, 0].numpy()
-    return encode_rows(pixels.numpy(), spec)[:, :, 0]
+        return pixels.codes.numpy()
+    return encode_rows(pixels.numpy(), spec)
 
 
 def decode_rows(codes: np.ndarray, spec) -> torch.Tensor:

@@ -19,11 +19,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.patches import PatchSpec, patchify_frames, smart_resize
 from glmv_cli.inputs.video_decode import VideoProbe, decode_frames, probe_video
 from glmv_cli.inputs.visual import VisualInput
+from glmv_cli.model.patch_codes import PatchCodes
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,6 @@ def video_size(num_frames: int, height: int, width: int, spec: PatchSpec) -> tup
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 (F, H, W, 3) -> uint8 (F, h, w, 3): torch float32 bicubic, antialias, clamp, round."""
-    import torch
     import torch.nn.functional as F
 
     if frames.shape[1:3] == tuple(size):
@@ -109,13 +110,20 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def normalize_frames(frames: np.ndarray, spec: PatchSpec) -> np.ndarray:
-    """uint8 (F, H, W, 3) -> float32 (F, 3, H, W) with the video processor's fused arithmetic,
-    (x - 255*mean) / (255*std) in float32: bit-identical to the reference."""
+def video_level_table(spec: PatchSpec) -> np.ndarray:
+    """(256, 3) float32: what each uint8 level of each channel becomes with the video processor's
+    fused arithmetic, (x - 255*mean) / (255*std) in float32 (bit-identical to the reference)."""
     mean = np.asarray(spec.mean, np.float32) * np.float32(255.0)
     std = np.asarray(spec.std, np.float32) * np.float32(255.0)
-    out = (frames.astype(np.float32) - mean) / std  # (F, H, W, 3)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (F, 3, H, W)
+    return (np.arange(256, dtype=np.float32)[:, None] - mean) / std
+
+
+def frame_codes(frames: np.ndarray, spec: PatchSpec) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """uint8 (F, H, W, 3) -> the patch rows' uint8 levels (gt*gh*gw, 3, T, p*p), laid out as the
+    rows are (patchify_frames), and grid (gt, gh, gw). Rows are these levels looked up in
+    video_level_table, on the model's device (model.patch_codes)."""
+    codes, grid = patchify_frames(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)), spec)
+    return codes.reshape(len(codes), 3, spec.temporal_patch_size, -1), grid
 
 
 def preprocess_video(
@@ -133,9 +141,10 @@ def preprocess_video(
         timestamps = [*timestamps, timestamps[-1]]
     height, width = frames.shape[1:3]
     frames = resize_frames(frames, video_size(len(frames), height, width, spec))
-    rows, grid = patchify_frames(normalize_frames(frames, spec), spec)
+    codes, grid = frame_codes(frames, spec)
+    pixels = PatchCodes(torch.from_numpy(codes), torch.from_numpy(video_level_table(spec)), spec.temporal_patch_size)
     return VisualInput(
-        kind="video", pixel_values=rows, grid_thw=grid, timestamps=tuple(float(t) for t in timestamps[::2]),
+        kind="video", pixel_values=pixels, grid_thw=grid, timestamps=tuple(float(t) for t in timestamps[::2]),
         source=source, original_size=original_size or (width, height),
     )
 

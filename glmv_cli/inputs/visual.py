@@ -15,7 +15,7 @@ class VisualInput:
     """One image (a PDF page is one too) or one video, laid out as the vision tower reads it.
 
     pixel_values: (gt*gh*gw, 3*T*p*p) float32 patch rows in block-major order (see patches.py), or
-        (images from the loaders) the same rows as PatchCodes, the uint8 levels they are looked up
+        (what the loaders make) the same rows as PatchCodes, the uint8 levels they are looked up
         from, which the model expands on its own device; `rows()` gives the floats either way.
     grid_thw: (gt, gh, gw) in patches; images have gt == 1, videos one gt per frame pair.
     timestamps: videos only, seconds of the first frame of each frame pair (len == gt).

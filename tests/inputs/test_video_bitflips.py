@@ -36,7 +36,7 @@ def metadata_flipped(clip, tmp_path):
 
 def test_damaged_metadata_does_not_stop_the_frames(clip, tmp_path):
     good, bad = load_video(clip, SPEC), load_video(metadata_flipped(clip, tmp_path), SPEC)
-    assert np.array_equal(good.pixel_values, bad.pixel_values) and good.timestamps == bad.timestamps
+    assert np.array_equal(good.rows(), bad.rows()) and good.timestamps == bad.timestamps
 
 
 def test_glmv_video_reads_a_clip_with_damaged_metadata(clip, tmp_path, scripted):  # noqa: F811

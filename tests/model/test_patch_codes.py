@@ -1,5 +1,6 @@
-"""Images reach the model as uint8 levels (PatchCodes) and are expanded on its device: the rows are
-the loaders' rows bit for bit, and the model's logits do not depend on which form it was given."""
+"""Images and videos reach the model as uint8 levels (PatchCodes) and are expanded on its device:
+the rows are the loaders' rows bit for bit (tests/inputs compares those with transformers'
+processors), and the model's logits do not depend on which form it was given."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import torch
 import glmv_cli
 from glmv_cli.app.session import Session
 from glmv_cli.inputs.image import preprocess_image
-from glmv_cli.inputs.patches import PatchSpec, image_rows, level_table
+from glmv_cli.inputs.patches import VIDEO_DEFAULT, PatchSpec, image_rows, level_table, patchify_frames
+from glmv_cli.inputs.video import preprocess_video
 from glmv_cli.model.glm4v import on_model_device
 from glmv_cli.model.patch_codes import PatchCodes, patch_rows
+from tests.inputs.media import encode_video
 from tests.model.conftest import random_image
 
-SPEC = PatchSpec()
+SPEC, VIDEO = PatchSpec(), VIDEO_DEFAULT
 
 
 def test_codes_expand_to_the_loaders_rows_bit_for_bit():
@@ -60,19 +63,33 @@ def test_codes_cross_the_model_boundary_as_levels():
     assert moved.table.device.type == "meta"
 
 
+def test_video_codes_are_the_normalised_patchified_frames_bit_for_bit():
+    frames = np.random.default_rng(5).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
+    visual = preprocess_video(frames, [0.0, 0.5, 1.0, 1.5], VIDEO)
+    codes = visual.pixel_values
+    assert isinstance(codes, PatchCodes) and codes.codes.shape[2] == VIDEO.temporal_patch_size
+    mean, std = (np.asarray(v, np.float32) * np.float32(255.0) for v in (VIDEO.mean, VIDEO.std))
+    floats = np.ascontiguousarray(((frames.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))
+    rows, grid = patchify_frames(floats, VIDEO)  # the float path the loader took before
+    assert visual.grid_thw == grid and torch.equal(codes.rows(), torch.from_numpy(rows))
+
+
 def test_the_model_gives_the_same_logits_from_codes_and_from_rows(tiny_folder, tmp_path):
-    """What `glmv ask a.png b.png` sends (two images, as codes) against the same prompt with the
-    images' float rows: identical logits, bit for bit, in prefill and in the full forward."""
+    """What `glmv ask a.png b.png clip.mp4` sends (two images and a video, as codes) against the
+    same prompt with float rows: identical logits, bit for bit, in prefill and in the full forward."""
     torch.set_num_threads(1)
     paths = []
     for i, (h, w) in enumerate([(70, 98), (56, 140)]):
         paths.append(tmp_path / f"{i}.png")
         random_image(h, w, seed=i).save(paths[-1])
+    paths.append(encode_video(tmp_path / "clip.mp4", frames=8, fps=4, size=(84, 56)))
     session = Session(tiny_folder, device="cpu")
     inputs = session.conversation().prompt("Compare them.", [str(p) for p in paths])
     assert isinstance(inputs.pixel_values, PatchCodes) and inputs.image_grid_thw.shape[0] == 2
+    assert isinstance(inputs.pixel_values_videos, PatchCodes)
     as_codes = inputs.as_dict()
-    as_rows = dict(as_codes, pixel_values=patch_rows(inputs.pixel_values))
+    as_rows = dict(as_codes, pixel_values=patch_rows(inputs.pixel_values),
+                   pixel_values_videos=patch_rows(inputs.pixel_values_videos))
     model = glmv_cli.load(tiny_folder, device="cpu", dtype="float32").model
     n = inputs.num_prompt_tokens
     got = []

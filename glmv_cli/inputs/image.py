@@ -17,13 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.patches import PatchSpec, image_codes, level_table, smart_resize
 from glmv_cli.inputs.visual import VisualInput
-from glmv_cli.model.patch_codes import PatchCodes
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +142,10 @@ def preprocess_image(image: Image.Image, spec: PatchSpec, *, source: str = "") -
         raise InputError(f"{source or 'image'} ({width}x{height}) has no pixels") from None
     if (new_w, new_h) != (width, height):
         rgb = rgb.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    import torch
+
+    from glmv_cli.model.patch_codes import PatchCodes
+
     codes, grid = image_codes(np.asarray(rgb), spec)  # (gh*gw, 3, 1, p*p), (1, gh, gw)
     pixels = PatchCodes(torch.from_numpy(codes), torch.from_numpy(level_table(spec)), T)
     return VisualInput("image", pixels, grid, source=source, original_size=(width, height))

@@ -19,13 +19,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.patches import PatchSpec, patchify_frames, smart_resize
 from glmv_cli.inputs.video_decode import VideoProbe, decode_frames, probe_video
 from glmv_cli.inputs.visual import VisualInput
-from glmv_cli.model.patch_codes import PatchCodes
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +95,7 @@ def video_size(num_frames: int, height: int, width: int, spec: PatchSpec) -> tup
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 (F, H, W, 3) -> uint8 (F, h, w, 3): torch float32 bicubic, antialias, clamp, round."""
+    import torch
     import torch.nn.functional as F
 
     if frames.shape[1:3] == tuple(size):
@@ -141,6 +140,10 @@ def preprocess_video(
         timestamps = [*timestamps, timestamps[-1]]
     height, width = frames.shape[1:3]
     frames = resize_frames(frames, video_size(len(frames), height, width, spec))
+    import torch
+
+    from glmv_cli.model.patch_codes import PatchCodes
+
     codes, grid = frame_codes(frames, spec)
     pixels = PatchCodes(torch.from_numpy(codes), torch.from_numpy(video_level_table(spec)), spec.temporal_patch_size)
     return VisualInput(

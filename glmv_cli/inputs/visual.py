@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from glmv_cli.model.patch_codes import PatchCodes
+if TYPE_CHECKING:  # (torch is imported when a loader first runs, not with the CLI's parsing)
+    from glmv_cli.model.patch_codes import PatchCodes
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,9 @@ class VisualInput:
 
     def rows(self) -> np.ndarray:
         """The float32 patch rows, whichever form pixel_values holds."""
-        if isinstance(self.pixel_values, PatchCodes):
-            return self.pixel_values.rows().numpy()
-        return self.pixel_values
+        if isinstance(self.pixel_values, np.ndarray):
+            return self.pixel_values
+        return self.pixel_values.rows().numpy()
 
     def tokens_per_frame(self, merge_size: int = 2) -> int:
         """<|image|> placeholders for one image or one frame pair."""

@@ -3,10 +3,10 @@
 Every value of an image's or a video's patch rows (N, 3*T*p*p) is a table lookup, table[level,
 channel] of one uint8 pixel (the image and the video processors normalise with slightly different
 float arithmetic, so each has its own table), and an image's T temporal copies are equal. For
-GLM-4.1V's 1120x1120 image that is 30 MB of float32 built from 3.7 MB of levels. Carrying the levels to the model and expanding them
-there (one gather, on the GPU when the model is there) takes the building of the rows and most of
-the host-to-device copy out of the time to the first token. The rows are the same bits either
-way: the same table, values only copied.
+GLM-4.1V's 1120x1120 image that is 30 MB of float32 built from 3.7 MB of levels. Carrying the
+levels to the model and expanding them there (one gather, on the GPU when the model is there) takes
+the building of the rows and most of the host-to-device copy out of the time to the first token.
+The rows are the same bits either way: the same table, values only copied.
 
 `patch_rows` is what the model calls on whatever it was given: float rows pass through unchanged.
 """

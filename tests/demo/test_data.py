@@ -10,6 +10,7 @@ import torch
 
 from glmv_cli.demo import data, spec
 from glmv_cli.demo.tasks import SHAPE_QUESTIONS
+from glmv_cli.model.patch_codes import patch_rows
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_a_sample_is_the_cli_prompt_then_the_target(prep, tmp_path, index):
         if expected is None:
             assert key not in batch.inputs
         else:
-            torch.testing.assert_close(batch.inputs[key], expected, rtol=0, atol=1e-6)
+            torch.testing.assert_close(batch.inputs[key], patch_rows(expected), rtol=0, atol=1e-6)
 
 
 def test_pdf_pages_are_numbered_in_the_prompt(prep, tmp_path):

@@ -223,7 +223,7 @@ def train(args: argparse.Namespace) -> Path:
     first = before = 0
     if saved:
         restore(model, opt, saved, out)
-        first, before = saved["step"], saved.get("seconds", 0.0)  # (2b9c36a wrote no seconds)
+        first, before = saved["step"], saved["seconds"]
         log(f"resumed at step {first} from {out / STATE} ({before:.0f} s in all before; from here the times "
             "add this run's to them)")
         started -= before

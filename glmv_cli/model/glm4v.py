@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from glmv_cli.model.config import Glm4vConfig
-from glmv_cli.model.patch_codes import patch_rows
 from glmv_cli.model.positions import mm_token_types, rope_positions
 from glmv_cli.model.text import TextModel, padded_causal_mask
 from glmv_cli.model.vision import VisionModel
@@ -68,7 +67,7 @@ class Glm4v(nn.Module):
                 if n_slots:
                     raise ValueError(f"the prompt has {n_slots} {_NAMES[kind]} placeholders but no pixels")
                 continue
-            features = self.visual(patch_rows(pixels.to(embeds.device)), grids)  # (codes expand there)
+            features = self.visual(pixels.to(embeds.device), grids)  # (PatchCodes are expanded there)
             if features.shape[0] != n_slots:
                 raise ValueError(f"{_NAMES[kind]} features ({features.shape[0]}) and placeholders ({n_slots}) "
                                  f"do not match")

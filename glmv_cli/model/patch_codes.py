@@ -8,7 +8,8 @@ levels to the model and expanding them there (one gather, on the GPU when the mo
 the building of the rows and most of the host-to-device copy out of the time to the first token.
 The rows are the same bits either way: the same table, values only copied.
 
-`patch_rows` is what the model calls on whatever it was given: float rows pass through unchanged.
+`patch_rows` is what the vision tower calls on whatever it was given, in its patch weights' dtype
+(a bfloat16 model never builds the float32 rows).
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ class PatchCodes:
         return PatchCodes(self.codes.to(device, non_blocking=non_blocking),
                           self.table.to(device, non_blocking=non_blocking), self.temporal)
 
-    def rows(self) -> torch.Tensor:
-        """The float32 patch rows (N, C*T*P), built where the codes are."""
+    def rows(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The patch rows (N, C*T*P), built where the codes are: float32, or straight in `dtype`
+        (the same values as the float32 rows cast to it, without the float32 buffer)."""
         N, C, Tc, P = self.codes.shape
-        flat = self.table.t().contiguous().view(-1)  # (C * 256): channel c's levels at [256c, 256c + 256)
+        flat = self.table.t().to(dtype).contiguous().view(-1)  # (C * 256): channel c's levels at [256c, 256c + 256)
         offsets = (256 * torch.arange(C, dtype=torch.int32, device=self.device)).view(1, C, 1, 1)
         values = flat[self.codes.int() + offsets]  # (N, C, Tc, P)
         return values.expand(N, C, self.temporal, P).reshape(N, C * self.temporal * P)
@@ -67,6 +69,8 @@ class PatchCodes:
         return PatchCodes(torch.cat([p.codes for p in parts]), first.table, first.temporal)
 
 
-def patch_rows(pixels: torch.Tensor | PatchCodes) -> torch.Tensor:
-    """Float patch rows from either form."""
-    return pixels.rows() if isinstance(pixels, PatchCodes) else pixels
+def patch_rows(pixels: torch.Tensor | PatchCodes, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Patch rows from either form, in `dtype` (None: float32 from codes, float rows as they are)."""
+    if isinstance(pixels, PatchCodes):
+        return pixels.rows(dtype or torch.float32)
+    return pixels if dtype is None else pixels.to(dtype)

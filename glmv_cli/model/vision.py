@@ -19,6 +19,7 @@ from torch import nn
 
 from glmv_cli.model.config import VisionConfig
 from glmv_cli.model.layers import RMSNorm, SwiGLU
+from glmv_cli.model.patch_codes import PatchCodes, patch_rows
 from glmv_cli.model.rope import apply_vision_rope, inverse_frequencies, vision_rope
 
 
@@ -58,10 +59,10 @@ class PatchEmbed(nn.Module):
         kernel = (cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size)
         self.proj = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=kernel, stride=kernel, bias=True)
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+    def forward(self, rows: torch.Tensor | PatchCodes) -> torch.Tensor:
         # kernel == stride: the Conv3d is a matmul over each flattened (C, T, p, p) patch row
         weight = self.proj.weight.flatten(1)  # (hidden, C*T*p*p)
-        return F.linear(rows.to(weight.dtype), weight, self.proj.bias)
+        return F.linear(patch_rows(rows, weight.dtype), weight, self.proj.bias)
 
 
 class PositionTable(nn.Module):
@@ -154,7 +155,8 @@ class VisionModel(nn.Module):
         self.register_buffer("inv_freq", inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta), persistent=False)
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor | list) -> torch.Tensor:
-        """pixel_values (N, C*T*p*p), grid_thw (n, 3) in patches -> (N / merge^2, out_hidden)."""
+        """pixel_values (N, C*T*p*p) or PatchCodes standing for them, grid_thw (n, 3) in patches ->
+        (N / merge^2, out_hidden)."""
         grids = [tuple(int(v) for v in row) for row in (grid_thw.tolist() if torch.is_tensor(grid_thw) else grid_thw)]
         m = self.cfg.spatial_merge_size
         x = self.post_conv_layernorm(self.patch_embed(pixel_values))  # (N, C)

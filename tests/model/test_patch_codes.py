@@ -99,3 +99,20 @@ def test_the_model_gives_the_same_logits_from_codes_and_from_rows(tiny_folder, t
         model.language_model.drop_cache()
     assert torch.equal(got[0], got[1])
     assert torch.equal(model(**as_codes), model(**as_rows))
+
+
+def test_codes_expand_straight_into_the_vision_weights_dtype():
+    """A bfloat16 model gets the float32 rows' values cast to bfloat16 (what its patch embedding
+    did to float rows), without building the float32 rows first."""
+    codes = preprocess_image(random_image(56, 84, seed=4), SPEC).pixel_values
+    assert torch.equal(codes.rows(torch.bfloat16), codes.rows().to(torch.bfloat16))
+    assert torch.equal(patch_rows(codes.rows(), torch.bfloat16), codes.rows().to(torch.bfloat16))
+    assert patch_rows(codes).dtype == torch.float32
+
+
+def test_a_bfloat16_vision_tower_gives_the_same_features_from_codes_and_rows(tiny_folder):
+    torch.set_num_threads(1)
+    visual = glmv_cli.load(tiny_folder, device="cpu", dtype="bfloat16").model.visual
+    image = preprocess_image(random_image(56, 84, seed=6), SPEC)
+    codes, grid = image.pixel_values, [image.grid_thw]
+    assert torch.equal(visual(codes, grid), visual(codes.rows(), grid))

@@ -75,9 +75,9 @@ class Preparer:
         inputs = self.session.conversation().prompt(example.question, [str(example.attachment)])
         prompt = inputs.input_ids[0].numpy()
         target = np.asarray(self.session.tokenizer.encode(example.target) + [self.end_id], dtype=np.int64)
-        spec = self.session.image_spec
-        images = None if inputs.pixel_values is None else pixel_levels(inputs.pixel_values, spec)[:, :, 0]
-        videos = None if inputs.pixel_values_videos is None else pixel_levels(inputs.pixel_values_videos, spec)
+        # the loaders hand pixels over as their uint8 levels (PatchCodes): kept as they are
+        images = None if inputs.pixel_values is None else inputs.pixel_values.codes[:, :, 0].numpy()
+        videos = None if inputs.pixel_values_videos is None else inputs.pixel_values_videos.codes.numpy()
         return Sample(
             task=example.task, ids=np.concatenate([prompt, target]), prompt_len=len(prompt),
             image_codes=images, image_grids=_grids(inputs.image_grid_thw),
@@ -85,28 +85,11 @@ class Preparer:
         )
 
 
-def encode_rows(rows: np.ndarray, spec) -> np.ndarray:
-    """Normalised patch rows (N, C*T*p*p) -> the uint8 pixel levels they came from, (N, C, T, p*p).
-    Rows hold (x/255 - mean) / std of uint8 pixels, so this is lossless and 4x smaller."""
-    N, C, T = rows.shape[0], 3, spec.temporal_patch_size
-    x = rows.reshape(N, C, T, -1)
-    mean, std = np.asarray(spec.mean, np.float32)[:, None, None], np.asarray(spec.std, np.float32)[:, None, None]
-    return np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8)
-
-
-def pixel_levels(pixels: torch.Tensor | PatchCodes, spec) -> np.ndarray:
-    """A prompt's pixels, either form -> the uint8 levels of their rows, (N, C, T, p*p) (an image's
-    codes keep one of its T equal copies: (N, C, 1, p*p))."""
-    if isinstance(pixels, PatchCodes):
-        return pixels.codes.numpy()
-    return encode_rows(pixels.numpy(), spec)
-
-
 def decode_rows(codes: np.ndarray, spec) -> torch.Tensor:
-    """uint8 levels (N, C, T, p*p) -> float32 patch rows (N, C*T*p*p), normalised as the loaders do."""
-    table = level_table(spec)  # (256, C): the loaders' own normalisation
-    channel = np.arange(codes.shape[1])[None, :, None, None]
-    return torch.from_numpy(table[codes, channel].reshape(codes.shape[0], -1))
+    """uint8 levels (N, C, 1 or T, p*p) -> float32 patch rows (N, C*T*p*p), normalised as the image
+    loader does (the model's own expansion, on the host)."""
+    table = torch.from_numpy(level_table(spec))
+    return PatchCodes(torch.from_numpy(codes), table, spec.temporal_patch_size).rows()
 
 
 def _grids(grid: torch.Tensor | None) -> tuple[tuple[int, int, int], ...]:
@@ -169,8 +152,7 @@ def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
         mask[b, :n] = 1
         labels[b, s.prompt_len - 1:n - 1] = torch.from_numpy(s.ids[s.prompt_len:])
     inputs = {"input_ids": ids, "attention_mask": mask}
-    T = spec.temporal_patch_size
-    images = [np.repeat(s.image_codes[:, :, None], T, axis=2) for s in samples if s.image_codes is not None]
+    images = [s.image_codes[:, :, None] for s in samples if s.image_codes is not None]
     if images:
         inputs["pixel_values"] = decode_rows(np.concatenate(images), spec)
         inputs["image_grid_thw"] = torch.tensor([g for s in samples for g in s.image_grids], dtype=torch.long)

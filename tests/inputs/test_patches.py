@@ -5,18 +5,21 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from glmv_cli.errors import InputError, ModelError
 from glmv_cli.inputs.patches import (
     VIDEO_DEFAULT,
     PatchSpec,
-    image_rows,
+    image_codes,
+    level_table,
     load_patch_specs,
     normalize_image,
     patchify_frames,
     smart_resize,
     with_pixel_limits,
 )
+from glmv_cli.model.patch_codes import PatchCodes
 
 IMAGE_CFG = {
     "size": {"shortest_edge": 12544, "longest_edge": 9633792}, "do_rescale": True, "patch_size": 14,
@@ -116,11 +119,14 @@ def test_normalize_and_patchify_equal_reference_bit_for_bit():
 
 
 @pytest.mark.parametrize("h, w, merge", [(56, 84, 2), (28, 28 * 9, 2), (112, 56, 2), (42, 70, 1)])
-def test_image_rows_are_the_normalised_patchified_frame_bit_for_bit(h, w, merge):
-    """The fast uint8 path gives exactly normalize_image + patchify_frames (the reference's rows)."""
+def test_image_codes_expand_to_the_normalised_patchified_frame_bit_for_bit(h, w, merge):
+    """The uint8 path (levels, expanded by the model) gives exactly normalize_image + patchify_frames
+    (the reference's rows)."""
     pixels = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
     spec = PatchSpec(merge_size=merge)
-    rows, grid = image_rows(pixels, spec)
+    codes, grid = image_codes(pixels, spec)
+    table = torch.from_numpy(level_table(spec))
+    rows = PatchCodes(torch.from_numpy(codes), table, spec.temporal_patch_size).rows().numpy()
     want_rows, want_grid = patchify_frames(normalize_image(pixels, spec)[None], spec)
     assert grid == want_grid and rows.dtype == np.float32 and np.array_equal(rows, want_rows)
 

@@ -11,7 +11,7 @@ import torch
 import glmv_cli
 from glmv_cli.app.session import Session
 from glmv_cli.inputs.image import preprocess_image
-from glmv_cli.inputs.patches import VIDEO_DEFAULT, PatchSpec, image_rows, level_table, patchify_frames
+from glmv_cli.inputs.patches import VIDEO_DEFAULT, PatchSpec, level_table, normalize_image, patchify_frames
 from glmv_cli.inputs.video import preprocess_video
 from glmv_cli.model.glm4v import on_model_device
 from glmv_cli.model.patch_codes import PatchCodes, patch_rows
@@ -26,7 +26,7 @@ def test_codes_expand_to_the_loaders_rows_bit_for_bit():
     visual = preprocess_image(image, SPEC)
     codes = visual.pixel_values
     assert isinstance(codes, PatchCodes) and codes.codes.dtype == torch.uint8
-    rows, grid = image_rows(np.asarray(image), SPEC)
+    rows, grid = patchify_frames(normalize_image(np.asarray(image), SPEC)[None], SPEC)  # the float path
     assert visual.grid_thw == grid and tuple(codes.shape) == rows.shape
     assert torch.equal(codes.rows(), torch.from_numpy(rows))
     assert codes.codes.numel() * SPEC.temporal_patch_size == rows.size  # a byte a level, one copy of T

@@ -104,12 +104,27 @@ def agreement(outcomes: list[Outcome]) -> dict[str, float]:
     return {**accuracy(outcomes, "agrees"), "all": sum(o.agrees for o in outcomes) / max(1, len(outcomes))}
 
 
+def by_digits(outcomes: list[Outcome]) -> dict[str, tuple[int, int]]:
+    """The numbers task split by how many digits the number has: {"one digit": (right, n), "two
+    digits": (right, n)} (only the kinds that occur). Two-digit numbers fail differently (a digit
+    read twice, the two swapped), so the split says which part a change helped."""
+    out = {}
+    for digits, name in ((1, "one digit"), (2, "two digits")):
+        mine = [o for o in outcomes if o.task == "numbers" and len(o.expected) == digits]
+        if mine:
+            out[name] = (sum(o.ok for o in mine), len(mine))
+    return out
+
+
 def table(outcomes: list[Outcome]) -> str:
     lines = [f"{'task':<14}{'n':>5}{'right':>7}{'accuracy':>10}{'target':>8}{'agrees':>8}"]
     agrees = agreement(outcomes)
     for task, acc in accuracy(outcomes).items():
         n = sum(o.task == task for o in outcomes)
         lines.append(f"{task:<14}{n:>5}{round(acc * n):>7}{acc:>10.1%}{TARGETS[task]:>8.0%}{agrees[task]:>8.0%}")
+        if task == "numbers":
+            split = by_digits(outcomes).items()
+            lines += [f"  {name:<12}{k:>5}{right:>7}{right / k:>10.1%}" for name, (right, k) in split]
     lines.append(f"answers agreeing with their thinking: {agrees['all']:.1%} (target 98%)")
     return "\n".join(lines)
 
@@ -133,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     outcomes = evaluate(args.model, args.seed, args.per_task, args.tasks, args.subprocess, show)
     print(table(outcomes), file=sys.stderr)
     print(json.dumps({"model": args.model, "seed": args.seed, "per_task": args.per_task,
-                      "accuracy": accuracy(outcomes), "agreement": agreement(outcomes)}))
+                      "accuracy": accuracy(outcomes), "agreement": agreement(outcomes),
+                      "numbers_by_digits": {k: right / n for k, (right, n) in by_digits(outcomes).items()}}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from glmv_cli.demo.agreement import implied_answer
-from glmv_cli.demo.evaluate import TASKS, Outcome, agreement
+from glmv_cli.demo.evaluate import TASKS, Outcome, agreement, by_digits, table
 from glmv_cli.demo.tasks import THINKING, make_example
 
 
@@ -44,3 +44,17 @@ def test_agreement_per_task_and_overall():
                 outcome("video", "The first frames are blank; a red circle appears at 3 seconds and stays.", "4"),
                 outcome("numbers", "The image shows the digits 1 and 4.", "14"), outcome("numbers", "", "")]
     assert agreement(outcomes) == {"video": 0.5, "numbers": 0.5, "all": 0.5}
+
+
+def test_the_table_splits_numbers_by_their_digits():
+    def number(expected, answer):
+        return Outcome("numbers", "f", "q", expected, answer, expected == answer, "")
+
+    outcomes = [number("7", "7"), number("4", "44"), number("37", "37"), number("37", "77"), number("90", "99"),
+                Outcome("video", "f", "q", "3", "3", True, "")]
+    assert by_digits(outcomes) == {"one digit": (1, 2), "two digits": (1, 3)}
+    rows = table(outcomes).splitlines()
+    at = next(i for i, row in enumerate(rows) if row.startswith("numbers"))
+    assert rows[at + 1].split() == ["one", "digit", "2", "1", "50.0%"]
+    assert rows[at + 2].split() == ["two", "digits", "3", "1", "33.3%"]
+    assert by_digits(outcomes[-1:]) == {}  # no numbers asked, no split

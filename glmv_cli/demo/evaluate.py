@@ -106,8 +106,8 @@ def agreement(outcomes: list[Outcome]) -> dict[str, float]:
 
 def by_digits(outcomes: list[Outcome]) -> dict[str, tuple[int, int]]:
     """The numbers task split by how many digits the number has: {"one digit": (right, n), "two
-    digits": (right, n)} (only the kinds that occur). Two-digit numbers fail differently (a digit
-    read twice, the two swapped), so the split says which part a change helped."""
+    digits": (right, n)} (only the kinds that occur). Two-digit numbers fail differently (mostly one
+    digit read twice), so the split says which part a change helped."""
     out = {}
     for digits, name in ((1, "one digit"), (2, "two digits")):
         mine = [o for o in outcomes if o.task == "numbers" and len(o.expected) == digits]

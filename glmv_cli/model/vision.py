@@ -154,7 +154,7 @@ class VisionModel(nn.Module):
         self.merger = PatchMerger(cfg)
         self.register_buffer("inv_freq", inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta), persistent=False)
 
-    def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor | list) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor | PatchCodes, grid_thw: torch.Tensor | list) -> torch.Tensor:
         """pixel_values (N, C*T*p*p) or PatchCodes standing for them, grid_thw (n, 3) in patches ->
         (N / merge^2, out_hidden)."""
         grids = [tuple(int(v) for v in row) for row in (grid_thw.tolist() if torch.is_tensor(grid_thw) else grid_thw)]

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glmv_cli.demo import tasks
-from glmv_cli.inputs.patches import level_table
+from glmv_cli.demo import ink, tasks
+from glmv_cli.inputs.patches import level_table, load_patch_specs
 from glmv_cli.model.patch_codes import PatchCodes
 
 END_TOKEN = "<|user|>"
@@ -43,6 +43,7 @@ class Sample:
     image_grids: tuple[tuple[int, int, int], ...]
     video_codes: np.ndarray | None  # (N, C, T, p*p) uint8 pixel levels of video patch rows
     video_grids: tuple[tuple[int, int, int], ...]
+    ink_labels: np.ndarray | None = None  # (merged image tokens,) int64 ink.CLASSES of a number image
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -69,6 +70,7 @@ class Preparer:
         from glmv_cli.app.session import Session
 
         self.session = Session(folder, device="cpu")
+        self.spec = load_patch_specs(Path(folder))[0]
         self.end_id = self.session.tokenizer.token_id(END_TOKEN)
 
     def sample(self, example: tasks.Example) -> Sample:
@@ -78,10 +80,13 @@ class Preparer:
         # the loaders hand pixels over as their uint8 levels (PatchCodes): kept as they are
         images = None if inputs.pixel_values is None else inputs.pixel_values.codes[:, :, 0].numpy()
         videos = None if inputs.pixel_values_videos is None else inputs.pixel_values_videos.codes.numpy()
+        grids = _grids(inputs.image_grid_thw)
+        labels = None if example.ink is None else ink.token_labels(example.ink, grids[0], self.spec.merge_size,
+                                                                   self.spec.patch_size)
         return Sample(
             task=example.task, ids=np.concatenate([prompt, target]), prompt_len=len(prompt),
-            image_codes=images, image_grids=_grids(inputs.image_grid_thw),
-            video_codes=videos, video_grids=_grids(inputs.video_grid_thw),
+            image_codes=images, image_grids=grids,
+            video_codes=videos, video_grids=_grids(inputs.video_grid_thw), ink_labels=labels,
         )
 
 
@@ -133,11 +138,16 @@ class Batch:
     inputs: dict[str, torch.Tensor]  # Glm4v.forward's keyword arguments
     labels: torch.Tensor  # (B, S) next-token targets, -100 where there is no loss
     tasks: tuple[str, ...]
+    ink_labels: torch.Tensor | None = None  # (image tokens,) ink.CLASSES, -100 for images without; None: none has
+
 
     def to(self, device: torch.device) -> Batch:
         """The batch with its tensors on `device` (training on an accelerator)."""
-        return Batch({k: v.to(device, non_blocking=True) for k, v in self.inputs.items()},
-                     self.labels.to(device, non_blocking=True), self.tasks)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        return Batch({k: move(v) for k, v in self.inputs.items()}, move(self.labels), self.tasks,
+                     None if self.ink_labels is None else move(self.ink_labels))
 
 
 def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
@@ -156,11 +166,26 @@ def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
     if images:
         inputs["pixel_values"] = decode_rows(np.concatenate(images), spec)
         inputs["image_grid_thw"] = torch.tensor([g for s in samples for g in s.image_grids], dtype=torch.long)
+    ink_labels = _ink_labels(samples, spec.merge_size)
     videos = [s.video_codes for s in samples if s.video_codes is not None]
     if videos:
         inputs["pixel_values_videos"] = decode_rows(np.concatenate(videos), spec)
         inputs["video_grid_thw"] = torch.tensor([g for s in samples for g in s.video_grids], dtype=torch.long)
-    return Batch(inputs, labels, tuple(s.task for s in samples))
+    return Batch(inputs, labels, tuple(s.task for s in samples), ink_labels)
+
+
+def _ink_labels(samples: Sequence[Sample], merge: int) -> torch.Tensor | None:
+    """The image tokens' ink classes in the order the vision tower returns them (-100 for the
+    tokens of images without), or None when no sample has any."""
+    if all(s.ink_labels is None for s in samples):
+        return None
+    parts = []
+    for s in samples:
+        if s.ink_labels is not None:
+            parts.append(s.ink_labels)
+        elif s.image_codes is not None:
+            parts.append(np.full(sum(t * h * w for t, h, w in s.image_grids) // merge**2, -100, dtype=np.int64))
+    return torch.from_numpy(np.concatenate(parts))
 
 
 def batches(samples: Sequence[Sample], max_tokens: int, rng: random.Random) -> list[list[int]]:

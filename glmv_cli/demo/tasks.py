@@ -25,7 +25,10 @@ import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from glmv_cli.demo import ink
 
 COLORS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220), "yellow": (240, 200, 20),
           "purple": (140, 40, 170), "orange": (245, 130, 20)}
@@ -59,6 +62,7 @@ class Example:
     thinking: str
     answer: str
     attachment: Image.Image | Path
+    ink: np.ndarray | None = None  # a number image's per-pixel digit classes (ink.py), for training only
 
     @property
     def target(self) -> str:
@@ -225,7 +229,8 @@ def numbers_example(rng: random.Random, sizes: tuple[float, float] = (0.2, 0.6),
     x = rng.randint(-left, max(-left, width - right))
     y = rng.randint(-top, max(-top, height - bottom))
     draw.text((x, y), text, fill="black", font=font)
-    return Example("numbers", "What number is written in the image?", numbers_thinking(text, thinking), text, image)
+    return Example("numbers", "What number is written in the image?", numbers_thinking(text, thinking), text, image,
+                   ink.digit_map(text, font, (x, y), image.size))
 
 
 def numbers_thinking(text: str, style: str = "listing") -> str:
@@ -333,7 +338,7 @@ def as_file(example: Example, folder: Path, index: int) -> Example:
         return example
     path = folder / f"{example.task}-{index:05d}.png"
     example.attachment.save(path)
-    return Example(example.task, example.question, example.thinking, example.answer, path)
+    return replace(example, attachment=path)
 
 
 def make_example(task: str, rng: random.Random, folder: Path, index: int, thinking: str = "listing") -> Example:

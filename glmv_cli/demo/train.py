@@ -10,6 +10,8 @@
    and the vision tower collapses to a constant output);
 3. train our own Glm4v (the inference code, in training mode) with AdamW on the assistant's tokens
    only, batches of similar length up to `--batch-tokens` tokens, linear warm-up then cosine decay;
+   plus, weighted by `--ink-loss`, a linear head on the vision tower's output that names each
+   number image token's digit and side (ink.py): the tower learns to keep two digits apart;
 4. write model.safetensors (float32) into OUT_DIR, loadable by `glmv --model OUT_DIR` and by
    transformers, with training.log (the command, losses per task, held-out answer accuracy).
 
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glmv_cli.demo import data, monitor, spec, tasks
+from glmv_cli.demo import data, ink, monitor, spec, tasks
 from glmv_cli.inputs.patches import load_patch_specs
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
@@ -113,16 +115,54 @@ def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05) 
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def loss_of(model: Glm4v, batch: data.Batch) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
-    """Mean cross-entropy over target tokens, and (sum, count) per task for the log."""
-    logits = model(**batch.inputs)  # (B, S, V)
+def loss_of(model: Glm4v, batch: data.Batch, ink_head: nn.Module | None = None,
+            ink_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
+    """Mean cross-entropy over target tokens, plus `ink_weight` times ink_loss where the batch has
+    ink labels; and (sum, count) per task for the log (the ink loss under "ink")."""
+    tap = VisionTap(model) if ink_head is not None and ink_weight and batch.ink_labels is not None else None
+    try:
+        logits = model(**batch.inputs)  # (B, S, V)
+    finally:
+        if tap:
+            tap.remove()
     per_token = F.cross_entropy(logits.transpose(1, 2), batch.labels, ignore_index=-100, reduction="none")  # (B, S)
     counted = batch.labels != -100
     by_task: dict[str, tuple[float, int]] = {}
     for b, task in enumerate(batch.tasks):
         s, n = by_task.get(task, (0.0, 0))
         by_task[task] = (s + float(per_token[b][counted[b]].detach().sum()), n + int(counted[b].sum()))
-    return per_token[counted].mean(), by_task
+    loss = per_token[counted].mean()
+    if tap:
+        extra = ink_loss(ink_head(tap.images), batch.ink_labels)
+        by_task["ink"] = (float(extra.detach()), 1)
+        loss = loss + ink_weight * extra
+    return loss, by_task
+
+
+class VisionTap:
+    """The vision tower's output for a forward's images (its first call: Glm4v.embed encodes the
+    images before the videos), caught by a forward hook until `remove`."""
+
+    def __init__(self, model: Glm4v):
+        self.images: torch.Tensor | None = None
+        self._hook = model.visual.register_forward_hook(self._catch)
+
+    def _catch(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self.images is None:
+            self.images = output
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def ink_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the ink head's (tokens, ink.CLASSES) logits, the mean over inked tokens plus
+    the mean over background ones (ink is a few tokens of an image: unweighted, naming everything
+    background is nearly optimal); tokens labelled -100 do not count."""
+    per_token = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    inked, background = labels > 0, labels == ink.BACKGROUND
+    parts = [per_token[m].mean() for m in (inked, background) if m.any()]
+    return sum(parts) if parts else logits.sum() * 0
 
 
 def save(model: Glm4v, folder: Path) -> None:
@@ -132,16 +172,18 @@ def save(model: Glm4v, folder: Path) -> None:
 
 STATE = "training_state.pt"
 RESUME_KEYS = ("examples", "epochs", "easy", "easy_first", "easy_steps", "batch_tokens", "lr", "warmup",
-               "weight_decay", "vision_lr", "thinking", "seed")  # what the batches and the schedule follow
+               "weight_decay", "vision_lr", "ink_loss", "thinking", "seed")  # what the batches and the schedule follow
 
 
-def save_state(model: Glm4v, opt: torch.optim.Optimizer, step: int, seconds: float, args: argparse.Namespace) -> None:
-    """The weights, then the step, optimizer state and seconds spent so far (written last: a state
-    file always has its weights beside it)."""
+def save_state(model: Glm4v, head: nn.Module, opt: torch.optim.Optimizer, step: int, seconds: float,
+               args: argparse.Namespace) -> None:
+    """The weights, then the step, ink head, optimizer state and seconds spent so far (written last:
+    a state file always has its weights beside it)."""
     save(model, args.out)
     settings = {k: getattr(args, k) for k in RESUME_KEYS}
     tmp = args.out / (STATE + ".tmp")
-    torch.save({"step": step, "seconds": seconds, "optimizer": opt.state_dict(), "settings": settings}, tmp)
+    torch.save({"step": step, "seconds": seconds, "ink_head": head.state_dict(), "optimizer": opt.state_dict(),
+                "settings": settings}, tmp)
     tmp.replace(args.out / STATE)
 
 
@@ -157,12 +199,13 @@ def saved_state(args: argparse.Namespace) -> dict:
     return state
 
 
-def restore(model: Glm4v, opt: torch.optim.Optimizer, state: dict, folder: Path) -> None:
-    """The saved weights (model.safetensors beside the state) and optimizer state."""
+def restore(model: Glm4v, head: nn.Module, opt: torch.optim.Optimizer, state: dict, folder: Path) -> None:
+    """The saved weights (model.safetensors beside the state), ink head and optimizer state."""
     from safetensors.torch import load_file
 
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in load_file(folder / "model.safetensors").items()})
+    head.load_state_dict(state["ink_head"])
     opt.load_state_dict(state["optimizer"])
 
 
@@ -202,8 +245,10 @@ def train(args: argparse.Namespace) -> Path:
     model.to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(param_groups(model, args.weight_decay, args.vision_lr), lr=args.lr, betas=(0.9, 0.95),
-                            eps=1e-8)
+    head = nn.Linear(config["vision_config"]["out_hidden_size"], ink.CLASSES).to(device)  # training only
+    groups = param_groups(model, args.weight_decay, args.vision_lr)
+    groups.append({"params": list(head.parameters()), "weight_decay": 0.0, "scale": 1.0})
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
     rng = random.Random(f"batches-{args.seed}")
     tasks_, easy = samples[:first_easy], samples[first_easy:]
     plan = [b for _ in range(args.epochs) for b in data.batches(tasks_, args.batch_tokens, rng)]
@@ -222,7 +267,7 @@ def train(args: argparse.Namespace) -> Path:
     window: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     first = before = 0
     if saved:
-        restore(model, opt, saved, out)
+        restore(model, head, opt, saved, out)
         first, before = saved["step"], saved["seconds"]
         log(f"resumed at step {first} from {out / STATE} ({before:.0f} s in all before; from here the times "
             "add this run's to them)")
@@ -234,10 +279,10 @@ def train(args: argparse.Namespace) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, args.warmup) * group["scale"]
         batch = data.collate([samples[i] for i in indices], pad_id, spec_).to(device)
-        loss, by_task = loss_of(model, batch)
+        loss, by_task = loss_of(model, batch, head, args.ink_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_([*model.parameters(), *head.parameters()], 1.0)
         opt.step()
         for task, (s, n) in by_task.items():
             window[task][0] += s
@@ -254,7 +299,7 @@ def train(args: argparse.Namespace) -> Path:
             log(f"step {step + 1} held-out answers right: " + " ".join(f"{t}={a:.0%}" for t, a in right.items()))
         if (step + 1) % args.save_every == 0:
             # a usable checkpoint at any time, and a point to resume from
-            save_state(model, opt, step + 1, time.perf_counter() - started, args)
+            save_state(model, head, opt, step + 1, time.perf_counter() - started, args)
     model.eval()
     save(model, out)
     (out / STATE).unlink(missing_ok=True)
@@ -291,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--vision-lr", type=float, default=0.6, help="the vision tower's learning rate, times --lr")
+    ap.add_argument("--ink-loss", type=float, default=0.0,
+                    help="weight of the auxiliary loss that asks the vision tower which digit, left or right, "
+                         "each number image token shows (ink.py; 0: off, as up to the fourth checkpoint)")
     ap.add_argument("--thinking", choices=tasks.THINKING, default="concluding",
                     help="the thinking's style: concluding (it ends by stating the answer in words; tasks.py) "
                          "or listing (what the first checkpoint learnt)")

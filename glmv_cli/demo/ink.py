@@ -1,13 +1,15 @@
 """Where each digit's ink lies in a number image: labels for the training's auxiliary vision loss.
 
-The demo's two-digit numbers stayed near 15% while single digits reached ~88%, and a linear probe
-of the shipped vision tower's merged features told a token's digit 37% of the time and the left
-digit from the right one 55% (chance 50%): trained only through the decoder, the tower never
-learns features that keep two neighbouring digits apart. So training may also ask the tower
-directly: every merged image token of a number image gets a class (CLASSES) - background, the
-only digit d, the left digit d, the right digit d - and a linear head on the tower's output
-(the features the decoder sees) is trained to name it (train.py, `--ink-loss`). The head is not
-part of the checkpoint; inference is unchanged.
+Up to the fourth demo checkpoint, two-digit numbers stayed near 19% while single digits reached
+~88%, and a linear probe of that checkpoint's merged vision features told a token's digit 37% of
+the time and the left digit's tokens from the right one's 55% (chance 50%): trained only through
+the decoder, the tower never learnt features that keep two neighbouring digits apart. So the
+training also asks the tower directly: every merged image token of a number image gets a class
+(CLASSES) - background, the only digit d, the left digit d, the right digit d - and a linear head
+on the tower's output (the features the decoder sees) is trained to name it (train.py,
+`--ink-loss`). The head is not part of the checkpoint; inference is unchanged. With it (weight
+0.3) the same probe reads 56% and 95%, and two-digit numbers went to 58% and 83% on two held-out
+draws (README).
 """
 
 from __future__ import annotations

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--vision-lr", type=float, default=0.6, help="the vision tower's learning rate, times --lr")
-    ap.add_argument("--ink-loss", type=float, default=0.0,
+    ap.add_argument("--ink-loss", type=float, default=0.3,
                     help="weight of the auxiliary loss that asks the vision tower which digit, left or right, "
                          "each number image token shows (ink.py; 0: off, as up to the fourth checkpoint)")
     ap.add_argument("--thinking", choices=tasks.THINKING, default="concluding",

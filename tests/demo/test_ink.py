@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from glmv_cli.demo import data, ink, spec, tasks, train
+from glmv_cli.inputs.patches import load_patch_specs
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
 
@@ -56,7 +57,7 @@ def test_two_digits_tokens_are_named_left_and_right_where_the_model_sees_ink(fol
 def test_a_batch_has_one_ink_label_per_image_token_in_the_towers_order(folder, tmp_path):
     shapes = data.Preparer(folder).sample(data.draw_example("ink", 0, 0, tmp_path, task="shapes_color"))
     digits = numbers(folder, tmp_path, 2, digits=1)
-    batch = data.collate([digits[0], shapes, digits[1]], 0, data.load_patch_specs(folder)[0])
+    batch = data.collate([digits[0], shapes, digits[1]], 0, load_patch_specs(folder)[0])
     model = Glm4v(Glm4vConfig.from_dict(spec.write_spec(tmp_path / "spec")))
     with torch.no_grad():
         features = model.visual(batch.inputs["pixel_values"], batch.inputs["image_grid_thw"])
@@ -64,7 +65,7 @@ def test_a_batch_has_one_ink_label_per_image_token_in_the_towers_order(folder, t
     assert batch.ink_labels.shape == (features.shape[0],)
     assert (batch.ink_labels[n0:n0 + n1] == -100).all()
     assert torch.equal(batch.ink_labels[n0 + n1:], torch.from_numpy(digits[1].ink_labels))
-    assert data.collate([shapes], 0, data.load_patch_specs(folder)[0]).ink_labels is None
+    assert data.collate([shapes], 0, load_patch_specs(folder)[0]).ink_labels is None
 
 
 def test_the_ink_loss_weighs_ink_and_background_alike_and_reaches_the_vision_tower(folder, tmp_path):
@@ -76,7 +77,7 @@ def test_the_ink_loss_weighs_ink_and_background_alike_and_reaches_the_vision_tow
     torch.manual_seed(0)
     model = Glm4v(Glm4vConfig.from_dict(spec.write_spec(tmp_path / "spec")))
     head = torch.nn.Linear(model.cfg.text.hidden_size, ink.CLASSES)
-    batch = data.collate(numbers(folder, tmp_path, 2, digits=2), 0, data.load_patch_specs(folder)[0])
+    batch = data.collate(numbers(folder, tmp_path, 2, digits=2), 0, load_patch_specs(folder)[0])
     grads = []
     for weight in (0.0, 1.0):
         model.zero_grad()

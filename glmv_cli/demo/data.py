@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from glmv_cli.demo import ink, tasks
-from glmv_cli.inputs.patches import level_table, load_patch_specs
+from glmv_cli.inputs.patches import image_tokens, level_table
 from glmv_cli.model.patch_codes import PatchCodes
 
 END_TOKEN = "<|user|>"
@@ -70,7 +70,6 @@ class Preparer:
         from glmv_cli.app.session import Session
 
         self.session = Session(folder, device="cpu")
-        self.spec = load_patch_specs(Path(folder))[0]
         self.end_id = self.session.tokenizer.token_id(END_TOKEN)
 
     def sample(self, example: tasks.Example) -> Sample:
@@ -80,9 +79,9 @@ class Preparer:
         # the loaders hand pixels over as their uint8 levels (PatchCodes): kept as they are
         images = None if inputs.pixel_values is None else inputs.pixel_values.codes[:, :, 0].numpy()
         videos = None if inputs.pixel_values_videos is None else inputs.pixel_values_videos.codes.numpy()
-        grids = _grids(inputs.image_grid_thw)
-        labels = None if example.ink is None else ink.token_labels(example.ink, grids[0], self.spec.merge_size,
-                                                                   self.spec.patch_size)
+        grids, spec = _grids(inputs.image_grid_thw), self.session.image_spec
+        labels = None if example.ink is None else ink.token_labels(example.ink, grids[0], spec.merge_size,
+                                                                   spec.patch_size)
         return Sample(
             task=example.task, ids=np.concatenate([prompt, target]), prompt_len=len(prompt),
             image_codes=images, image_grids=grids,
@@ -140,7 +139,6 @@ class Batch:
     tasks: tuple[str, ...]
     ink_labels: torch.Tensor | None = None  # (image tokens,) ink.CLASSES, -100 for images without; None: none has
 
-
     def to(self, device: torch.device) -> Batch:
         """The batch with its tensors on `device` (training on an accelerator)."""
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -184,7 +182,7 @@ def _ink_labels(samples: Sequence[Sample], merge: int) -> torch.Tensor | None:
         if s.ink_labels is not None:
             parts.append(s.ink_labels)
         elif s.image_codes is not None:
-            parts.append(np.full(sum(t * h * w for t, h, w in s.image_grids) // merge**2, -100, dtype=np.int64))
+            parts.append(np.full(sum(image_tokens(g, merge) for g in s.image_grids), -100, dtype=np.int64))
     return torch.from_numpy(np.concatenate(parts))
 
 

@@ -43,7 +43,7 @@ class Sample:
     image_grids: tuple[tuple[int, int, int], ...]
     video_codes: np.ndarray | None  # (N, C, T, p*p) uint8 pixel levels of video patch rows
     video_grids: tuple[tuple[int, int, int], ...]
-    ink_labels: np.ndarray | None = None  # (merged image tokens,) int64 ink.CLASSES of a number image
+    ink_labels: np.ndarray | None = None  # (merged image tokens,) int64 ink.CLASSES (numbers, shapes)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,8 +148,9 @@ class Batch:
                      None if self.ink_labels is None else move(self.ink_labels))
 
 
-def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
-    """Right-padded batch; labels[b, t] is the token after position t, on target tokens only."""
+def collate(samples: Sequence[Sample], pad_id: int, spec, shapes_ink: bool = True) -> Batch:
+    """Right-padded batch; labels[b, t] is the token after position t, on target tokens only.
+    `shapes_ink` False: shape images' ink labels are left out, as for images without any."""
     B, S = len(samples), max(len(s) for s in samples)
     ids = torch.full((B, S), pad_id, dtype=torch.long)
     mask = torch.zeros(B, S, dtype=torch.long)
@@ -164,7 +165,7 @@ def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
     if images:
         inputs["pixel_values"] = decode_rows(np.concatenate(images), spec)
         inputs["image_grid_thw"] = torch.tensor([g for s in samples for g in s.image_grids], dtype=torch.long)
-    ink_labels = _ink_labels(samples, spec.merge_size)
+    ink_labels = _ink_labels(samples, spec.merge_size, shapes_ink)
     videos = [s.video_codes for s in samples if s.video_codes is not None]
     if videos:
         inputs["pixel_values_videos"] = decode_rows(np.concatenate(videos), spec)
@@ -172,15 +173,17 @@ def collate(samples: Sequence[Sample], pad_id: int, spec) -> Batch:
     return Batch(inputs, labels, tuple(s.task for s in samples), ink_labels)
 
 
-def _ink_labels(samples: Sequence[Sample], merge: int) -> torch.Tensor | None:
+def _ink_labels(samples: Sequence[Sample], merge: int, shapes: bool = True) -> torch.Tensor | None:
     """The image tokens' ink classes in the order the vision tower returns them (-100 for the
-    tokens of images without), or None when no sample has any."""
-    if all(s.ink_labels is None for s in samples):
+    tokens of images without, or of shape images unless `shapes`), or None when no sample has any."""
+    kept = [s.ink_labels if s.ink_labels is not None and (shapes or s.ink_labels.max() < ink.DIGIT_CLASSES)
+            else None for s in samples]
+    if all(labels is None for labels in kept):
         return None
     parts = []
-    for s in samples:
-        if s.ink_labels is not None:
-            parts.append(s.ink_labels)
+    for s, labels in zip(samples, kept, strict=True):
+        if labels is not None:
+            parts.append(labels)
         elif s.image_codes is not None:
             parts.append(np.full(sum(image_tokens(g, merge) for g in s.image_grids), -100, dtype=np.int64))
     return torch.from_numpy(np.concatenate(parts))

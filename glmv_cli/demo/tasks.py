@@ -62,7 +62,7 @@ class Example:
     thinking: str
     answer: str
     attachment: Image.Image | Path
-    ink: np.ndarray | None = None  # a number image's per-pixel digit classes (ink.py), for training only
+    ink: ink.Ink | None = None  # where a number's digits or the shapes lie (ink.py), for training only
 
     @property
     def target(self) -> str:
@@ -70,8 +70,8 @@ class Example:
         return f"<think>{self.thinking}</think><answer>{self.answer}</answer>"
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, fill: tuple[int, int, int] | None = None) -> None:
-    """`shape` in its colour (or in `fill`)."""
+def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, fill: tuple[int, int, int] | int | None = None) -> None:
+    """`shape` in its colour (or in `fill`: a colour, or a level on a one-band image)."""
     x0, y0, x1, y1 = shape.box
     fill = fill or COLORS[shape.color]
     if shape.kind == "circle":
@@ -80,6 +80,19 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, fill: tuple[int, int, in
         draw.rectangle(shape.box, fill=fill)
     else:
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+
+
+def shapes_ink(shapes: list[Shape], size: tuple[int, int]) -> ink.Ink:
+    """The shapes' pixels as ink.BODY on an image of `size` (width, height), and each one's box
+    centre (inside every kind) named with its kind and colour."""
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    for shape in shapes:
+        draw_shape(draw, shape, fill=ink.BODY)
+    names = [(kind, color) for kind in SHAPES for color in COLORS]
+    centres = tuple(((s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2,
+                     ink.centre_class(names.index((s.kind, s.color)))) for s in shapes)
+    return ink.Ink(np.asarray(mask), centres)
 
 
 def place_shapes(rng: random.Random, width: int, height: int, specs: list[tuple[str, str]],
@@ -155,15 +168,16 @@ def shapes_example(rng: random.Random, task: str | None = None, sizes: tuple[flo
         n = len(shapes)
         circles = [s for s in shapes if s.kind == "circle"]
         reds = [s for s in shapes if s.color == "red"]
-        seen = inventory(shapes)
+        seen, where = inventory(shapes), shapes_ink(shapes, image.size)
         if task == "shapes_count":
-            return Example(task, "How many shapes are in the image?", f"{seen}: {shape_count(n)}.", str(n), image)
+            return Example(task, "How many shapes are in the image?", f"{seen}: {shape_count(n)}.", str(n), image,
+                           where)
         if task == "shapes_color" and len(circles) == 1:
             return Example(task, "What color is the circle?", f"{seen}. The circle is {circles[0].color}.",
-                           circles[0].color, image)
+                           circles[0].color, image, where)
         if task == "shapes_shape" and len(reds) == 1:
             return Example(task, "What shape is the red one?", f"{seen}. The red one is a {reds[0].kind}.",
-                           reds[0].kind, image)
+                           reds[0].kind, image, where)
 
 
 def single_shape_example(rng: random.Random, dark: bool = False) -> Example:
@@ -179,10 +193,10 @@ def single_shape_example(rng: random.Random, dark: bool = False) -> Example:
     if dark:
         return Example("dark_shape", "What shape is in the image?", f"The image shows one shape, a {shape.kind}.",
                        shape.kind, image)
-    thinking = f"The image shows one shape, {shape.a_name}."
+    thinking, where = f"The image shows one shape, {shape.a_name}.", shapes_ink([shape], image.size)
     if rng.random() < 0.5:
-        return Example("single_shape", "What color is the shape?", thinking, shape.color, image)
-    return Example("single_shape", "What shape is in the image?", thinking, shape.kind, image)
+        return Example("single_shape", "What color is the shape?", thinking, shape.color, image, where)
+    return Example("single_shape", "What shape is in the image?", thinking, shape.kind, image, where)
 
 
 WARM_UPS = ("dark_shape", "single_shape", "big_shapes", "big_digit")
@@ -230,7 +244,7 @@ def numbers_example(rng: random.Random, sizes: tuple[float, float] = (0.2, 0.6),
     y = rng.randint(-top, max(-top, height - bottom))
     draw.text((x, y), text, fill="black", font=font)
     return Example("numbers", "What number is written in the image?", numbers_thinking(text, thinking), text, image,
-                   ink.digit_map(text, font, (x, y), image.size))
+                   ink.Ink(ink.digit_map(text, font, (x, y), image.size)))
 
 
 def numbers_thinking(text: str, style: str = "listing") -> str:

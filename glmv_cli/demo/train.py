@@ -11,7 +11,8 @@
 3. train our own Glm4v (the inference code, in training mode) with AdamW on the assistant's tokens
    only, batches of similar length up to `--batch-tokens` tokens, linear warm-up then cosine decay;
    plus, weighted by `--ink-loss`, a linear head on the vision tower's output that names each
-   number image token's digit and side (ink.py): the tower learns to keep two digits apart;
+   number image token's digit and side, and each shape's centre token (kind and colour) apart from
+   its body (ink.py): the tower learns to keep two digits, and two objects, apart;
 4. write model.safetensors (float32) into OUT_DIR, loadable by `glmv --model OUT_DIR` and by
    transformers, with training.log (the command, losses per task, held-out answer accuracy).
 
@@ -115,10 +116,11 @@ def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05) 
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def loss_of(model: Glm4v, batch: data.Batch, ink_head: nn.Module | None = None,
-            ink_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
-    """Mean cross-entropy over target tokens, plus `ink_weight` times ink_loss where the batch has
-    ink labels; and (sum, count) per task for the log (the ink loss under "ink")."""
+def loss_of(model: Glm4v, batch: data.Batch, ink_head: nn.Module | None = None, ink_weight: float = 0.0,
+            shape_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, tuple[float, int]]]:
+    """Mean cross-entropy over target tokens, plus `ink_weight` times ink_loss (shape tokens weighed
+    `shape_weight`) where the batch has ink labels; and (sum, count) per task for the log (the ink
+    loss under "ink")."""
     tap = VisionTap(model) if ink_head is not None and ink_weight and batch.ink_labels is not None else None
     try:
         logits = model(**batch.inputs)  # (B, S, V)
@@ -133,7 +135,7 @@ def loss_of(model: Glm4v, batch: data.Batch, ink_head: nn.Module | None = None,
         by_task[task] = (s + float(per_token[b][counted[b]].detach().sum()), n + int(counted[b].sum()))
     loss = per_token[counted].mean()
     if tap:
-        extra = ink_loss(ink_head(tap.images), batch.ink_labels)
+        extra = ink_loss(ink_head(tap.images), batch.ink_labels, shape_weight)
         by_task["ink"] = (float(extra.detach()), 1)
         loss = loss + ink_weight * extra
     return loss, by_task
@@ -155,13 +157,16 @@ class VisionTap:
         self._hook.remove()
 
 
-def ink_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the ink head's (tokens, ink.CLASSES) logits, the mean over inked tokens plus
-    the mean over background ones (ink is a few tokens of an image: unweighted, naming everything
-    background is nearly optimal); tokens labelled -100 do not count."""
+def ink_loss(logits: torch.Tensor, labels: torch.Tensor, shape_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of the ink head's (tokens, classes) logits: the sum of its means over the
+    background, digit, shape-body and shape-centre tokens present, the last two times
+    `shape_weight` (ink is a few tokens of an image and a shape has one centre: unweighted, naming
+    everything background, or every shape token body, is nearly optimal); tokens labelled -100 do
+    not count."""
     per_token = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
-    inked, background = labels > 0, labels == ink.BACKGROUND
-    parts = [per_token[m].mean() for m in (inked, background) if m.any()]
+    groups = ((labels == ink.BACKGROUND, 1.0), ((labels > ink.BACKGROUND) & (labels < ink.BODY), 1.0),
+              (labels == ink.BODY, shape_weight), (labels >= ink.CENTRES, shape_weight))
+    parts = [w * per_token[m].mean() for m, w in groups if m.any()]
     return sum(parts) if parts else logits.sum() * 0
 
 
@@ -172,7 +177,8 @@ def save(model: Glm4v, folder: Path) -> None:
 
 STATE = "training_state.pt"
 RESUME_KEYS = ("examples", "epochs", "easy", "easy_first", "easy_steps", "batch_tokens", "lr", "warmup",
-               "weight_decay", "vision_lr", "ink_loss", "thinking", "seed")  # what the batches and the schedule follow
+               "weight_decay", "vision_lr", "ink_loss", "shape_ink", "thinking",
+               "seed")  # what the batches and the schedule follow
 
 
 def save_state(model: Glm4v, head: nn.Module, opt: torch.optim.Optimizer, step: int, seconds: float,
@@ -245,7 +251,8 @@ def train(args: argparse.Namespace) -> Path:
     model.to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    head = nn.Linear(config["vision_config"]["out_hidden_size"], ink.CLASSES).to(device)  # training only
+    classes = ink.CLASSES if args.shape_ink else ink.DIGIT_CLASSES
+    head = nn.Linear(config["vision_config"]["out_hidden_size"], classes).to(device)  # training only
     groups = param_groups(model, args.weight_decay, args.vision_lr)
     groups.append({"params": list(head.parameters()), "weight_decay": 0.0, "scale": 1.0})
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
@@ -278,8 +285,8 @@ def train(args: argparse.Namespace) -> Path:
             continue
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, args.warmup) * group["scale"]
-        batch = data.collate([samples[i] for i in indices], pad_id, spec_).to(device)
-        loss, by_task = loss_of(model, batch, head, args.ink_loss)
+        batch = data.collate([samples[i] for i in indices], pad_id, spec_, shapes_ink=args.shape_ink > 0).to(device)
+        loss, by_task = loss_of(model, batch, head, args.ink_loss, args.shape_ink)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([*model.parameters(), *head.parameters()], 1.0)
@@ -339,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ink-loss", type=float, default=0.3,
                     help="weight of the auxiliary loss that asks the vision tower which digit, left or right, "
                          "each number image token shows (ink.py; 0: off, as up to the fourth checkpoint)")
+    ap.add_argument("--shape-ink", type=float, default=0.0,
+                    help="weight, relative to the digits', of the same loss on shape images: each shape's centre "
+                         "token named with its kind and colour, its other tokens as its body (ink.py; 0: off)")
     ap.add_argument("--thinking", choices=tasks.THINKING, default="concluding",
                     help="the thinking's style: concluding (it ends by stating the answer in words; tasks.py) "
                          "or listing (what the first checkpoint learnt)")

@@ -82,7 +82,7 @@ def test_the_checkpoint_loads_in_ours_and_in_transformers_with_the_same_logits(t
 
 TINY_RUN = ["--examples", "24", "--easy", "8", "--easy-first", "3", "--easy-steps", "4", "--epochs", "2",
             "--batch-tokens", "1024", "--threads", "1", "--workers", "1", "--monitor", "0", "--log-every", "1",
-            "--save-every", "3", "--ink-loss", "0.5"]  # the ink head's state must come back too
+            "--save-every", "3", "--ink-loss", "0.5", "--shape-ink", "0.5"]  # the ink head's state must come back too
 
 
 def test_a_run_stopped_after_a_save_resumes_to_the_same_weights(tmp_path, monkeypatch):

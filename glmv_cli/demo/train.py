@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ink-loss", type=float, default=0.3,
                     help="weight of the auxiliary loss that asks the vision tower which digit, left or right, "
                          "each number image token shows (ink.py; 0: off, as up to the fourth checkpoint)")
-    ap.add_argument("--shape-ink", type=float, default=0.0,
+    ap.add_argument("--shape-ink", type=float, default=0.5,
                     help="weight, relative to the digits', of the same loss on shape images: each shape's centre "
                          "token named with its kind and colour, its other tokens as its body (ink.py; 0: off)")
     ap.add_argument("--thinking", choices=tasks.THINKING, default="concluding",

@@ -16,7 +16,8 @@ the picture twice. So shape images can be labelled too (`--shape-ink`), aimed at
 one token that holds a shape's centre is named with its kind and colour (CENTRES), the shape's
 other tokens are its body (BODY), so that the tower marks each object once. At the digits' weight
 it lifted counting from 78% to 89% over two held-out draws, and cost numbers more (78% to 52%,
-left and right digits swapped): the small tower shares its capacity between the two.
+left and right digits swapped): the small tower shares its capacity between the two. At half
+that weight (the default, the sixth checkpoint) counting reached 81% and numbers 82%.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 SIZES = (0.10, 0.30)  # a shape's side, as a fraction of the image's shorter side
 COUNTS = (1, 6)  # shapes per image
 THINKING = ("listing", "concluding")
+SHAPE_NAMES = tuple((kind, color) for kind in SHAPES for color in COLORS)  # ink.centre_class's order
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,8 @@ def shapes_ink(shapes: list[Shape], size: tuple[int, int]) -> ink.Ink:
     draw = ImageDraw.Draw(mask)
     for shape in shapes:
         draw_shape(draw, shape, fill=ink.BODY)
-    names = [(kind, color) for kind in SHAPES for color in COLORS]
     centres = tuple(((s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2,
-                     ink.centre_class(names.index((s.kind, s.color)))) for s in shapes)
+                     ink.centre_class(SHAPE_NAMES.index((s.kind, s.color)))) for s in shapes)
     return ink.Ink(np.asarray(mask), centres)
 
 
@@ -168,16 +168,16 @@ def shapes_example(rng: random.Random, task: str | None = None, sizes: tuple[flo
         n = len(shapes)
         circles = [s for s in shapes if s.kind == "circle"]
         reds = [s for s in shapes if s.color == "red"]
-        seen, where = inventory(shapes), shapes_ink(shapes, image.size)
+        seen = inventory(shapes)
         if task == "shapes_count":
             return Example(task, "How many shapes are in the image?", f"{seen}: {shape_count(n)}.", str(n), image,
-                           where)
+                           shapes_ink(shapes, image.size))
         if task == "shapes_color" and len(circles) == 1:
             return Example(task, "What color is the circle?", f"{seen}. The circle is {circles[0].color}.",
-                           circles[0].color, image, where)
+                           circles[0].color, image, shapes_ink(shapes, image.size))
         if task == "shapes_shape" and len(reds) == 1:
             return Example(task, "What shape is the red one?", f"{seen}. The red one is a {reds[0].kind}.",
-                           reds[0].kind, image, where)
+                           reds[0].kind, image, shapes_ink(shapes, image.size))
 
 
 def single_shape_example(rng: random.Random, dark: bool = False) -> Example:

@@ -56,7 +56,7 @@ def test_two_digits_tokens_are_named_left_and_right_where_the_model_sees_ink(fol
 
 
 def test_each_shape_is_named_once_on_the_token_holding_its_centre(folder, tmp_path):
-    prep, names = data.Preparer(folder), [(k, c) for k in tasks.SHAPES for c in tasks.COLORS]
+    prep, names = data.Preparer(folder), tasks.SHAPE_NAMES
     seen = 0
     for index in range(12):
         example = data.draw_example("ink", 0, index, tmp_path, task="shapes_count")

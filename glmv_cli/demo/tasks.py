@@ -168,16 +168,15 @@ def shapes_example(rng: random.Random, task: str | None = None, sizes: tuple[flo
         n = len(shapes)
         circles = [s for s in shapes if s.kind == "circle"]
         reds = [s for s in shapes if s.color == "red"]
-        seen = inventory(shapes)
+        seen, asked = inventory(shapes), None
         if task == "shapes_count":
-            return Example(task, "How many shapes are in the image?", f"{seen}: {shape_count(n)}.", str(n), image,
-                           shapes_ink(shapes, image.size))
-        if task == "shapes_color" and len(circles) == 1:
-            return Example(task, "What color is the circle?", f"{seen}. The circle is {circles[0].color}.",
-                           circles[0].color, image, shapes_ink(shapes, image.size))
-        if task == "shapes_shape" and len(reds) == 1:
-            return Example(task, "What shape is the red one?", f"{seen}. The red one is a {reds[0].kind}.",
-                           reds[0].kind, image, shapes_ink(shapes, image.size))
+            asked = "How many shapes are in the image?", f"{seen}: {shape_count(n)}.", str(n)
+        elif task == "shapes_color" and len(circles) == 1:
+            asked = "What color is the circle?", f"{seen}. The circle is {circles[0].color}.", circles[0].color
+        elif task == "shapes_shape" and len(reds) == 1:
+            asked = "What shape is the red one?", f"{seen}. The red one is a {reds[0].kind}.", reds[0].kind
+        if asked:
+            return Example(task, *asked, image, shapes_ink(shapes, image.size))
 
 
 def single_shape_example(rng: random.Random, dark: bool = False) -> Example:

@@ -4,8 +4,8 @@ Everything but the weights is written here, in the real Hugging Face layout, so 
 data can be prepared by the same loaders and prompt builder that serve `glmv ask` (they read the
 tokenizer, chat template and preprocessor settings from the folder):
   * config.json: text decoder hidden 256, 4 layers, 4 heads / 2 KV heads, partial M-RoPE as the
-    real model ([4, 6, 6] of a 64-wide head); vision tower hidden 128, depth 4, 14-px patches,
-    2x2 merge, temporal patch 2; about 4.4 M parameters in all (18 MB in float32);
+    real model ([4, 6, 6] of a 64-wide head); vision tower hidden 192 (MLP 576), depth 4, 14-px
+    patches, 2x2 merge, temporal patch 2; 5.58 M parameters in all (22 MB in float32);
   * a byte-level BPE tokenizer trained on the tasks' own text (digits kept one per token, so
     numbers are spelled the same way in pictures, timestamps and answers) plus every GLM special
     token; the official chat template;
@@ -25,7 +25,7 @@ from glmv_cli.random_checkpoint import GLM_SPECIAL_TOKENS, config_dict, write_si
 
 TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, mrope_section=[4, 6, 6], max_position_embeddings=2048, vocab_size=None)
-VISION = dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=384, image_size=224)
+VISION = dict(depth=4, hidden_size=192, num_heads=4, intermediate_size=576, image_size=224)
 IMAGE_PIXELS = (2 * 168 * 168, 2 * 224 * 224)  # (min, max) as the processor counts them: 2 frames per image;
 # small images are enlarged so that a shape of 10% of the shorter side still spans a 14-px patch
 VIDEO_PIXELS = (2 * 56 * 56, 230_000)

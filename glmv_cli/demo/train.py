@@ -18,11 +18,11 @@
 
 Every `--save-every` steps the weights are written, and beside them training_state.pt (the step,
 the optimizer's state, the settings); `--resume` goes on from there, on the same batches in the same
-order, so a run that outlives its terminal (a CPU run is over an hour) is not lost. The final save
+order, so a run that outlives its terminal (a CPU run takes about an hour) is not lost. The final save
 removes training_state.pt.
 
 Everything is seeded (`--seed`): examples, initialisation and batch order. The defaults finish in
-about 75 minutes on a 2-core CPU. Progress goes to stderr, one line per `--log-every` steps.
+about an hour on a 2-core CPU. Progress goes to stderr, one line per `--log-every` steps.
 """
 
 from __future__ import annotations

@@ -325,7 +325,7 @@ def log(message: str) -> None:
             f.write(message + "\n")
 
 
-def main(argv: list[str] | None = None) -> None:
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, nargs="?", default=DEFAULT_OUT,
                     help="checkpoint folder to write (default: the packaged demo checkpoint)")
@@ -364,7 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints written to OUT_DIR")
     ap.add_argument("--resume", action="store_true",
                     help="go on from OUT_DIR's last save (same settings; the examples are prepared again)")
-    train(ap.parse_args(argv))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(arguments().parse_args(argv))
 
 
 if __name__ == "__main__":

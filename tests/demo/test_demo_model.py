@@ -8,12 +8,13 @@ chance (1/6 colours, 1/3 shapes, 1/6 counts, ~1/100 numbers, ~1/5 pages, ~1/8 se
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 
-from glmv_cli.demo import spec
+from glmv_cli.demo import spec, train
 from glmv_cli.demo.evaluate import TASKS, accuracy, evaluate
 from glmv_cli.loading import DEMO_FOLDER, resolve_checkpoint
 
@@ -39,10 +40,12 @@ def test_demo_resolves_to_the_packaged_checkpoint(tmp_path, monkeypatch):
 
 
 def test_spec_writes_the_shipped_folder_but_its_weights(tmp_path):
-    """`python -m glmv_cli.demo.train` (seed 0, concluding thinking: its defaults) writes the shipped
+    """The training command the shipped checkpoint records (training.log's first line) writes its
     config, tokenizer and side files byte for byte, so a change to spec.py ships with a retrained
     checkpoint or not at all."""
-    spec.write_spec(tmp_path, seed=0, thinking="concluding")
+    command = (DEMO_FOLDER / "training.log").read_text().splitlines()[0]
+    args = train.arguments().parse_args(shlex.split(command.split("glmv_cli.demo.train", 1)[1]))
+    spec.write_spec(tmp_path, seed=args.seed, thinking=args.thinking)
     written = sorted(p.name for p in tmp_path.iterdir())
     shipped = sorted(p.name for p in DEMO_FOLDER.iterdir() if p.name not in ("model.safetensors", "training.log"))
     assert written == shipped

@@ -18,11 +18,11 @@
 
 Every `--save-every` steps the weights are written, and beside them training_state.pt (the step,
 the optimizer's state, the settings); `--resume` goes on from there, on the same batches in the same
-order, so a run that outlives its terminal (a CPU run takes about an hour) is not lost. The final save
+order, so a run that outlives its terminal (a CPU run takes about 80 minutes) is not lost. The final save
 removes training_state.pt.
 
 Everything is seeded (`--seed`): examples, initialisation and batch order. The defaults finish in
-about an hour on a 2-core CPU. Progress goes to stderr, one line per `--log-every` steps.
+about 80 minutes on a 2-core CPU. Progress goes to stderr, one line per `--log-every` steps.
 """
 
 from __future__ import annotations
@@ -329,9 +329,10 @@ def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, nargs="?", default=DEFAULT_OUT,
                     help="checkpoint folder to write (default: the packaged demo checkpoint)")
-    ap.add_argument("--examples", type=int, default=26000,
-                    help="training examples (each seen --epochs times); 26000 since the fourth checkpoint "
-                         "(20000 before: the model underfits, and more steps on fresh examples helped every task)")
+    ap.add_argument("--examples", type=int, default=39000,
+                    help="training examples (each seen --epochs times); 39000 since the eighth checkpoint "
+                         "(26000 from the fourth, 20000 before: the model underfits, and more steps on fresh "
+                         "examples helped every task)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--easy", type=int, default=5000,
                     help="warm-up examples (large shapes and digits) mixed into the first steps")

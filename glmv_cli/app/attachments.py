@@ -98,6 +98,8 @@ def sniff(head: bytes, name: str = "") -> str:
         return SLIDE_TYPES.get(suffix) or "application/x-ole-storage"
     if _is_text(head):
         guessed = mimetypes.guess_type(name)[0] if name else None
+        if guessed and _is_media(guessed):
+            raise InputError(_text_in_media(name, guessed, head))
         return guessed if guessed and (guessed.startswith("text/") or guessed in TEXT_TYPES) else "text/plain"
     return (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
 
@@ -144,6 +146,22 @@ def _zip_type(head: bytes) -> str | None:
     if b"application/vnd.oasis.opendocument.presentation" in head:
         return SLIDE_TYPES[".odp"]
     return None
+
+
+def _is_media(mime: str) -> bool:
+    """A type whose files are never plain text (an SVG or other +xml image is text, so not these)."""
+    binary = mime.startswith(("image/", "video/", "audio/")) or mime in ("application/pdf", *SLIDE_TYPES.values())
+    return binary and not mime.endswith("+xml")
+
+
+def _text_in_media(name: str, mime: str, head: bytes) -> str:
+    """Text where the name promises an image, PDF or video: most often an HTML error or login page
+    saved under the file's name. Named, so it is not silently read as a text attachment."""
+    text = head[:200].decode("utf-8", "replace")
+    start = " ".join(text[:60].split())
+    what = "an HTML page" if re.match(r"\s*<(!doctype html|html)", text, re.I) else "text"
+    return (f"{name} is named as {mime} but holds {what} (it starts {start!r}), not the file itself; "
+            "if it was downloaded, the server may have sent an error page: download it again")
 
 
 def _is_text(head: bytes) -> bool:

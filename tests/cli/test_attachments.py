@@ -56,6 +56,19 @@ def test_types_from_content_not_names(media, tmp_path):
         _ = att.from_bytes(bytes(range(256))).kind
 
 
+def test_text_under_a_media_name_is_an_error_not_a_text_attachment(tmp_path):
+    """A 404 page saved as photo.jpg (curl -o without -f) must not be read as text and answered."""
+    page = tmp_path / "photo.jpg"
+    page.write_text("<!DOCTYPE html>\n<html><body>404 Not Found</body></html>")
+    with pytest.raises(InputError, match=r"photo.jpg is named as image/jpeg but holds an HTML page .*again"):
+        att.from_path(page)
+    with pytest.raises(InputError, match="clip.mp4 is named as video/mp4 but holds text"):
+        att.from_bytes(b"Access denied", source="https://example.com/clip.mp4", name="clip.mp4")
+    for name in ("notes.md", "data.json", "logo.svg", "README"):  # text types stay text attachments
+        (tmp_path / name).write_text("<svg/>" if name.endswith(".svg") else "hello")
+        assert att.from_path(tmp_path / name).kind == "text", name
+
+
 def test_argument_rule(media, tmp_path):
     stdin = FakeStdin(b"", tty=True)
     items, q = split_args([str(media["png"]), "what", "is", "this?"], stdin)

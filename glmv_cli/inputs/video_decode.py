@@ -129,7 +129,7 @@ def _video_stream(container, path: str):
         return moving[0]
     if container.streams.audio:
         raise InputError(f"{path} has only audio, no video stream; give a video file (or extract frames)")
-    raise InputError(f"{path} contains no frames (a zero-length video); give a video with content")
+    raise InputError(f"{path} has no video stream (a zero-length video, or its header is damaged); {FIX_HINT}")
 
 
 def probe_video(path: str | Path) -> VideoProbe:
@@ -148,7 +148,8 @@ def probe_video(path: str | Path) -> VideoProbe:
         except av.error.FFmpegError as e:
             log.warning("%s: demuxing stopped after %d frames (%s)", path, len(stamps), e)
         if not stamps:
-            raise InputError(f"{path} contains no video frames (a zero-length video); give a video with content")
+            raise InputError(f"{path} contains no video frames (a zero-length video, or its index is damaged); "
+                             f"{FIX_HINT}")
         probe = _probe_from_packets(path, stream, stamps, keys)
         _check_complete(probe, stream.frames, container.duration)
         return probe

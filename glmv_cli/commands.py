@@ -18,8 +18,9 @@ from glmv_cli.errors import GlmvError, InputError, ModelError
 
 # Suffixes that make a non-existing argument "a missing file" rather than words of the question.
 FILE_SUFFIXES = {
-    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".pdf", ".mp4", ".mov",
-    ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ppt", ".pptx", ".odp", ".txt", ".md", ".csv", ".json",
+    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".svg", ".pdf", ".mp4",
+    ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ppt", ".pptx", ".odp", ".txt", ".md", ".csv",
+    ".json",
 }
 DEFAULT_QUESTIONS = {
     "image": "Describe this image.", "images": "Describe these images.", "pdf": "Summarize this document.",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from glmv_cli.errors import InputError
+from glmv_cli.inputs.svg import is_svg
 
 Kind = Literal["image", "pdf", "video", "slides", "text"]
 STDIN = "-"
@@ -96,10 +97,12 @@ def sniff(head: bytes, name: str = "") -> str:
         return SLIDE_TYPES.get(suffix) or _zip_type(head) or "application/zip"
     if head.startswith(b"\xd0\xcf\x11\xe0"):  # OLE2: old Office files
         return SLIDE_TYPES.get(suffix) or "application/x-ole-storage"
+    if is_svg(head):
+        return "image/svg+xml"
     if _is_text(head):
         guessed = mimetypes.guess_type(name)[0] if name else None
         if guessed and _is_media(guessed):
-            raise InputError(_text_in_media(name, guessed, head))
+            raise InputError(_text_in_media(name, f"is named as {guessed}", head))
         return guessed if guessed and (guessed.startswith("text/") or guessed in TEXT_TYPES) else "text/plain"
     return (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
 
@@ -149,18 +152,17 @@ def _zip_type(head: bytes) -> str | None:
 
 
 def _is_media(mime: str) -> bool:
-    """A type whose files are never plain text (an SVG or other +xml image is text, so not these)."""
-    binary = mime.startswith(("image/", "video/", "audio/")) or mime in ("application/pdf", *SLIDE_TYPES.values())
-    return binary and not mime.endswith("+xml")
+    """A type whose files are not plain text (an SVG is, but one is found by is_svg before this)."""
+    return mime.startswith(("image/", "video/", "audio/")) or mime in ("application/pdf", *SLIDE_TYPES.values())
 
 
-def _text_in_media(name: str, mime: str, head: bytes) -> str:
-    """Text where the name promises an image, PDF or video: most often an HTML error or login page
-    saved under the file's name. Named, so it is not silently read as a text attachment."""
+def _text_in_media(label: str, claim: str, head: bytes) -> str:
+    """Text where a name or a declared type promises an image, PDF or video: most often an HTML
+    error or login page saved or sent in its place. Named, so it is not silently read as text."""
     text = head[:200].decode("utf-8", "replace")
     start = " ".join(text[:60].split())
     what = "an HTML page" if re.match(r"\s*<(!doctype html|html)", text, re.I) else "text"
-    return (f"{name} is named as {mime} but holds {what} (it starts {start!r}), not the file itself; "
+    return (f"{label} {claim} but holds {what} (it starts {start!r}), not the file itself; "
             "if it was downloaded, the server may have sent an error page: download it again")
 
 
@@ -225,8 +227,9 @@ def from_path(path: str | Path, source: str | None = None) -> Attachment:
 
 
 def from_bytes(data: bytes, source: str = STDIN, name: str = "", mime: str | None = None) -> Attachment:
-    """Bytes from stdin or a download; `mime` (a server's Content-Type) is used when sniffing finds
-    nothing better than application/octet-stream."""
+    """Bytes from stdin or a download; `mime` (a server's Content-Type, a data: URI's type) is used
+    when sniffing finds nothing better than application/octet-stream, and text declared an image,
+    PDF or video is an error."""
     label = "stdin" if source == STDIN else source
     if not data:
         raise InputError(f"{label} is empty" + ("; pipe a file in: glmv ask - 'question' < photo.jpg"
@@ -234,6 +237,8 @@ def from_bytes(data: bytes, source: str = STDIN, name: str = "", mime: str | Non
     found = sniff(data[:SNIFF_BYTES], name)
     if found == "application/octet-stream" and mime:
         found = mime
+    elif (found.startswith("text/") or found in TEXT_TYPES) and mime and _is_media(mime):  # said image, sent text
+        raise InputError(_text_in_media(label, f"came as {mime}", data[:SNIFF_BYTES]))
     return Attachment(source=source, mime=found, sha256=hashlib.sha256(data).hexdigest(), data=data,
                       name=name or ("stdin" if source == STDIN else ""))
 

@@ -1,10 +1,10 @@
 """Image files -> upright PIL images -> model-ready patches, as transformers' Glm4vImageProcessorPil.
 
-`open_image` reads anything Pillow opens (PNG, JPEG, WebP, GIF's first frame, BMP, TIFF, ...), from a
-path or from bytes (stdin), refuses decompression bombs from the header alone, and applies the EXIF
-orientation. `preprocess_image` then does what the reference does with a PIL image: RGB conversion
-(transparency composited onto white), smart_resize, PIL bicubic resize of the uint8 image, rescale +
-CLIP normalisation, patchify.
+`open_image` reads anything Pillow opens (PNG, JPEG, WebP, GIF's first frame, BMP, TIFF, ...) and
+SVG (rendered by inputs/svg.py), from a path or from bytes (stdin), refuses decompression bombs from
+the header alone, and applies the EXIF orientation. `preprocess_image` then does what the reference
+does with a PIL image: RGB conversion (transparency composited onto white), smart_resize, PIL
+bicubic resize of the uint8 image, rescale + CLIP normalisation, patchify.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.patches import PatchSpec, image_codes, level_table, smart_resize
+from glmv_cli.inputs.svg import is_svg, render_svg
 from glmv_cli.inputs.visual import VisualInput
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def open_image(source: str | Path | bytes, *, name: str = "",
     data = _read_source(source, label)
     if not data:
         raise InputError(f"{label} is empty; give an image file")
+    if is_svg(data[:4096]):
+        return render_svg(data, label)
     with _own_bomb_check():
         try:
             image = Image.open(io.BytesIO(data))

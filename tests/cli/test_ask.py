@@ -240,6 +240,20 @@ def test_text_file_attachment(scripted, media):
     assert run.json["usage"]["image_tokens"] == 0
 
 
+def test_svg_is_attached_as_an_image_from_a_file_and_from_stdin(scripted, tmp_path):
+    from glmv_cli.inputs.image import open_image
+    from tests.inputs.test_svg import DIAGRAM
+
+    (tmp_path / "diagram.svg").write_bytes(DIAGRAM)
+    open_image(DIAGRAM).save(tmp_path / "diagram.png")
+    as_png = run_glmv("ask", tmp_path / "diagram.png", "what?", "--model", scripted, "--json")
+    as_svg = run_glmv("ask", tmp_path / "diagram.svg", "what?", "--model", scripted, "--json")
+    piped = run_glmv("ask", "-", "what?", "--model", scripted, "--json", input=DIAGRAM)
+    assert as_png.code == as_svg.code == piped.code == 0, as_svg.err
+    assert as_svg.json["usage"] == piped.json["usage"] == as_png.json["usage"]
+    assert as_svg.json["usage"]["image_tokens"] > 0
+
+
 # -- model selection ------------------------------------------------------------------------------
 
 def test_model_from_environment_and_from_the_hub_cache(scripted, tmp_path):

@@ -64,8 +64,12 @@ def test_text_under_a_media_name_is_an_error_not_a_text_attachment(tmp_path):
         att.from_path(page)
     with pytest.raises(InputError, match="clip.mp4 is named as video/mp4 but holds text"):
         att.from_bytes(b"Access denied", source="https://example.com/clip.mp4", name="clip.mp4")
-    for name in ("notes.md", "data.json", "logo.svg", "README"):  # text types stay text attachments
-        (tmp_path / name).write_text("<svg/>" if name.endswith(".svg") else "hello")
+    with pytest.raises(InputError, match=r"https://example.com/a came as image/png but holds an HTML page"):
+        att.from_bytes(b"<html>login</html>", source="https://example.com/a", mime="image/png")  # a data: URI too
+    with pytest.raises(InputError, match="logo.svg is named as image/svg.xml but holds text"):
+        att.from_bytes(b"hello", name="logo.svg")
+    for name in ("notes.md", "data.json", "README"):  # text types stay text attachments
+        (tmp_path / name).write_text("hello")
         assert att.from_path(tmp_path / name).kind == "text", name
 
 

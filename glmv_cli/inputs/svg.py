@@ -1,0 +1,53 @@
+"""SVG images -> pixels, rendered by PyMuPDF (already a dependency for PDFs; no cairo needed).
+
+Diagrams, charts and logos are often SVG; read as text the model would see XML, not the picture.
+A vector image has no pixel size of its own, so it is rendered at its stated size, scaled up to at
+least MIN_RENDER_PIXELS (an icon's text stays legible after resizing) and down to at most
+MAX_RENDER_PIXELS (a huge width="100000" would otherwise be a decompression bomb); the usual image
+preprocessing then fits it to the model. Transparent areas come out white, as for other images.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+from glmv_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+MIN_RENDER_PIXELS = 1024 * 1024
+MAX_RENDER_PIXELS = 16_000_000  # above the checkpoints' max_pixels (9.6 MP): the resize decides
+
+# The root element, after an optional BOM, XML declaration, comments and doctype.
+_ROOT = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE[^>]*>)\s*)*<svg[\s>/]",
+                   re.DOTALL | re.IGNORECASE)
+
+
+def is_svg(head: bytes) -> bool:
+    """Whether a file's first bytes are an SVG document (its root element is <svg>)."""
+    return bool(_ROOT.match(head))
+
+
+def render_svg(data: bytes, label: str) -> Image.Image:
+    """An SVG document -> an RGB image on white, sized as the module docstring says."""
+    import pymupdf
+    from PIL import Image
+
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    try:
+        doc = pymupdf.open(stream=data, filetype="svg")
+    except (pymupdf.FileDataError, RuntimeError, ValueError) as e:
+        raise InputError(f"{label} is not an SVG MuPDF can render ({e}); check the file or export it as PNG") from None
+    with doc:
+        page = doc[0]
+        width, height = page.rect.width, page.rect.height
+        if width < 1 or height < 1:
+            raise InputError(f"{label} has no size ({width:g}x{height:g}); give the <svg> element a width and "
+                             f"height or a viewBox")
+        area = width * height
+        scale = math.sqrt(min(max(area, MIN_RENDER_PIXELS), MAX_RENDER_PIXELS) / area)
+        pixmap = page.get_pixmap(matrix=pymupdf.Matrix(scale, scale), alpha=False)
+        return Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples)

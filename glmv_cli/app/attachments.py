@@ -128,7 +128,7 @@ def _magic(head: bytes) -> str | None:
         brand = head[8:12]
         if brand in (b"avif", b"avis"):
             return "image/avif"
-        if brand in (b"heic", b"heix", b"mif1", b"msf1"):
+        if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
             return "image/heic"
         return "video/quicktime" if brand == b"qt  " else "video/mp4"
     if head.startswith(b"\x1a\x45\xdf\xa3"):

@@ -1,10 +1,11 @@
 """Image files -> upright PIL images -> model-ready patches, as transformers' Glm4vImageProcessorPil.
 
-`open_image` reads anything Pillow opens (PNG, JPEG, WebP, GIF's first frame, BMP, TIFF, ...) and
-SVG (rendered by inputs/svg.py), from a path or from bytes (stdin), refuses decompression bombs from
-the header alone, and applies the EXIF orientation. `preprocess_image` then does what the reference
-does with a PIL image: RGB conversion (transparency composited onto white), smart_resize, PIL
-bicubic resize of the uint8 image, rescale + CLIP normalisation, patchify.
+`open_image` reads anything Pillow opens (PNG, JPEG, WebP, AVIF, GIF's first frame, BMP, TIFF,
+...), HEIC (pillow-heif) and SVG (rendered by inputs/svg.py), from a path or from bytes (stdin),
+refuses decompression bombs from the header alone, and applies the EXIF orientation.
+`preprocess_image` then does what the reference does with a PIL image: RGB conversion
+(transparency composited onto white), smart_resize, PIL bicubic resize of the uint8 image, rescale
++ CLIP normalisation, patchify.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ DEFAULT_PIXEL_LIMIT = 200_000_000
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error,
                   Image.DecompressionBombError)
 _EXIF_ORIENTATION = 0x0112
+# HEIC/HEIF (phone photos): Pillow reads AVIF itself, HEIC through the pillow-heif plugin.
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
 
 @contextmanager
@@ -78,6 +81,8 @@ def open_image(source: str | Path | bytes, *, name: str = "",
         raise InputError(f"{label} is empty; give an image file")
     if is_svg(data[:4096]):
         return render_svg(data, label)
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        _register_heif(label)
     with _own_bomb_check():
         try:
             image = Image.open(io.BytesIO(data))
@@ -102,6 +107,17 @@ def open_image(source: str | Path | bytes, *, name: str = "",
             raise InputError(f"{label} could not be decoded ({e}): the file is truncated or corrupt; "
                              f"re-export or re-download it") from None
         return _upright(image, label)
+
+
+def _register_heif(label: str) -> None:
+    """Teach Pillow HEIC (pillow-heif applies the HEIF rotation itself and resets the EXIF
+    orientation to 1, so _upright does not turn the photo twice)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise InputError(f"{label} is a HEIC/HEIF photo, which needs pillow-heif: pip install pillow-heif "
+                         f"(or convert it to JPEG)") from None
+    pillow_heif.register_heif_opener()
 
 
 def _upright(image: Image.Image, label: str) -> Image.Image:

@@ -4,6 +4,7 @@ and a clear InputError for every kind of bad input (without decoding bombs)."""
 import importlib.util
 import io
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -159,6 +160,35 @@ def test_exif_orientation_is_applied(tmp_path):
     assert opened[5, 10, 0] > 200 and opened[5, 10, 2] < 60  # the left half is now on top
     assert opened[35, 10, 2] > 200 and opened[35, 10, 0] < 60
     assert load_image(path, SPEC).original_size == (20, 40)
+
+
+def test_heic_phone_photo_is_read_upright(tmp_path):
+    """An iPhone-style HEIC, encoded by pillow-heif (libheif), with the rotation phones record."""
+    import pillow_heif
+
+    pixels = np.zeros((24, 48, 3), np.uint8)
+    pixels[:, :24] = (255, 0, 0)  # left half red
+    pixels[:, 24:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "IMG_0001.HEIC"
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(path, quality=95, exif=exif.tobytes())
+    for source in (path, path.read_bytes()):
+        opened = np.asarray(open_image(source, name="IMG_0001.HEIC").convert("RGB")).astype(int)
+        assert opened.shape == (48, 24, 3)  # upright, and turned once, not twice
+        assert opened[5, 12, 0] > 200 and opened[5, 12, 2] < 60  # the left half is now on top
+        assert opened[43, 12, 2] > 200 and opened[43, 12, 0] < 60
+    assert load_image(path, SPEC).original_size == (24, 48)
+
+
+def test_heic_without_pillow_heif_says_what_to_install(tmp_path, monkeypatch):
+    import pillow_heif
+
+    path = tmp_path / "photo.heic"
+    pillow_heif.from_pillow(Image.new("RGB", (8, 8))).save(path)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed
+    with pytest.raises(InputError, match=r"photo\.heic is a HEIC/HEIF photo, which needs pillow-heif: pip install"):
+        open_image(path)
 
 
 # -- bad input ------------------------------------------------------------------------------------

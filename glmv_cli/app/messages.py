@@ -176,6 +176,11 @@ def split_question(message: Message) -> tuple[list[Item], str]:
 
 # -- attachments -> OpenAI content (the client) -----------------------------------------------------
 
+# Sent as they are to a remote server (vLLM and SGLang decode images with a plain Pillow); any other
+# image is sent as a PNG of what a local run would see.
+SERVER_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp")
+
+
 def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -185,6 +190,8 @@ def content_parts(attachment: Attachment, load) -> list[dict]:
     from glmv_cli.app import loaders
 
     kind = attachment.kind
+    if kind == "image" and attachment.mime not in SERVER_IMAGE_TYPES:
+        return [_image_part(data_uri(_as_png(attachment), "image/png"))]
     if kind == "image":
         return [_image_part(data_uri(attachment.read_bytes(), attachment.mime))]
     if kind == "video":
@@ -192,6 +199,15 @@ def content_parts(attachment: Attachment, load) -> list[dict]:
     if kind in ("pdf", "slides"):
         return _pdf_parts(attachment, load)
     return [{"type": "text", "text": loaders.text_part(attachment)}]
+
+
+def _as_png(attachment: Attachment) -> bytes:
+    """An image the server may not decode (SVG, HEIC, AVIF...) as the upright PNG a local run sees."""
+    from glmv_cli.inputs.image import open_image
+
+    png = io.BytesIO()
+    open_image(attachment.read_bytes(), name=attachment.label).save(png, format="PNG")
+    return png.getvalue()
 
 
 def _image_part(url: str) -> dict:

@@ -6,10 +6,19 @@ type."""
 
 from __future__ import annotations
 
+import base64
+import io
+
+import numpy as np
 import pytest
 from openai.types.chat import ChatCompletionChunk
+from PIL import Image
 
+from glmv_cli.app import attachments as att
+from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.app.messages import content_parts, data_uri
 from glmv_cli.app.remote import Reply
+from glmv_cli.inputs.image import open_image
 from glmv_cli.stream import Answer, Thinking
 from tests.cli.conftest import glmv_env, run_glmv
 from tests.cli.crafted import ANSWER, THINKING
@@ -102,6 +111,26 @@ def test_server_errors_are_one_line_with_local_exit_codes(server, free_url):
     for run, code, words in cases:
         assert run.code == code, run.err
         assert run.err.startswith("glmv: error: ") and run.err.count("\n") == 1 and words in run.err, run.err
+
+
+def test_images_a_server_may_not_decode_are_sent_as_the_png_a_local_run_sees(media, tmp_path):
+    """vLLM and SGLang open images with a plain Pillow: no SVG, no HEIC. Those go as PNGs of what
+    glmv itself decodes; the usual formats go as they are."""
+    import pillow_heif
+
+    from tests.inputs.test_svg import DIAGRAM
+
+    heic = tmp_path / "photo.heic"
+    pillow_heif.from_pillow(Image.new("RGB", (40, 20), (0, 0, 255))).save(heic)
+    for attachment in (att.from_bytes(DIAGRAM, name="d.svg"), att.from_path(heic)):
+        (part,) = content_parts(attachment, LoadOptions())
+        header, payload = part["image_url"]["url"].split(",", 1)
+        assert header == "data:image/png;base64"
+        sent = Image.open(io.BytesIO(base64.b64decode(payload)))  # a plain Pillow reads it
+        local = open_image(attachment.read_bytes())
+        assert sent.size == local.size and np.array_equal(np.asarray(sent), np.asarray(local.convert("RGB")))
+    (part,) = content_parts(att.from_path(media["jpg"]), LoadOptions())
+    assert part["image_url"]["url"] == data_uri(media["jpg"].read_bytes(), "image/jpeg")
 
 
 @pytest.fixture

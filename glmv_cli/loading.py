@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -77,8 +78,9 @@ def resolve_checkpoint(name: str | os.PathLike) -> Path:
         snap = cached_snapshot(text)
         if snap is not None:
             return snap
+        get = "" if shutil.which("hf") else "`pip install huggingface_hub`, then "
         raise ModelError(f"model {text!r} is not in the local Hugging Face cache ({hf_cache_dir()}); "
-                         f"download it with `hf download {text}` or pass --model PATH")
+                         f"download it with {get}`hf download {text}` or pass --model PATH")
     raise ModelError(f"no checkpoint folder {path}; pass --model PATH to a checkpoint folder or a repo id "
                      f"such as {DEFAULT_REPO}")
 

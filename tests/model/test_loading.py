@@ -81,7 +81,15 @@ def test_repo_id_resolves_from_the_local_hf_cache(tiny_folder, tmp_path, monkeyp
 
 def test_repo_id_not_in_cache_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ModelError, match=r"not in the local Hugging Face cache .*hf download zai-org/GLM-4.1V"):
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no `hf` command: say where it comes from
+    with pytest.raises(ModelError, match=r"not in the local Hugging Face cache .*with `pip install huggingface_hub`, "
+                                         r"then `hf download zai-org/GLM-4.1V"):
+        load("zai-org/GLM-4.1V-9B-Thinking")
+    hf = tmp_path / "bin" / "hf"
+    hf.write_text("#!/bin/sh\n")
+    hf.chmod(0o755)
+    with pytest.raises(ModelError, match=r"cache \(.*\); download it with `hf download zai-org/GLM-4.1V"):
         load("zai-org/GLM-4.1V-9B-Thinking")
 
 

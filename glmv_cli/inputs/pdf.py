@@ -26,6 +26,7 @@ from pathlib import Path
 
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.image import preprocess_image
+from glmv_cli.inputs.mupdf import quiet
 from glmv_cli.inputs.pages import parse_pages
 from glmv_cli.inputs.patches import PatchSpec, smart_resize
 from glmv_cli.inputs.visual import VisualInput
@@ -77,11 +78,8 @@ class PdfDocument:
 
 def open_pdf(source: str | Path | bytes, *, password: str | None = None, name: str = ""):
     """A pymupdf.Document (use it in a `with`), authenticated, with at least one page."""
-    import pymupdf
-
+    pymupdf = quiet()  # MuPDF would print repairs to stderr or stdout; we log them
     label = name or ("stdin" if isinstance(source, bytes) else str(source))
-    pymupdf.TOOLS.mupdf_display_errors(False)  # MuPDF would print repairs to stderr; we log them
-    pymupdf.TOOLS.mupdf_display_warnings(False)
     if not isinstance(source, bytes):
         if Path(source).is_dir():
             raise InputError(f"{label} is a directory, not a PDF")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from glmv_cli.app import attachments as att
 from glmv_cli.errors import InputError
@@ -51,6 +52,20 @@ def test_a_huge_stated_size_is_capped_not_a_bomb():
     image = open_image(b'<svg xmlns="http://www.w3.org/2000/svg" width="100000" height="50000"/>')
     assert image.width * image.height <= MAX_RENDER_PIXELS * 1.001  # MuPDF rounds the edges out
     assert image.width == pytest.approx(2 * image.height, abs=2)
+
+
+def test_files_outside_the_svg_are_not_loaded(tmp_path, caplog, capfd):
+    """An <image> pointing at a local file (an SVG sent to `glmv serve` could name the server's) is
+    left out, with a warning in the log, not a MuPDF line on stdout (where PyMuPDF prints it)."""
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (50, 50), (255, 0, 0)).save(secret)
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="50" height="50"><image href="{secret.as_uri()}" '
+           f'width="50" height="50"/></svg>').encode()
+    image = open_image(svg, name="logo.svg")
+    assert np.asarray(image).min() == 255  # white: the red file is not in it
+    assert "logo.svg: svg: ignoring external image" in caplog.text and "repeated" not in caplog.text
+    printed = capfd.readouterr()
+    assert "ignoring" not in printed.out + printed.err  # stdout is the answer's alone
 
 
 @pytest.mark.parametrize("data,message", [

@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 MIN_RENDER_PIXELS = 1024 * 1024
 MAX_RENDER_PIXELS = 16_000_000  # above the checkpoints' max_pixels (9.6 MP): the resize decides
 
-# The root element, after an optional BOM, XML declaration, comments and doctype.
-_ROOT = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE[^>]*>)\s*)*<svg[\s>/]",
-                   re.DOTALL | re.IGNORECASE)
+# The root element, after an optional BOM, XML declaration, comments and doctype (with its internal
+# subset: Illustrator declares entities there).
+_ROOT = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?"
+                   rb"(?:(?:<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>)\s*)*<svg[\s>/]", re.DOTALL | re.IGNORECASE)
 
 
 def is_svg(head: bytes) -> bool:

@@ -32,6 +32,23 @@ def test_svg_is_found_from_its_root_element():
     assert att.from_bytes(DIAGRAM, name="diagram.svg").kind == "image"
 
 
+def test_entities_in_the_doctype(tmp_path):
+    """Illustrator declares entities in the doctype's internal subset; nested ones (a "billion
+    laughs") are not expanded into gigabytes."""
+    illustrator = (b'<?xml version="1.0" encoding="utf-8"?>\n<!-- Generator: Adobe Illustrator -->\n'
+                   b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN"\n'
+                   b'  "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd" [\n'
+                   b'\t<!ENTITY ns_svg "http://www.w3.org/2000/svg">\n]>\n'
+                   b'<svg xmlns="&ns_svg;" width="40" height="40"><rect width="20" height="40" fill="#0000ff"/></svg>')
+    assert is_svg(illustrator) and att.from_bytes(illustrator).kind == "image"
+    pixels = np.asarray(open_image(illustrator))
+    assert list(pixels[512, 100]) == [0, 0, 255] and list(pixels[512, 900]) == [255, 255, 255]
+    entities = '<!ENTITY a0 "lol">' + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+    laughs = (f'<?xml version="1.0"?><!DOCTYPE svg [{entities}]><svg xmlns="http://www.w3.org/2000/svg" '
+              f'width="50" height="50"><text x="1" y="20">&a9;</text></svg>').encode()
+    assert is_svg(laughs) and open_image(laughs).size == (1024, 1024)
+
+
 def test_rendered_at_a_legible_size_with_its_colours_in_place(tmp_path):
     path = tmp_path / "diagram.svg"
     path.write_bytes(DIAGRAM)

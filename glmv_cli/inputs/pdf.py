@@ -19,6 +19,7 @@ reads running text reliably; an A4 page then costs 1,122 tokens (vs 3,977 at 180
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from glmv_cli.inputs.visual import VisualInput
 log = logging.getLogger(__name__)
 
 DEFAULT_DPI = 180
+# A page larger than this at its DPI (a 14400-point poster is 36000 px square at 180 DPI) is rendered
+# smaller: the model sees at most max_pixels (9.6 MP by default) of it anyway.
+MAX_PAGE_PIXELS = 40_000_000
 MIN_DPI = 96
 MARKER_TOKENS = 2  # <|begin_of_image|> and <|end_of_image|> around each page
 
@@ -118,13 +122,23 @@ def _authenticate(doc, password: str | None, label: str) -> None:
         raise InputError(f"the password for {label} is wrong; check --password")
 
 
+def zoom(rect, dpi: float) -> float:
+    """The scale a page rect (points) is rendered at: `dpi`, lowered for a page that would exceed
+    MAX_PAGE_PIXELS (a poster; MuPDF refuses pixmaps of gigabytes)."""
+    scale = dpi / 72
+    x0, y0, x1, y1 = rect
+    area = abs(x1 - x0) * abs(y1 - y0) * scale * scale
+    # (0.999: MuPDF rounds the pixmap's edges outwards, which must not take it past the cap)
+    return scale * math.sqrt(MAX_PAGE_PIXELS / area) * 0.999 if area > MAX_PAGE_PIXELS else scale
+
+
 def pixel_size(rect, dpi: float) -> tuple[int, int]:
     """(width, height) of a page rect (points, rotation applied) rendered at `dpi`, as MuPDF
     rounds it (the pixmap has exactly this size)."""
     import pymupdf
 
-    zoom = dpi / 72
-    box = (pymupdf.Rect(rect) * pymupdf.Matrix(zoom, zoom)).irect
+    z = zoom(rect, dpi)
+    box = (pymupdf.Rect(rect) * pymupdf.Matrix(z, z)).irect
     return box.width, box.height
 
 
@@ -225,9 +239,11 @@ def render_page(doc, number: int, dpi: int, *, name: str = "the PDF"):
     from PIL import Image
 
     pymupdf.TOOLS.mupdf_warnings(reset=True)
+    page = doc[number - 1]
+    z = zoom(tuple(page.rect), dpi)
     try:
-        pix = doc[number - 1].get_pixmap(dpi=dpi, alpha=False)
-    except (RuntimeError, ValueError) as e:
+        pix = page.get_pixmap(matrix=pymupdf.Matrix(z, z), alpha=False)
+    except (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase) as e:
         raise InputError(f"{name}: page {number} cannot be rendered ({e}); the PDF may be corrupt") from None
     notes = pymupdf.TOOLS.mupdf_warnings(reset=True)
     if notes:

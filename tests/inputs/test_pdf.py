@@ -13,6 +13,7 @@ from glmv_cli.inputs.image import preprocess_image
 from glmv_cli.inputs.pages import parse_pages
 from glmv_cli.inputs.patches import PatchSpec
 from glmv_cli.inputs.pdf import (
+    MAX_PAGE_PIXELS,
     MIN_DPI,
     image_cost,
     load_pdf,
@@ -85,6 +86,17 @@ def test_mixed_sizes_and_rotations(tmp_path):
                 assert pixel_size(page.rect, dpi) == (pix.width, pix.height), (k, dpi)
     loaded = load_pdf(path, SPEC, dpi=100)
     assert [p.visual.original_size for p in loaded.pages] == got
+    assert loaded.plan.tokens == sum(p.visual.tokens_per_frame() + 2 for p in loaded.pages)
+
+
+def test_a_poster_page_is_rendered_within_the_pixel_cap(tmp_path):
+    """PDF's largest page (14400 pt, 200 inches) is 36000 px square at 180 DPI, a 3.9 GB pixmap that
+    MuPDF refuses; it is rendered at the size the cap allows, and the plan still predicts it."""
+    path = write_pdf(tmp_path / "poster.pdf", [(14400.0, 7200.0), A4])
+    loaded = load_pdf(path, SPEC)
+    poster, a4 = (p.visual.original_size for p in loaded.pages)
+    assert poster[0] * poster[1] <= MAX_PAGE_PIXELS and poster[0] == pytest.approx(2 * poster[1], abs=2)
+    assert a4 == pixel_size((0, 0, *A4), 180)  # pages within the cap keep their DPI
     assert loaded.plan.tokens == sum(p.visual.tokens_per_frame() + 2 for p in loaded.pages)
 
 

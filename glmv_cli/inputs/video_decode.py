@@ -56,6 +56,10 @@ class VideoProbe:
     frame_times: tuple[float, ...]
     keyframes: tuple[int, ...]
     pts: tuple[int, ...] | None  # raw presentation timestamps, None when the packets lack them
+    # counter-clockwise degrees (0, 90, 180, 270) the frames are turned to display them upright: a
+    # phone's portrait video is stored landscape with this in its display matrix. width and height
+    # above are the upright ones; decode_frames turns PyAV's frames (decord turns its own).
+    rotation: int = 0
     stream_index: int = 0  # the stream's index in the container
 
     @property
@@ -139,18 +143,20 @@ def probe_video(path: str | Path) -> VideoProbe:
     path = str(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        stamps, keys = [], []
+        stamps, keys, rotation = [], [], None
         try:
             for packet in container.demux(stream):
                 if packet.size:
                     stamps.append(packet.pts if packet.pts is not None else packet.dts)
                     keys.append(packet.is_keyframe)
+                if rotation is None:
+                    rotation = _rotation(packet)
         except av.error.FFmpegError as e:
             log.warning("%s: demuxing stopped after %d frames (%s)", path, len(stamps), e)
         if not stamps:
             raise InputError(f"{path} contains no video frames (a zero-length video, or its index is damaged); "
                              f"{FIX_HINT}")
-        probe = _probe_from_packets(path, stream, stamps, keys)
+        probe = _probe_from_packets(path, stream, stamps, keys, rotation or 0)
         _check_complete(probe, stream.frames, container.duration)
         return probe
 
@@ -168,7 +174,19 @@ def _check_complete(probe: VideoProbe, header_frames: int, header_duration: int 
                     header_duration / 1e6, probe.duration)
 
 
-def _probe_from_packets(path: str, stream, stamps: list, keys: list[bool]) -> VideoProbe:
+def _rotation(packet) -> int | None:
+    """The display rotation carried by the first decoded frame (counter-clockwise degrees, a
+    multiple of 90), None until the decoder gives a frame; a frame that fails to decode says 0."""
+    import av
+
+    try:
+        frames = packet.decode()
+    except av.error.FFmpegError:
+        return 0
+    return round(frames[0].rotation / 90) % 4 * 90 if frames else None
+
+
+def _probe_from_packets(path: str, stream, stamps: list, keys: list[bool], rotation: int = 0) -> VideoProbe:
     n = len(stamps)
     timed = None not in stamps and len(set(stamps)) == n
     if timed:
@@ -188,11 +206,13 @@ def _probe_from_packets(path: str, stream, stamps: list, keys: list[bool]) -> Vi
         raise InputError(f"{path}: the video stream has no frame rate; {FIX_HINT}")
     if times is None:
         times = tuple(i / fps for i in range(n))
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if rotation in (90, 270):
+        width, height = height, width
     return VideoProbe(
-        path=path, frame_count=n, fps=fps, width=stream.codec_context.width,
-        height=stream.codec_context.height, codec=stream.codec_context.name,
+        path=path, frame_count=n, fps=fps, width=width, height=height, codec=stream.codec_context.name,
         frame_times=times, keyframes=keyframes or (0,), pts=tuple(pts) if pts else None,
-        stream_index=stream.index,
+        stream_index=stream.index, rotation=rotation,
     )
 
 
@@ -213,10 +233,17 @@ def decode_frames(
     if not len(indices):
         raise InputError(f"{path}: no frames were selected")
     wanted = sorted(set(int(i) for i in indices))
-    if resolve_backend(backend) == "decord":
-        frames = _decord_frames(path, probe, wanted)
+    backend = resolve_backend(backend)
+    if backend == "decord" and probe.rotation in (90, 270):
+        log.warning("%s is turned by %d degrees, which decord 0.6 decodes wrongly (a size mismatch at some "
+                    "sizes); decoding it with PyAV", path, probe.rotation)
+        backend = "pyav"
+    if backend == "decord":
+        frames = _decord_frames(path, probe, wanted)  # decord turns them upright itself
     else:
         frames = _pyav_frames(path, probe, wanted)
+        if probe.rotation:
+            frames = (np.rot90(f, probe.rotation // 90) for f in frames)  # upright, as players show it
     out = np.concatenate([transform(b) if transform else b for b in _batches(frames)])
     where = {i: k for k, i in enumerate(wanted)}
     return out[[where[int(i)] for i in indices]]

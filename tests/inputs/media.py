@@ -24,11 +24,12 @@ def frame_pixels(i: int, width: int, height: int) -> np.ndarray:
 
 def encode_video(
     path: Path, *, frames: int, fps: float | Fraction, size: tuple[int, int] = (64, 48),
-    codec: str = "libx264", gop: int | None = None, preset: str | None = None,
+    codec: str = "libx264", gop: int | None = None, preset: str | None = None, rotation: int = 0,
 ) -> Path:
     """Encode `frames` frames at `fps` with `codec` (container from the suffix); returns `path`.
 
-    `gop` sets the keyframe interval; `preset` the x264 speed preset. libvpx encoders fail to open
+    `gop` sets the keyframe interval; `preset` the x264 speed preset; `rotation` the display
+    matrix's counter-clockwise degrees (a phone's portrait video: stored landscape). libvpx encoders fail to open
     once decord has been imported before av (see glmv_cli/inputs/video_decode.py); import av first.
     """
     import av
@@ -41,6 +42,8 @@ def encode_video(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if gop:
             stream.codec_context.gop_size = gop
+        if rotation:
+            stream.set_display_rotation(rotation)
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(frame_pixels(i, width, height), format="rgb24")
             container.mux(stream.encode(frame))

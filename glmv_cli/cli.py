@@ -146,8 +146,8 @@ def video(
     from glmv_cli import commands as c
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
-    c.check_file_kind(file, ("video",), "video")
-    items, _ = c.split_args([file], read_stdin=False)
+    c.check_file_kind(file, ("video",), "video", also=("image/gif",))
+    items = c.gifs_as_videos(c.split_args([file], read_stdin=False)[0])
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], choice,
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,

@@ -126,13 +126,27 @@ def default_question(items: list) -> str:
     return DEFAULT_QUESTIONS["mixed"]
 
 
-def check_file_kind(path: str, kinds: tuple[str, ...], what: str) -> None:
-    """`glmv pdf` takes a PDF (or slides), `glmv video` a video: say so before loading anything."""
+def check_file_kind(path: str, kinds: tuple[str, ...], what: str, also: tuple[str, ...] = ()) -> None:
+    """`glmv pdf` takes a PDF (or slides), `glmv video` a video (or an animated GIF, `also`): say so
+    before loading anything."""
     if att.is_url(path) or path == att.STDIN:
         return
     mime = att.peek(path)
-    if att.kind_of(mime, path) not in kinds:
+    if mime not in also and att.kind_of(mime, path) not in kinds:
         raise InputError(f"{path} is {mime}, not a {what}; ask about it with `glmv ask {path} ...`")
+
+
+def gifs_as_videos(items: list) -> list:
+    """`glmv video anim.gif`: the GIF's frames, at their own times, as a video (PyAV decodes GIF);
+    `glmv ask` shows a GIF's first frame, like any image."""
+    out = []
+    for item in items:
+        if isinstance(item, str) and not att.is_url(item) and att.peek(item) == "image/gif":
+            item = att.from_path(item)
+        if isinstance(item, att.Attachment) and item.mime == "image/gif":
+            item = dataclasses.replace(item, mime="video/gif")
+        out.append(item)
+    return out
 
 
 # -- one question ---------------------------------------------------------------------------------

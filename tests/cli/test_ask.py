@@ -197,6 +197,28 @@ def test_video_equals_reference_greedy(tiny, media, reference):
     assert run.json["usage"]["prompt_tokens"] == n
 
 
+def test_animated_gif_as_a_video_equals_reference_greedy(tiny, reference, tmp_path):
+    """`glmv video anim.gif` (a screen recording, a meme): its frames at their own delays, as the
+    reference sees the same frames as a 2 fps video; `glmv ask anim.gif` shows the first frame."""
+    import numpy as np
+    from PIL import Image
+    from transformers.video_utils import VideoMetadata
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    frames = np.stack([np.full((48, 64, 3), c, np.uint8) for c in colours])
+    gif = tmp_path / "anim.gif"
+    Image.fromarray(frames[0]).save(gif, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]],
+                                    duration=500, loop=0)
+    meta = VideoMetadata(total_num_frames=6, fps=2.0, duration=3.0)
+    want, n = reference_ids(reference, [{"type": "video"}, {"type": "text", "text": "What happens?"}],
+                            videos=[frames], video_metadata=[meta], do_sample_frames=True)
+    run = run_glmv("video", gif, "What happens?", "--model", tiny, "-t", "0", "--max-new-tokens", MAX_NEW, "--json")
+    assert run.code == 0, run.err
+    assert run.json["completion_ids"] == want and run.json["usage"]["prompt_tokens"] == n
+    still = run_glmv("ask", gif, "What happens?", "--model", tiny, "-t", "0", "--max-new-tokens", "1", "--json")
+    assert still.code == 0 and still.json["usage"]["prompt_tokens"] != n
+
+
 def test_text_only_prompt_tokens_equal_reference(tiny, reference):
     _, n = reference_ids(reference, [{"type": "text", "text": "Write a haiku about the sea."}])
     run = run_glmv("ask", "Write a haiku about the sea.", "--model", tiny, "--max-new-tokens", "4", "--json")

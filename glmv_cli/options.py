@@ -69,6 +69,10 @@ Extract = Annotated[bool, typer.Option("--extract", "-x", rich_help_panel=OUT,
 DrawBoxes = Annotated[Path | None, typer.Option(
     rich_help_panel=OUT, show_default=False, dir_okay=False, metavar="OUT.png",
     help="Save the (first) input image with the answer's grounding boxes drawn.")]
+Each = Annotated[bool, typer.Option(
+    "--each", rich_help_panel=OUT,
+    help="Ask the question about each attachment on its own, the model loaded once: a ==> FILE <== line "
+         "before each answer (with --json: one object per line, with its source).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUT,
                                        help="Progress lines on stderr even when it is not a terminal.")]
 

@@ -229,10 +229,11 @@ class TextRenderer:
 
 
 class JsonRenderer:
-    """--json: nothing on stdout until the end, then one JSON object (see Result.to_json)."""
+    """--json: nothing on stdout until the end, then one JSON object (see Result.to_json), led by
+    "source" when `source` is given (glmv ask --each)."""
 
-    def __init__(self, term: Terminal):
-        self.term = term
+    def __init__(self, term: Terminal, source: str | None = None):
+        self.term, self.source = term, source
 
     def handle(self, event) -> None:
         if isinstance(event, Progress):
@@ -240,7 +241,8 @@ class JsonRenderer:
         elif isinstance(event, Note):
             self.term.line("note: ", event.message, style="yellow")
         elif isinstance(event, Done):
-            self.term.write_out(json.dumps(event.result.to_json(), ensure_ascii=False) + "\n")
+            obj = ({"source": self.source} if self.source else {}) | event.result.to_json()
+            self.term.write_out(json.dumps(obj, ensure_ascii=False) + "\n")
 
     def finish(self, result: Result | None = None) -> None:
         self.term.clear_status()
@@ -278,9 +280,9 @@ class JsonlRenderer:
 
 
 def make_renderer(term: Terminal, *, json_: bool = False, jsonl: bool = False, hide_reasoning: bool = False,
-                  extract: bool = False):
+                  extract: bool = False, source: str | None = None):
     if json_:
-        return JsonRenderer(term)
+        return JsonRenderer(term, source)
     if jsonl:
         return JsonlRenderer(term)
     return TextRenderer(term, hide_reasoning=hide_reasoning, extract=extract)

@@ -219,6 +219,29 @@ def test_animated_gif_as_a_video_equals_reference_greedy(tiny, reference, tmp_pa
     assert still.code == 0 and still.json["usage"]["prompt_tokens"] != n
 
 
+def test_each_asks_about_every_file_on_its_own_and_goes_on_past_a_bad_one(tiny, media, tmp_path):
+    """--each: one model load, a fresh conversation per file (the answers are those of separate
+    runs, token for token), one JSON line per file with its source, and a corrupt file in the
+    middle costs only its own answer."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(media["png"].read_bytes()[:60])  # the header, then nothing
+    files = [media["png"], broken, media["jpg"]]
+    flags = ("--model", tiny, "-t", "0", "--max-new-tokens", "8")
+    run = run_glmv("ask", *files, "What is this?", *flags, "--each", "--json")
+    assert run.code == 2 and "1 of 3 inputs failed" in run.err
+    lines = [json.loads(line) for line in run.out.splitlines()]
+    assert [d["source"] for d in lines] == [str(f) for f in files]
+    assert "truncated or corrupt" in lines[1]["error"] and "answer" not in lines[1]
+    for f, got in zip(files[::2], lines[::2], strict=True):
+        alone = run_glmv("ask", f, "What is this?", *flags, "--json")
+        assert alone.code == 0 and got["completion_ids"] == alone.json["completion_ids"]
+        assert got["usage"] == alone.json["usage"]
+    text = run_glmv("ask", media["png"], media["jpg"], "What is this?", *flags, "--each", "-R")
+    assert text.code == 0
+    assert text.out.startswith(f"==> {media['png']} <==\n") and f"\n\n==> {media['jpg']} <==\n" in text.out
+    assert run_glmv("ask", "What is this?", *flags, "--each").code == 2
+
+
 def test_text_only_prompt_tokens_equal_reference(tiny, reference):
     _, n = reference_ids(reference, [{"type": "text", "text": "Write a haiku about the sea."}])
     run = run_glmv("ask", "Write a haiku about the sea.", "--model", tiny, "--max-new-tokens", "4", "--json")

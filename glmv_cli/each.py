@@ -1,0 +1,76 @@
+"""`glmv ask FILES... QUESTION --each`: the same question about each attachment on its own, with
+one model load, where a shell loop would load the model once per file (captions for a folder of
+photos, one field from each invoice).
+
+Text: a `==> FILE <==` line before each answer on stdout, as `head` and `tail` mark several files;
+the reasoning goes to stderr as usual. --json: one object per line, each with its "source";
+--jsonl: a {"type": "source"} event before each input's events. An input that fails (a corrupt
+file) gets its one-line error, or {"source": ..., "error": ...} with --json, and the others still
+get their answers; the exit code is then the first failure's. A model that cannot load stops all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from glmv_cli import render
+from glmv_cli.app import attachments as att
+from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.app.session import GenerationOptions
+from glmv_cli.errors import GlmvError, InputError, ModelError
+
+
+def label(item) -> str:
+    return item.label if isinstance(item, att.Attachment) else str(item)
+
+
+def run_each(items: list, question: str, model, load: LoadOptions, gen: GenerationOptions, out) -> None:
+    """Ask `question` about each of `items` in a fresh conversation of one session."""
+    from glmv_cli.commands import DEFAULT_QUESTIONS, open_session
+
+    if not items:
+        raise InputError("--each asks about each attachment in turn; give files, e.g. glmv ask *.jpg 'caption' --each")
+    if out.draw_boxes:
+        raise InputError("--draw-boxes draws on one image; leave out --each")
+    if question in DEFAULT_QUESTIONS.values() and load.query is None:
+        load = dataclasses.replace(load, query="")
+    term = render.Terminal(verbose=out.verbose)
+    term.status(f"opening {model.model or 'the model'}")
+    try:
+        session = open_session(model)
+    finally:
+        term.clear_status()
+    failed: list[GlmvError] = []
+    for k, item in enumerate(items):
+        source = label(item)
+        renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
+                                        extract=out.extract, source=source)
+        if out.jsonl:
+            term.write_out(json.dumps({"type": "source", "source": source}, ensure_ascii=False) + "\n")
+        elif not out.json:
+            term.write_out(("\n" if k else "") + f"==> {source} <==\n")
+        try:
+            for event in session.conversation(out.system).ask(question, [item], load=load, generation=gen):
+                renderer.handle(event)
+        except KeyboardInterrupt:
+            renderer.interrupted()
+            raise
+        except ModelError:
+            raise
+        except GlmvError as e:
+            failed.append(e)
+            _report(term, out, source, e)
+        finally:
+            term.clear_status()
+    if failed:
+        raise type(failed[0])(f"{len(failed)} of {len(items)} inputs failed (their errors are above); "
+                              f"the other answers are complete")
+
+
+def _report(term: render.Terminal, out, source: str, error: GlmvError) -> None:
+    if out.json or out.jsonl:
+        kind = {"type": "error"} if out.jsonl else {}
+        term.write_out(json.dumps(kind | {"source": source, "error": str(error)}, ensure_ascii=False) + "\n")
+    else:
+        render.error(str(error), term)

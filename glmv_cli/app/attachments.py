@@ -162,7 +162,7 @@ def _text_in_media(label: str, claim: str, head: bytes) -> str:
     text = head[:200].decode("utf-8", "replace")
     start = " ".join(text[:60].split())
     what = "an HTML page" if re.match(r"\s*<(!doctype html|html)", text, re.I) else "text"
-    return (f"{label} {claim} but holds {what} (it starts {start!r}), not the file itself; "
+    return (f"{label} {claim + ' but ' if claim else ''}holds {what} (it starts {start!r}), not the file itself; "
             "if it was downloaded, the server may have sent an error page: download it again")
 
 
@@ -238,7 +238,8 @@ def from_bytes(data: bytes, source: str = STDIN, name: str = "", mime: str | Non
     if found == "application/octet-stream" and mime:
         found = mime
     elif (found.startswith("text/") or found in TEXT_TYPES) and mime and _is_media(mime):  # said image, sent text
-        raise InputError(_text_in_media(label, f"came as {mime}", data[:SNIFF_BYTES]))
+        claim = "" if label.endswith(f"({mime})") else f"came as {mime}"  # a data: URI's label names its type
+        raise InputError(_text_in_media(label, claim, data[:SNIFF_BYTES]))
     return Attachment(source=source, mime=found, sha256=hashlib.sha256(data).hexdigest(), data=data,
                       name=name or ("stdin" if source == STDIN else ""))
 

@@ -156,6 +156,8 @@ BAD = {
     "an image that does not decode": (
         {"messages": user({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}})},
         400, "image"),
+    "an HTML page sent as an image": ({"messages": user({"type": "image_url", "image_url": {
+        "url": data_uri(b"<!DOCTYPE html><html>Sign in</html>", "image/png")}})}, 400, "(image/png) holds an HTML"),
     "bad base64": ({"messages": user({"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}})},
                    400, "base64"),
     "an unreadable PDF": ({"messages": user({"type": "file", "file": {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import urllib.parse
 from dataclasses import dataclass, field
@@ -90,7 +91,10 @@ def _item(part, where: str, local_root: Path | None) -> Item:
         url = value.get("url") if isinstance(value, dict) else value
         if not isinstance(url, str) or not url:
             raise InputError(f"{where}: {kind} needs a url")
-        return media_item(url, where, local_root)
+        item = media_item(url, where, local_root)
+        if kind == "video_url" and isinstance(item, Attachment) and item.mime == "image/gif":
+            item = dataclasses.replace(item, mime="video/gif")  # an animated GIF as a video, as `glmv video` does
+        return item
     if kind == "file":
         f = part.get("file") or {}
         data = f.get("file_data") if isinstance(f, dict) else None

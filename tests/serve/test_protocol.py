@@ -46,6 +46,15 @@ def test_text_between_attachments_stays_in_place_and_the_tail_is_the_question():
     assert isinstance(items[0], TextPart) and items[0].text == "Page 1:" and items[1].mime == "image/png"
 
 
+def test_a_gif_is_a_video_in_video_url_and_an_image_in_image_url():
+    gif = data_uri(b"GIF89a" + b"\x00" * 32, "image/gif")
+    (message,) = parse_messages([{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": gif}}, {"type": "image_url", "image_url": {"url": gif}},
+        {"type": "text", "text": "What happens?"}]}])
+    items, _ = split_question(message)
+    assert [item.kind for item in items] == ["video", "image"]
+
+
 @pytest.mark.parametrize("messages, words", [
     ([{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": PNG}}]},
       {"role": "user", "content": "x"}], "cannot hold images"),

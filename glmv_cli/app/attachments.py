@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from glmv_cli.errors import InputError
+from glmv_cli.inputs.brands import image_kind
 from glmv_cli.inputs.svg import is_svg
 
 Kind = Literal["image", "pdf", "video", "slides", "text"]
@@ -125,12 +126,10 @@ def _magic(head: bytes) -> str | None:
     if b"%PDF-" in head[:1024]:
         return "application/pdf"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "image/avif"
-        if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
-            return "image/heic"
-        return "video/quicktime" if brand == b"qt  " else "video/mp4"
+        still = image_kind(head)
+        if still:
+            return f"image/{still}"
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
     if head[:3] == b"FLV":

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from glmv_cli.errors import InputError
+from glmv_cli.inputs.brands import image_kind
 from glmv_cli.inputs.patches import PatchSpec, image_codes, level_table, smart_resize
 from glmv_cli.inputs.svg import is_svg, render_svg
 from glmv_cli.inputs.visual import VisualInput
@@ -32,11 +33,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PIXEL_LIMIT = 200_000_000
 
 # What a truncated or corrupt file raises inside Pillow's decoders.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error,
-                  Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, RuntimeError,
+                  Image.DecompressionBombError)  # RuntimeError: pillow-heif's (libheif) failures
 _EXIF_ORIENTATION = 0x0112
-# HEIC/HEIF (phone photos): Pillow reads AVIF itself, HEIC through the pillow-heif plugin.
-HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
 
 @contextmanager
@@ -81,11 +80,14 @@ def open_image(source: str | Path | bytes, *, name: str = "",
         raise InputError(f"{label} is empty; give an image file")
     if is_svg(data[:4096]):
         return render_svg(data, label)
-    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+    still = image_kind(data[:256])
+    if still == "heic":
         _register_heif(label)
+    # HEIC and AVIF share a container: name the plugin, or pillow-heif (once registered) takes AVIF too
+    formats = {"heic": ["HEIF"], "avif": ["AVIF"]}.get(still)
     with _own_bomb_check():
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=formats)
         except UnidentifiedImageError:
             raise InputError(f"{label} is not an image Pillow can read (PNG, JPEG, WebP, GIF, BMP, "
                              f"TIFF, ...); check the file or convert it") from None
@@ -110,8 +112,8 @@ def open_image(source: str | Path | bytes, *, name: str = "",
 
 
 def _register_heif(label: str) -> None:
-    """Teach Pillow HEIC (pillow-heif applies the HEIF rotation itself and resets the EXIF
-    orientation to 1, so _upright does not turn the photo twice)."""
+    """Teach Pillow HEIC, which it cannot read (AVIF it can). pillow-heif applies the HEIF rotation
+    itself and resets the EXIF orientation to 1, so _upright does not turn the photo twice."""
     try:
         import pillow_heif
     except ImportError:

@@ -171,6 +171,30 @@ def test_phone_photos_are_read_upright(tmp_path, name):
     assert load_image(path, SPEC).original_size == (24, 48)
 
 
+@pytest.mark.skipif(not importlib.util.find_spec("pillow_heif"), reason="needs pillow-heif")
+def test_heic_and_avif_share_a_container_and_are_told_apart(tmp_path):
+    """An AVIF whose major brand is the generic "mif1" (HEIC's too) after a HEIC in the same process
+    (pillow-heif registered, and it claims mif1 files but has no AV1 decoder)."""
+    import pillow_heif
+    from PIL import features
+
+    from glmv_cli.app.attachments import from_path
+
+    heic = tmp_path / "a.heic"
+    pillow_heif.from_pillow(Image.new("RGB", (40, 30), (0, 0, 255))).save(heic)
+    assert open_image(heic).convert("RGB").getpixel((5, 5))[2] > 200
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF support")
+    avif = tmp_path / "b.avif"
+    Image.new("RGB", (40, 30), (0, 200, 0)).save(avif, quality=95)
+    data = bytearray(avif.read_bytes())
+    assert data[8:12] == b"avif" and b"mif1" in data[16:32]
+    data[8:12] = b"mif1"
+    avif.write_bytes(bytes(data))
+    assert from_path(avif).mime == "image/avif" and from_path(heic).mime == "image/heic"
+    assert open_image(avif).convert("RGB").getpixel((5, 5))[1] > 150
+
+
 def test_heic_without_pillow_heif_says_what_to_install(tmp_path, monkeypatch):
     import pillow_heif
 

@@ -6,7 +6,8 @@ Text: a `==> FILE <==` line before each answer on stdout, as `head` and `tail` m
 the reasoning goes to stderr as usual. --json: one object per line, each with its "source";
 --jsonl: a {"type": "source"} event before each input's events. An input that fails (a corrupt
 file) gets its one-line error, or {"source": ..., "error": ...} with --json, and the others still
-get their answers; the exit code is then the first failure's. A model that cannot load stops all.
+get their answers; the exit code is then 2, as for any bad input. A model that cannot load, or a
+server that cannot be reached (--backend openai), stops them all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from glmv_cli import render
 from glmv_cli.app import attachments as att
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.session import GenerationOptions
-from glmv_cli.errors import GlmvError, InputError, ModelError
+from glmv_cli.errors import InputError
 
 
 def label(item) -> str:
@@ -41,7 +42,7 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
         session = open_session(model)
     finally:
         term.clear_status()
-    failed: list[GlmvError] = []
+    failed: list[InputError] = []
     for k, item in enumerate(items):
         source = label(item)
         renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
@@ -56,19 +57,17 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
         except KeyboardInterrupt:
             renderer.interrupted()
             raise
-        except ModelError:
-            raise
-        except GlmvError as e:
+        except InputError as e:  # this input's fault; a model or server failure (other GlmvErrors) stops all
             failed.append(e)
             _report(term, out, source, e)
         finally:
             term.clear_status()
     if failed:
-        raise type(failed[0])(f"{len(failed)} of {len(items)} inputs failed (their errors are above); "
-                              f"the other answers are complete")
+        raise InputError(f"{len(failed)} of {len(items)} inputs failed (their errors are above); "
+                         f"the other answers are complete")
 
 
-def _report(term: render.Terminal, out, source: str, error: GlmvError) -> None:
+def _report(term: render.Terminal, out, source: str, error: InputError) -> None:
     if out.json or out.jsonl:
         kind = {"type": "error"} if out.jsonl else {}
         term.write_out(json.dumps(kind | {"source": source, "error": str(error)}, ensure_ascii=False) + "\n")

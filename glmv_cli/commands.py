@@ -5,6 +5,7 @@ renderer, draw boxes, and the chat loop. All terminal output goes through glmv_c
 from __future__ import annotations
 
 import dataclasses
+import glob
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,7 +213,7 @@ def draw(conversation: Conversation, result, path: Path, term: render.Terminal) 
 # -- chat -----------------------------------------------------------------------------------------
 
 CHAT_HELP = """commands:
-  /attach PATH|URL   attach a file (or URL) to your next message
+  /attach PATH|URL   attach a file (or URL, or every file of a glob: shots/*.png) to your next message
   /reset             forget the conversation (and pending attachments)
   /save FILE.md      write the conversation so far as Markdown
   /help              this help
@@ -285,8 +286,9 @@ def chat_command(line: str, conversation: Conversation, pending: list, screen: r
             screen.info("attached: " + (", ".join(_label(p) for p in pending) or "nothing") + "; /attach PATH|URL")
             return None
         try:
-            pending.append(_check_attachment(arg))
-            screen.info(f"attached {arg} to your next message")
+            names = _typed_paths(arg)
+            pending.extend(_check_attachment(n) for n in names)
+            screen.info(f"attached {', '.join(names)} to your next message")
         except GlmvError as e:
             render.error(str(e), screen.term)
     elif name == "/save":
@@ -300,6 +302,18 @@ def chat_command(line: str, conversation: Conversation, pending: list, screen: r
     else:
         screen.info(f"unknown command {name}; /help lists them")
     return None
+
+
+def _typed_paths(arg: str) -> list[str]:
+    """What `/attach ARG` names: a URL or path as typed, or as a terminal pastes a dropped file
+    ('/my photos/a.png' in quotes, or /my\\ photos/a.png), or every file a glob matches (shots/*.png)."""
+    if att.is_url(arg) or Path(arg).expanduser().exists():
+        return [arg]
+    unquoted = arg[1:-1] if len(arg) > 1 and arg[0] == arg[-1] and arg[0] in "'\"" else arg.replace("\\ ", " ")
+    if Path(unquoted).expanduser().exists():
+        return [unquoted]
+    matches = sorted(p for p in glob.glob(str(Path(unquoted).expanduser())) if Path(p).is_file())
+    return matches or [arg]  # nothing matched: the missing path's own error
 
 
 def _check_attachment(item: str):

@@ -70,6 +70,22 @@ def test_chat_through_a_pipe(scripted, media, tmp_path):
     assert "Where is the blue square?" in md and ANSWER in md and "Let me look" not in md and "a.png" in md
 
 
+def test_chat_attach_takes_globs_and_dropped_paths(scripted, media, tmp_path):
+    """/attach shots/*.png attaches every match; a path a terminal pastes for a dropped file, in
+    quotes or with escaped spaces, is that file."""
+    shots = tmp_path / "my shots"
+    shots.mkdir()
+    for name in ("a.png", "b.png", "notes.txt"):
+        (shots / name).write_bytes(media["png"].read_bytes() if name.endswith(".png") else b"hi")
+    script = "\n".join([f"/attach {shots}/*.png", "one?", f"/attach '{shots}/a.png'", "two?",
+                        "/attach " + str(shots / "b.png").replace(" ", "\\ "), "three?", ""])
+    run = run_glmv("chat", "--model", scripted, "--jsonl", input=script)
+    assert run.code == 0, run.err
+    done = [json.loads(line) for line in run.out.splitlines() if json.loads(line)["type"] == "done"]
+    assert [d["usage"]["image_tokens"] for d in done] == [24, 36, 48]  # two images, then one more, one more
+    assert f"attached {shots}/a.png, {shots}/b.png to your next message" in run.err
+
+
 def test_chat_plain_output_is_answers_only(scripted):
     run = run_glmv("chat", "--model", scripted, "-R", input="one\ntwo\n")
     assert (run.code, run.out) == (0, f"{ANSWER}\n{ANSWER}\n")

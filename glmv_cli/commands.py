@@ -144,9 +144,7 @@ def gifs_as_videos(items: list) -> list:
     for item in items:
         if isinstance(item, str) and not att.is_url(item) and att.peek(item) == "image/gif":
             item = att.from_path(item)
-        if isinstance(item, att.Attachment) and item.mime == "image/gif":
-            item = dataclasses.replace(item, mime="video/gif")
-        out.append(item)
+        out.append(att.as_video(item) if isinstance(item, att.Attachment) else item)
     return out
 
 
@@ -157,8 +155,7 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
     term = render.Terminal(verbose=out.verbose)
     renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
                                     extract=out.extract)
-    if question in DEFAULT_QUESTIONS.values() and load.query is None:  # no question: long PDFs spread evenly
-        load = dataclasses.replace(load, query="")
+    load = query_for(question, load)
     term.status(f"opening {model.model or 'the model'}")
     try:
         session = open_session(model)
@@ -181,6 +178,13 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         term.clear_status()
     if out.draw_boxes and result is not None:
         draw(conversation, result, out.draw_boxes, term)
+
+
+def query_for(question: str, load: LoadOptions) -> LoadOptions:
+    """No question of the user's (a default one): long PDFs spread their pages evenly."""
+    if question in DEFAULT_QUESTIONS.values() and load.query is None:
+        return dataclasses.replace(load, query="")
+    return load
 
 
 def open_session(model: ModelChoice):

@@ -12,7 +12,6 @@ server that cannot be reached (--backend openai), stops them all.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 from glmv_cli import render
@@ -28,14 +27,13 @@ def label(item) -> str:
 
 def run_each(items: list, question: str, model, load: LoadOptions, gen: GenerationOptions, out) -> None:
     """Ask `question` about each of `items` in a fresh conversation of one session."""
-    from glmv_cli.commands import DEFAULT_QUESTIONS, open_session
+    from glmv_cli.commands import open_session, query_for
 
     if not items:
         raise InputError("--each asks about each attachment in turn; give files, e.g. glmv ask *.jpg 'caption' --each")
     if out.draw_boxes:
         raise InputError("--draw-boxes draws on one image; leave out --each")
-    if question in DEFAULT_QUESTIONS.values() and load.query is None:
-        load = dataclasses.replace(load, query="")
+    load = query_for(question, load)
     term = render.Terminal(verbose=out.verbose)
     term.status(f"opening {model.model or 'the model'}")
     try:

@@ -8,6 +8,7 @@ slides (PowerPoint / OpenDocument presentations, converted to PDF) or text (adde
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import mimetypes
@@ -83,7 +84,7 @@ def kind_of(mime: str, label: str = "") -> Kind:
         return "video"
     if mime in SLIDE_TYPES.values():
         return "slides"
-    if mime.startswith("text/") or mime in TEXT_TYPES:
+    if _is_text_type(mime):
         return "text"
     raise InputError(f"{label or 'the input'} is {mime}, which glmv cannot read; it reads {SUPPORTED}")
 
@@ -104,7 +105,7 @@ def sniff(head: bytes, name: str = "") -> str:
         guessed = mimetypes.guess_type(name)[0] if name else None
         if guessed and _is_media(guessed):
             raise InputError(_text_in_media(name, f"is named as {guessed}", head))
-        return guessed if guessed and (guessed.startswith("text/") or guessed in TEXT_TYPES) else "text/plain"
+        return guessed if guessed and _is_text_type(guessed) else "text/plain"
     return (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
 
 
@@ -148,6 +149,16 @@ def _zip_type(head: bytes) -> str | None:
     if b"application/vnd.oasis.opendocument.presentation" in head:
         return SLIDE_TYPES[".odp"]
     return None
+
+
+def _is_text_type(mime: str) -> bool:
+    return mime.startswith("text/") or mime in TEXT_TYPES
+
+
+def as_video(attachment: Attachment) -> Attachment:
+    """An animated GIF to be read as a video (its frames at their own delays, decoded by PyAV)
+    rather than as an image (its first frame); anything else as it is."""
+    return dataclasses.replace(attachment, mime="video/gif") if attachment.mime == "image/gif" else attachment
 
 
 def _is_media(mime: str) -> bool:
@@ -236,7 +247,7 @@ def from_bytes(data: bytes, source: str = STDIN, name: str = "", mime: str | Non
     found = sniff(data[:SNIFF_BYTES], name)
     if found == "application/octet-stream" and mime:
         found = mime
-    elif (found.startswith("text/") or found in TEXT_TYPES) and mime and _is_media(mime):  # said image, sent text
+    elif _is_text_type(found) and mime and _is_media(mime):  # said image, sent text
         claim = "" if label.endswith(f"({mime})") else f"came as {mime}"  # a data: URI's label names its type
         raise InputError(_text_in_media(label, claim, data[:SNIFF_BYTES]))
     return Attachment(source=source, mime=found, sha256=hashlib.sha256(data).hexdigest(), data=data,

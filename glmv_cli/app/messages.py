@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import io
 import urllib.parse
 from dataclasses import dataclass, field
@@ -92,9 +91,7 @@ def _item(part, where: str, local_root: Path | None) -> Item:
         if not isinstance(url, str) or not url:
             raise InputError(f"{where}: {kind} needs a url")
         item = media_item(url, where, local_root)
-        if kind == "video_url" and isinstance(item, Attachment) and item.mime == "image/gif":
-            item = dataclasses.replace(item, mime="video/gif")  # an animated GIF as a video, as `glmv video` does
-        return item
+        return att.as_video(item) if kind == "video_url" and isinstance(item, Attachment) else item
     if kind == "file":
         f = part.get("file") or {}
         data = f.get("file_data") if isinstance(f, dict) else None
@@ -194,8 +191,10 @@ def content_parts(attachment: Attachment, load) -> list[dict]:
     from glmv_cli.app import loaders
 
     kind = attachment.kind
-    if kind == "image" and attachment.mime not in SERVER_IMAGE_TYPES:
-        return [_image_part(data_uri(_as_png(attachment), "image/png"))]
+    if kind == "image" and attachment.mime not in SERVER_IMAGE_TYPES:  # as the upright image a local run sees
+        from glmv_cli.inputs.image import open_image
+
+        return [_png_part(open_image(attachment.read_bytes(), name=attachment.label))]
     if kind == "image":
         return [_image_part(data_uri(attachment.read_bytes(), attachment.mime))]
     if kind == "video":
@@ -205,13 +204,11 @@ def content_parts(attachment: Attachment, load) -> list[dict]:
     return [{"type": "text", "text": loaders.text_part(attachment)}]
 
 
-def _as_png(attachment: Attachment) -> bytes:
-    """An image the server may not decode (SVG, HEIC, AVIF...) as the upright PNG a local run sees."""
-    from glmv_cli.inputs.image import open_image
-
+def _png_part(image) -> dict:
+    """A PIL image as an image_url part holding a PNG."""
     png = io.BytesIO()
-    open_image(attachment.read_bytes(), name=attachment.label).save(png, format="PNG")
-    return png.getvalue()
+    image.save(png, format="PNG")
+    return _image_part(data_uri(png.getvalue(), "image/png"))
 
 
 def _image_part(url: str) -> dict:
@@ -236,9 +233,7 @@ def _pdf_parts(attachment: Attachment, load) -> list[dict]:
             for n in numbers:
                 if len(numbers) > 1:
                     parts.append({"type": "text", "text": f"Page {n}:"})
-                png = io.BytesIO()
-                render_page(doc, n, load.dpi or DEFAULT_DPI, name=attachment.label).save(png, format="PNG")
-                parts.append(_image_part(data_uri(png.getvalue(), "image/png")))
+                parts.append(_png_part(render_page(doc, n, load.dpi or DEFAULT_DPI, name=attachment.label)))
                 text = doc[n - 1].get_text() if load.with_text else None
                 if text and text.strip():
                     parts.append({"type": "text", "text": f"Text of page {n}:\n{text.strip()}\n"})

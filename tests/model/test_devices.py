@@ -21,6 +21,22 @@ from glmv_cli.streaming import host_ring, stream_into
 from tests.model.conftest import model_kwargs
 
 
+def interpreted(script: str, *args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh Python with Triton's CPU interpreter on (it must be set before Triton is
+    imported). Skipped without Triton, and with a Triton before 3.7 under numpy 2.4 or later: that
+    interpreter calls int() on one-element arrays, which numpy 2.4 refuses."""
+    triton = pytest.importorskip("triton")
+    import numpy
+
+    def version(text: str) -> tuple[int, int]:
+        return tuple(int(part) for part in text.split(".")[:2])
+
+    if version(triton.__version__) < (3, 7) and version(numpy.__version__) >= (2, 4):
+        pytest.skip(f"Triton {triton.__version__}'s CPU interpreter fails under numpy {numpy.__version__}")
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TRITON_INTERPRET": "1", **env})
+
+
 def test_the_model_boundary_moves_every_prompt_tensor(prompt_inputs):
     """Whatever the prompt builder made (all on the CPU) reaches the model's device, ids as int64:
     the bug that stopped every command on CUDA was input_ids and mm_token_type_ids left behind."""
@@ -161,10 +177,7 @@ INTERPRETED_KERNEL_CHECK = textwrap.dedent("""
 def test_int8_triton_kernel_is_the_dequantized_product():
     """The kernel, run by Triton's CPU interpreter: shapes with tails on both axes, with and
     without bias, 1 to 8 rows; float32 within 1e-6 of the float64 dequantized product."""
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", INTERPRETED_KERNEL_CHECK], capture_output=True, text=True,
-                          env=env, timeout=300)
+    done = interpreted(INTERPRETED_KERNEL_CHECK)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) < 1e-6
 
@@ -211,9 +224,7 @@ def test_rms_norm_triton_kernel_rounds_as_the_reference():
     """RMSNorm and the fused seam (add_rms_norm): float16 (almost) bit for bit, float32 within 1e-6
     (sum order). bfloat16 is checked on CUDA only: Triton's CPU interpreter truncates float32 ->
     bfloat16 where the GPU rounds to nearest."""
-    pytest.importorskip("triton")
-    done = subprocess.run([sys.executable, "-c", INTERPRETED_NORM_CHECK], capture_output=True, text=True,
-                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    done = interpreted(INTERPRETED_NORM_CHECK)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
@@ -235,9 +246,7 @@ INTERPRETED_ROPE_CHECK = textwrap.dedent("""
 
 def test_rope_triton_kernel_equals_the_torch_rotation():
     """Bit for bit in float32 and float16, reading heads from a strided q/k/v output."""
-    pytest.importorskip("triton")
-    done = subprocess.run([sys.executable, "-c", INTERPRETED_ROPE_CHECK], capture_output=True, text=True,
-                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    done = interpreted(INTERPRETED_ROPE_CHECK)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
@@ -260,9 +269,7 @@ INTERPRETED_ATTENTION_CHECK = textwrap.dedent("""
 def test_split_decode_attention_is_attention():
     """The split-cache kernel (interpreted): pieces that end mid-cache, pieces wholly masked, one
     written position, against torch's attention in float32."""
-    pytest.importorskip("triton")
-    done = subprocess.run([sys.executable, "-c", INTERPRETED_ATTENTION_CHECK], capture_output=True, text=True,
-                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    done = interpreted(INTERPRETED_ATTENTION_CHECK)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) < 1e-5
 
@@ -312,10 +319,7 @@ def test_the_model_wires_its_kernels_as_its_torch_path(tiny_folder):
     (run by the interpreter on the CPU: RMSNorm, the fused seams, rope for the prompt, rope with
     the KV-cache write, the SwiGLU activation and the split decode attention for each step) gives the
     torch path's logits (float32)."""
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "GLMV_DECODE_ATTENTION": "split"}
-    done = subprocess.run([sys.executable, "-c", INTERPRETED_MODEL_CHECK, str(tiny_folder)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    done = interpreted(INTERPRETED_MODEL_CHECK, str(tiny_folder), timeout=600, GLMV_DECODE_ATTENTION="split")
     assert done.returncode == 0, done.stderr
     worst, calls = done.stdout.split(" ", 1)
     assert float(worst) < 1e-5, done.stdout

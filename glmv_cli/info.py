@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+
+from glmv_cli import memory
 from glmv_cli.loading import index_tensors, pick_device, pick_dtype, resolve_checkpoint, weight_files
 from glmv_cli.model.config import Glm4vConfig
 
@@ -24,11 +27,34 @@ def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
         f"{t.num_heads} heads / {t.num_kv_heads} kv, vocab {t.vocab_size}, context {t.max_position_embeddings}",
         f"vision       {v.depth} blocks, hidden {v.hidden_size}, patch {v.patch_size}, merge {v.spatial_merge_size}",
         f"parameters   {_count(params)} (vision {_count(vision)})",
-        "memory       " + ", ".join(f"{label} {params * size / 2**30:.2f} GiB"
-                                    for label, size in (("bfloat16", 2), ("float16", 2), ("float32", 4))),
+        *_memory(cfg, dev, dt),
         f"would run on {dev} in {str(dt).removeprefix('torch.')}",
     ]
     return "\n".join(lines)
+
+
+def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype) -> list[str]:
+    """The weights' bytes on `dev` per setting (load_model's own count), the KV cache's per token,
+    and on a GPU whether each setting fits its free memory."""
+    # int8 leaves norms and convolutions (on a CPU the vision tower too) in the dtype it would run in
+    settings = [("bfloat16", torch.bfloat16, None), ("float32", torch.float32, None), ("int8", dt, "int8")]
+    sizes = {label: memory.weight_bytes(cfg, d, q, dev) for label, d, q in settings}
+    t = cfg.text
+    per_token = 2 * t.num_layers * t.num_kv_heads * t.head_dim * dt.itemsize
+    lines = [
+        "weights      " + ", ".join(f"{label} {memory.size(n)}" for label, n in sizes.items())
+        + f" (--quantize int8, the rest in {str(dt).removeprefix('torch.')})",
+        f"kv cache     {memory.size(per_token)} a token in {str(dt).removeprefix('torch.')} "
+        f"({memory.size(per_token * 8192)} for 8,192 tokens)",
+    ]
+    room = memory.device_room(dev)
+    if room is not None:
+        free, total = room
+        verdicts = [f"{label} {'fits' if n + memory.HEADROOM <= free else 'does not fit'}"
+                    for label, n in sizes.items()]
+        lines.append(f"free         {memory.size(free)} of {memory.size(total)} on {memory.device_name(dev)}: "
+                     f"{', '.join(verdicts)} (leaving {memory.size(memory.HEADROOM)} for the prompt)")
+    return lines
 
 
 def _count(n: int) -> str:

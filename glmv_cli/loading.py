@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from glmv_cli import memory
 from glmv_cli.errors import ModelError
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
-from glmv_cli.model.quant import Int8Embedding, swap_int8
+from glmv_cli.model.quant import Int8Embedding, Int8Linear, swap_int8
 from glmv_cli.model.rope import inverse_frequencies
 from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
 from glmv_cli.streaming import host_ring, stream_into
@@ -203,15 +204,40 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     config = Glm4vConfig.from_folder(folder)
     where = index_tensors(weight_files(folder))
     with torch.device("meta"):
-        model = Glm4v(config)
-    check_keys(model, where)
+        check_keys(Glm4v(config), where)
+    model = meta_model(config, dtype, quantize, device)
+    int8 = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (Int8Linear, Int8Embedding))}
+    room = memory.device_room(device)  # (free, total) on CUDA
+    memory.check_fits(memory.tensor_bytes(model), config, dtype, quantize, device, room)
+    try:
+        return _fill(model, folder, where, int8, device, began)
+    except Exception as e:
+        if not memory.is_out_of_memory(e):
+            raise
+        advice = memory.what_fits(config, dtype, quantize, device, room[0] if room else None)
+        raise memory.out_of_memory(e, device, "loading the weights", advice, ModelError) from e
+
+
+def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, device: torch.device) -> Glm4v:
+    """The model load_model fills, on the meta device: in `dtype`, with quantize="int8" its int8
+    layers swapped in (the vision tower's too on an accelerator), each with its scales."""
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ModelError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZE_CHOICES)}")
-    int8 = {f"{n}.weight" for n in swap_int8(model, vision=device.type != "cpu")} if quantize == "int8" else set()
-    model = model.to(dtype=dtype).to_empty(device=device)  # int8 buffers keep their dtype
-    for module in model.modules():  # .to(dtype) turned the (unused) float32 scales of embeddings too
+    with torch.device("meta"):
+        model = Glm4v(config)
+    if quantize == "int8":
+        swap_int8(model, vision=torch.device(device).type != "cpu")
+    model = model.to(dtype=dtype)  # int8 buffers keep their dtype
+    for module in model.modules():  # .to(dtype) turned the float32 scales of embeddings too
         if isinstance(module, Int8Embedding):
             module.dtype, module.scales = dtype, module.scales.float()
+    reset_rope_buffers(model)  # float32 (their values are computed again once the model has storage)
+    return model
+
+
+def _fill(model: Glm4v, folder: Path, where: dict, int8: set[str], device: torch.device, began: float) -> Glm4v:
+    """Give the meta model storage on `device` and read every tensor into it."""
+    model = model.to_empty(device=device)
     params = model.state_dict()
     by_file: dict[Path, list[str]] = {}
     for name, (path, _) in where.items():

@@ -37,6 +37,8 @@ from glmv_cli.stream import Answer, StreamParser, Thinking
 # torch-importing modules (prompt, decode, api) are imported where they are used, so that the CLI's
 # --help and shell completion stay fast.
 
+PROMPT_OOM_ADVICE = ("send less: smaller images (--max-pixels), fewer pages (--pages) or frames (--max-frames), "
+                     "a shorter context (--max-context); or load the weights with --quantize int8 to leave more room")
 DEFAULT_MAX_NEW_TOKENS = 8192  # thinking models need room; capped by what the context leaves
 PROMPT_OVERHEAD = 64  # template tokens around a turn, for the PDF page budget
 
@@ -245,12 +247,22 @@ class Conversation:
             load_s = s.load().load_seconds
         yield Progress(f"reading the prompt ({n_prompt:,} tokens)")
         ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget)
+        lost = False  # out of memory before a token: the question does not join the history
         try:
             cut = yield from _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))
+        except Exception as e:
+            from glmv_cli import memory
+
+            if not memory.is_out_of_memory(e):
+                raise
+            lost = not ids
+            doing = f"{len(ids):,} tokens into the answer" if ids else f"reading a {n_prompt:,}-token prompt"
+            raise memory.out_of_memory(e, s.glmv.device, doing, PROMPT_OOM_ADVICE, InputError) from e
         finally:
-            self.turns += [turn, Turn.assistant(s.tokenizer.decode(ids))]
-            self.attachments.append(used)
-            self._last_tokens = n_prompt + len(ids)
+            if not lost:
+                self.turns += [turn, Turn.assistant(s.tokenizer.decode(ids))]
+                self.attachments.append(used)
+                self._last_tokens = n_prompt + len(ids)
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
         result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))

@@ -68,14 +68,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def glmv_server(model: Path, *args: str, log_dir: Path):
-    """`glmv serve --model MODEL --port FREE ARGS...` until the block ends; waits for /health."""
+def glmv_server(model: Path, *args: str, log_dir: Path, env: dict | None = None):
+    """`glmv serve --model MODEL --port FREE ARGS...` until the block ends; waits for /health.
+    `env`: the server's environment (default: glmv_env())."""
     port = free_port()
     log = log_dir / f"serve-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "glmv_cli", "serve", "--model", str(model), "--port",
                                     str(port), *args], stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, env=glmv_env())
+                                   stderr=subprocess.STDOUT, env=env or glmv_env())
     server = Server(f"http://127.0.0.1:{port}", port, process, log)
     try:
         _wait(server)

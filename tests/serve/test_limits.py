@@ -5,6 +5,7 @@ dropped stream freeing the worker, and the request body cap. The `looping` check
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -116,3 +117,24 @@ def test_cors_only_for_the_allowed_origin(server):
     assert code == 200 and headers["access-control-allow-origin"] == UI
     code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers={**ask, "Origin": "http://evil.example"})
     assert code == 400 and "access-control-allow-origin" not in {k.lower() for k in headers}
+
+
+def test_a_request_that_runs_out_of_memory_is_a_400_and_the_server_keeps_serving(scripted, media, tmp_path):
+    """Under the test hook (tests/oom_hook) a prompt over 30 tokens fails as CUDA's allocator does:
+    that request gets a 400 saying what to send less of, and the next one is answered."""
+    from glmv_cli.app.messages import data_uri
+    from tests.cli.conftest import glmv_env
+    from tests.cli.test_errors import OOM_HOOK
+
+    env = glmv_env(GLMV_TEST_OOM_ABOVE="30")
+    env["PYTHONPATH"] = os.pathsep.join([str(OOM_HOOK), env["PYTHONPATH"]])
+    with glmv_server(scripted, log_dir=tmp_path, env=env) as server:
+        client = server.client()
+        model = client.models.list().data[0].id
+        picture = {"type": "image_url", "image_url": {"url": data_uri(media["png"].read_bytes(), "image/png")}}
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError, match="out of memory on cpu reading a .* send less"):
+                client.chat.completions.create(model=model, stream=stream, messages=[
+                    {"role": "user", "content": [picture, {"type": "text", "text": "Describe it " * 20}]}])
+        answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
+        assert answer.choices[0].message.content and server.health()["status"] == "ok"

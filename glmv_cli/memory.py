@@ -1,0 +1,146 @@
+"""Device memory: what a model's weights take, whether they fit, and out-of-memory failures as one line.
+
+`weight_bytes` is exact: it builds the meta-device model `load_model` builds (the dtype, the int8
+layers and their scales) and counts its tensors. `check_fits` compares that with the device's free
+memory before a byte is read, so a 12 GB card told to load GLM-4.1V-9B in bfloat16 (19.2 GiB) says
+so at once, with the flag that fits (`--quantize int8`: 9.6 GiB), instead of failing a minute into
+the load with the allocator's message. `out_of_memory` turns the allocator's failure (CUDA, Apple's
+Metal, a CPU's) into a GlmvError naming what ran out and what to send less of.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+
+import torch
+from torch import nn
+
+from glmv_cli.errors import GlmvError, ModelError
+
+log = logging.getLogger(__name__)
+
+GiB = 2**30
+# what a question needs beyond the weights: the KV cache (40 kB a token for GLM-4.1V-9B in
+# bfloat16), a 2048-token prefill chunk's activations, the vision tower's on a large image
+HEADROOM = GiB
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    """Bytes of the storage behind every parameter and buffer, each storage once (the fused q/k/v
+    weight and its three views are one); a meta tensor counts its own size (it has no storage)."""
+    seen, total = set(), 0
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        meta = t.device.type == "meta"
+        key = id(t) if meta else t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size() if meta else t.untyped_storage().nbytes()
+    return total
+
+
+def weight_bytes(config, dtype: torch.dtype, quantize: str | None, device: torch.device) -> int:
+    """What `load_model(folder, device, dtype, quantize)` allocates for the weights, in bytes."""
+    from glmv_cli.loading import meta_model
+    from glmv_cli.model.quant import Int8Linear
+
+    model = meta_model(config, dtype, quantize, device)
+    total = tensor_bytes(model)
+    if device.type == "cpu":  # Int8Linear.ready() keeps a CPU layer's scales in bfloat16
+        total -= sum(m.scales.numel() * (m.scales.element_size() - 2) for m in model.modules()
+                     if isinstance(m, Int8Linear))
+    return total
+
+
+def device_room(device: torch.device) -> tuple[int, int] | None:
+    """(free, total) bytes of a CUDA device; None where that cannot be known (CPU, Metal)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return int(free), int(total)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def size(n: float) -> str:
+    """Bytes as '19.2 GiB', '21.3 MiB' or '4 KiB'."""
+    if n >= GiB:
+        return f"{n / GiB:.1f} GiB"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def check_fits(need: int, config, dtype: torch.dtype, quantize: str | None, device: torch.device,
+               room: tuple[int, int] | None) -> None:
+    """Raises a ModelError naming a setting that fits when `need` bytes of weights cannot fit the
+    device's free memory (`room`: its (free, total), None where not known); warns when they leave
+    less than HEADROOM for the questions."""
+    if room is None:
+        return
+    free, total = room
+    if need > free:
+        raise ModelError(f"the weights need {size(need)} ({_setting(dtype, quantize)}) but {device_name(device)} "
+                         f"has {size(free)} free of {size(total)}: {what_fits(config, dtype, quantize, device, free)}")
+    if free - need < HEADROOM:
+        log.warning("the weights (%s) leave %s free on %s: a large image, PDF or video may run out of memory; "
+                    "%s", size(need), size(free - need), device_name(device),
+                    what_fits(config, dtype, quantize, device, free - HEADROOM, warn=True))
+
+
+def _setting(dtype: torch.dtype, quantize: str | None) -> str:
+    return "int8" if quantize else str(dtype).removeprefix("torch.")
+
+
+def what_fits(config, dtype: torch.dtype, quantize: str | None, device: torch.device, free: int | None,
+              warn: bool = False) -> str:
+    """Advice: the first of --dtype bfloat16 (from float32) and --quantize int8 whose weights fit
+    in `free` bytes (None: not known, the first of them), else freeing memory."""
+    options = []
+    if dtype == torch.float32:
+        options.append(("--dtype bfloat16", torch.bfloat16, quantize))
+    if not quantize and dtype == torch.float32:
+        options.append(("--dtype bfloat16 --quantize int8", torch.bfloat16, "int8"))
+    elif not quantize:
+        options.append(("--quantize int8", dtype, "int8"))
+    for flag, dt, q in options:
+        need = weight_bytes(config, dt, q, device)
+        if free is None or need <= free:
+            return f"{flag} would leave more ({size(need)} of weights)" if warn else f"{flag} needs {size(need)}"
+    if device.type != "cuda":
+        return "close other programs to free memory"
+    return ("close other programs using it (nvidia-smi lists them)" if warn else
+            "close other programs using the GPU (nvidia-smi lists them), or run on the CPU with --device cpu")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """An allocator's failure: CUDA's OutOfMemoryError, Metal's and the CPU's RuntimeErrors."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def state(e: BaseException, device: torch.device) -> str:
+    """' (it asked for 7.9 GiB more; 9.9 GiB in use by glmv, 1.2 GiB free of 11.6 GiB)', what is known of it."""
+    known = []
+    asked = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", str(e))
+    if asked:
+        known.append(f"it asked for {asked.group(1)} more")
+    room = device_room(device)
+    if room is not None:
+        known.append(f"{size(torch.cuda.memory_allocated(device))} in use by glmv, {size(room[0])} free of "
+                     f"{size(room[1])}")
+    return f" ({'; '.join(known)})" if known else ""
+
+
+def out_of_memory(e: BaseException, device: torch.device, doing: str, advice: str,
+                  kind: type[GlmvError] = GlmvError) -> GlmvError:
+    """The allocator's failure `e` while `doing` something, as one line of `kind` (cached blocks
+    are handed back first, so the numbers say what glmv holds and the next question has room)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return kind(f"out of memory on {device_name(device)} {doing}{state(e, device)}: {advice}")

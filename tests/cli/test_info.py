@@ -1,0 +1,35 @@
+"""`glmv info`: a checkpoint's shape and what it would cost, read from its files without loading it:
+the weights per setting (what loading allocates), the KV cache a token, and on a GPU what fits."""
+
+from __future__ import annotations
+
+import torch
+
+from glmv_cli import info, memory
+from glmv_cli.model.config import Glm4vConfig
+from tests.cli.conftest import run_glmv
+
+
+def test_info_states_the_memory_loading_takes(tiny):
+    run = run_glmv("info", "--model", tiny, "--device", "cpu")
+    assert run.code == 0, run.err
+    lines = dict(line.split(None, 1) for line in run.out.splitlines())
+    cfg, cpu = Glm4vConfig.from_folder(tiny), torch.device("cpu")
+    sizes = [memory.size(memory.weight_bytes(cfg, dt, q, cpu))
+             for dt, q in ((torch.bfloat16, None), (torch.float32, None), (torch.float32, "int8"))]
+    assert lines["weights"] == (f"bfloat16 {sizes[0]}, float32 {sizes[1]}, int8 {sizes[2]} "
+                                "(--quantize int8, the rest in float32)")
+    per_token = 2 * cfg.text.num_layers * cfg.text.num_kv_heads * cfg.text.head_dim * 4
+    assert lines["kv"].startswith(f"cache     {memory.size(per_token)} a token in float32")
+    assert lines["would"] == "run on cpu in float32"
+    assert "free" not in lines  # a CPU's free memory is not asked
+
+
+def test_info_on_a_gpu_says_which_setting_fits(tiny, monkeypatch):
+    cfg, cuda = Glm4vConfig.from_folder(tiny), torch.device("cuda")
+    int8 = memory.weight_bytes(cfg, torch.bfloat16, "int8", cuda)
+    monkeypatch.setattr(memory, "device_room", lambda device: (int8 + memory.HEADROOM, 2 * memory.HEADROOM))
+    monkeypatch.setattr(memory, "device_name", lambda device: "cuda (a small card)")
+    free = info._memory(cfg, cuda, torch.bfloat16)[-1]
+    assert free == (f"free         {memory.size(int8 + memory.HEADROOM)} of 2.0 GiB on cuda (a small card): "
+                    "bfloat16 does not fit, float32 does not fit, int8 fits (leaving 1.0 GiB for the prompt)")

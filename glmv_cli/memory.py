@@ -54,11 +54,13 @@ def weight_bytes(config, dtype: torch.dtype, quantize: str | None, device: torch
 
 
 def device_room(device: torch.device) -> tuple[int, int] | None:
-    """(free, total) bytes of a CUDA device; None where that cannot be known (CPU, Metal)."""
+    """(free, total) bytes of a CUDA device, free counting the blocks torch's allocator holds
+    unused (a model loaded and dropped earlier in this process); None where not known (CPU, Metal)."""
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
     free, total = torch.cuda.mem_get_info(device)
-    return int(free), int(total)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free + cached), int(total)
 
 
 def device_name(device: torch.device) -> str:

@@ -237,3 +237,26 @@ def test_rope_kernel_matches_torch_on_the_device(gpu, dtype):
     bound = torch.cat([4 * unit * terms, torch.zeros_like(x64[..., 64:])], dim=-1) + 1e-30
     assert ((y.double() - ref.double()).abs() <= bound).all()
     assert (y == ref).float().mean() > 0.99  # no FMA: the same roundings as torch, almost all bit for bit
+
+
+@pytest.mark.parametrize("dtype,quantize", [("bfloat16", None), ("float32", "int8"), ("bfloat16", "int8")])
+def test_weight_bytes_are_what_the_device_holds(tiny_folder, gpu, dtype, quantize):
+    """memory.weight_bytes (what `glmv info` and the check before loading use) against the model
+    loaded on the device (int8 there quantizes the vision tower too), and the device's memory
+    counters on CUDA: the load leaves exactly that much more allocated."""
+    import gc
+
+    from glmv_cli import memory
+    from glmv_cli.model.config import Glm4vConfig
+
+    dt = getattr(torch, dtype)
+    gc.collect()  # models of earlier tests are freed now, not during this load
+    before = torch.cuda.memory_allocated(gpu) if gpu.type == "cuda" else 0
+    glm = glmv_cli.load(tiny_folder, device=gpu, dtype=dtype, quantize=quantize)
+    predicted = memory.weight_bytes(Glm4vConfig.from_folder(tiny_folder), dt, quantize, gpu)
+    assert predicted == memory.tensor_bytes(glm.model)
+    if gpu.type == "cuda":
+        held = torch.cuda.memory_allocated(gpu) - before
+        blocks = len(list(glm.model.parameters())) + len(list(glm.model.buffers()))
+        assert predicted <= held <= predicted + 512 * blocks, (predicted, held)  # (a block rounds up to 512 B)
+        assert memory.device_room(gpu)[0] > 0

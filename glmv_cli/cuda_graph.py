@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from glmv_cli.generate import StaticStep, bucketed
+from glmv_cli.memory import is_out_of_memory
 from glmv_cli.model.glm4v import Glm4v
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class CudaGraphStep(StaticStep):
                 self._capture(length)
             except RuntimeError as e:  # an operation that cannot be captured here: decode without the graph
                 self.release()
+                if is_out_of_memory(e):  # this request's cache was too big: the next one captures again
+                    raise
                 self.failed = True
                 log.warning("could not capture the decode step as a CUDA graph (%s); decoding without it, "
                             "slower (GLMV_CUDA_GRAPHS=0 skips the attempt)", str(e).splitlines()[0])

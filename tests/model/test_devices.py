@@ -364,3 +364,21 @@ def test_a_failed_graph_capture_falls_back_to_the_static_step(tiny_folder, promp
         "could not capture the decode step as a CUDA graph (operation not permitted when stream is capturing); "
         "decoding without it, slower (GLMV_CUDA_GRAPHS=0 skips the attempt)") == 1  # said once
     assert glm.model.language_model.caches is None
+
+
+def test_running_out_of_memory_in_a_capture_does_not_turn_the_graphs_off(tiny_folder, prompt_inputs, monkeypatch):
+    """A request whose KV cache does not fit fails (the caller reports it), but the step is not
+    marked failed: one oversized request must not leave a server decoding without graphs for good."""
+    from glmv_cli.cuda_graph import CudaGraphStep
+
+    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+    step = CudaGraphStep(glm.model)
+
+    def fail(length):
+        glm.model.language_model.setup_cache(1, length)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB.")
+
+    monkeypatch.setattr(step, "_capture", fail)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        list(Generation(glm.model, model_kwargs(prompt_inputs("text")), max_new_tokens=4, step=step))
+    assert not step.failed and step.graph is None and glm.model.language_model.caches is None

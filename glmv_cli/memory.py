@@ -54,13 +54,18 @@ def weight_bytes(config, dtype: torch.dtype, quantize: str | None, device: torch
 
 
 def device_room(device: torch.device) -> tuple[int, int] | None:
-    """(free, total) bytes of a CUDA device, free counting the blocks torch's allocator holds
-    unused (a model loaded and dropped earlier in this process); None where not known (CPU, Metal)."""
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return None
-    free, total = torch.cuda.mem_get_info(device)
-    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return int(free + cached), int(total)
+    """(free, total) bytes for the model on `device`. CUDA: the device's free memory plus the blocks
+    torch's allocator holds unused (a model loaded and dropped earlier in this process). Metal:
+    Apple's recommended working set for the GPU (about two thirds of a Mac's memory) less what
+    its driver holds; past it macOS swaps, or the allocation fails. None on a CPU."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached), int(total)
+    if device.type == "mps" and torch.backends.mps.is_available():
+        total = int(torch.mps.recommended_max_memory())
+        return max(0, total - int(torch.mps.driver_allocated_memory())), total
+    return None
 
 
 def device_name(device: torch.device) -> str:
@@ -84,10 +89,14 @@ def check_fits(need: int, config, dtype: torch.dtype, quantize: str | None, devi
     if room is None:
         return
     free, total = room
-    if need > free:
+    if need > free and device.type == "mps":  # unified memory: it may still run, swapping
+        log.warning("the weights need %s (%s) but Metal's recommended working set on this Mac has %s free of %s: "
+                    "expect heavy swapping or an out-of-memory error; %s", size(need), _setting(dtype, quantize),
+                    size(free), size(total), what_fits(config, dtype, quantize, device, free))
+    elif need > free:
         raise ModelError(f"the weights need {size(need)} ({_setting(dtype, quantize)}) but {device_name(device)} "
                          f"has {size(free)} free of {size(total)}: {what_fits(config, dtype, quantize, device, free)}")
-    if free - need < HEADROOM:
+    elif free - need < HEADROOM:
         log.warning("the weights (%s) leave %s free on %s: a large image, PDF or video may run out of memory; "
                     "%s", size(need), size(free - need), device_name(device),
                     what_fits(config, dtype, quantize, device, free - HEADROOM, warn=True))
@@ -112,6 +121,8 @@ def what_fits(config, dtype: torch.dtype, quantize: str | None, device: torch.de
         need = weight_bytes(config, dt, q, device)
         if free is None or need <= free:
             return f"{flag} would leave more ({size(need)} of weights)" if warn else f"{flag} needs {size(need)}"
+    if device.type == "mps":
+        return "close other programs to free memory, or run on the CPU with --device cpu"
     if device.type != "cuda":
         return "close other programs to free memory"
     return ("close other programs using it (nvidia-smi lists them)" if warn else
@@ -134,8 +145,8 @@ def state(e: BaseException, device: torch.device) -> str:
         known.append(f"it asked for {asked.group(1)} more")
     room = device_room(device)
     if room is not None:
-        known.append(f"{size(torch.cuda.memory_allocated(device))} in use by glmv, {size(room[0])} free of "
-                     f"{size(room[1])}")
+        held = torch.cuda.memory_allocated(device) if device.type == "cuda" else torch.mps.current_allocated_memory()
+        known.append(f"{size(held)} in use by glmv, {size(room[0])} free of {size(room[1])}")
     return f" ({'; '.join(known)})" if known else ""
 
 

@@ -132,3 +132,21 @@ def test_a_question_that_runs_out_of_memory_leaves_the_conversation_usable(tiny_
     answer = chat.run("Say something", generation=gen)
     assert answer.usage.prompt_tokens <= 30
     assert answer.raw == session.run("Say something", generation=gen).raw
+
+
+def test_on_a_mac_too_big_is_a_warning_with_the_setting_that_fits(config_9b, monkeypatch, caplog):
+    """Metal shares the Mac's memory: past Apple's recommended working set (here a 16 GB Mac's
+    10.7 GiB) the load may still run, swapping, so it is a warning that names what fits."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: int(10.7 * GiB))
+    monkeypatch.setattr(torch.mps, "driver_allocated_memory", lambda: GiB // 2)
+    mps = torch.device("mps")
+    room = memory.device_room(mps)
+    assert room == (int(10.7 * GiB) - GiB // 2, int(10.7 * GiB))
+    bf16 = memory.weight_bytes(config_9b, torch.bfloat16, None, mps)
+    with caplog.at_level(logging.WARNING, logger="glmv_cli.memory"):
+        memory.check_fits(bf16, config_9b, torch.bfloat16, None, mps, room)
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage() == (
+        "the weights need 19.2 GiB (bfloat16) but Metal's recommended working set on this Mac has 10.2 GiB free of "
+        "10.7 GiB: expect heavy swapping or an out-of-memory error; --quantize int8 needs 9.6 GiB")

@@ -2,7 +2,8 @@
 logic): parity with transformers on the device (float32 with TF32 off on both sides, bfloat16 by
 top-1 agreement and cosine), CUDA-graph, eager and compiled decoding giving the same greedy
 tokens, graphs reused between requests, streamed loading landing the same weights as CPU loading,
-and int8 through the Triton kernel."""
+int8 through the Triton kernel, and memory: the predicted weight bytes against the device's
+counters, a full GPU refusing a load and failing one question alone."""
 
 from __future__ import annotations
 
@@ -260,3 +261,41 @@ def test_weight_bytes_are_what_the_device_holds(tiny_folder, gpu, dtype, quantiz
         blocks = len(list(glm.model.parameters())) + len(list(glm.model.buffers()))
         assert predicted <= held <= predicted + 512 * blocks, (predicted, held)  # (a block rounds up to 512 B)
         assert memory.device_room(gpu)[0] > 0
+
+
+def test_a_full_gpu_refuses_the_load_and_a_prompt_that_runs_out_fails_alone(gpu, tmp_path):
+    """CUDA's own allocator, with the GPU filled by a tensor as another program would fill it: the
+    load of the `small` shape (235 MiB in bfloat16) is refused before it allocates anything, naming
+    what fits; loaded, and the GPU filled again, a question with a large image is one InputError;
+    with the memory back, the same question gets the answer it got before, in a CUDA graph (an
+    out-of-memory failure does not turn the graphs off)."""
+    needs_cuda(gpu)
+    from glmv_cli import memory
+    from glmv_cli.errors import InputError, ModelError
+    from glmv_cli.random_checkpoint import write_random_checkpoint
+    from tests.model.conftest import random_image
+
+    folder = write_random_checkpoint(tmp_path / "small", "small", device="cuda")
+    picture = tmp_path / "big.png"
+    random_image(1400, 1400).save(picture)
+    gen = glmv_cli.GenerationOptions(max_new_tokens=8)
+    load = glmv_cli.LoadOptions(max_pixels=1400 * 1400)
+
+    torch.cuda.empty_cache()
+    hog = torch.empty(memory.device_room(gpu)[0] - 64 * 2**20, dtype=torch.uint8, device=gpu)
+    before = torch.cuda.memory_allocated(gpu)
+    with pytest.raises(ModelError, match=r"^the weights need .* \(bfloat16\) but cuda .* free of"):
+        glmv_cli.load(folder, device="cuda")
+    assert torch.cuda.memory_allocated(gpu) == before  # refused before allocating
+    del hog
+    session = glmv_cli.Session(str(folder), device="cuda")
+    expected = session.run("What is it?", [picture], load=load, generation=gen)
+    torch.cuda.empty_cache()
+    hog = torch.empty(memory.device_room(gpu)[0] - 8 * 2**20, dtype=torch.uint8, device=gpu)
+    with pytest.raises(InputError, match=r"^out of memory on cuda .* reading a [\d,]+-token prompt .* in use by glmv"):
+        session.run("What is it?", [picture], load=load, generation=gen)
+    del hog
+    again = session.run("What is it?", [picture], load=load, generation=gen)
+    assert again.completion_ids == expected.completion_ids
+    step = session.glmv.decode_step(False)
+    assert step is not None and not step.failed and step.graph is not None

@@ -50,6 +50,7 @@ def _root() -> None:
     'glmv ask https://example.com/chart.png "Summarize the trend" --json',
     'glmv ask screenshot.png "Write the HTML for this page" -x > page.html',
     'glmv ask street.jpg "Where is the bus? Give its box" --draw-boxes boxes.png',
+    'glmv ask -c "And the one on the left?"   (continues the last glmv ask, with its attachments)',
     'glmv ask photos/*.jpg "Write a one-line caption" --each --json > captions.jsonl'))
 def ask(
     args: Args = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
@@ -60,7 +61,8 @@ def ask(
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
-    extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, each: o.Each = False, verbose: o.Verbose = False,
+    extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, each: o.Each = False,
+    resume: o.Continue = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
     pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
     fps: o.Fps = 2.0, max_frames: o.MaxFrames = None, start: o.Start = None, end: o.End = None,
@@ -77,14 +79,18 @@ def ask(
     out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
     items, question = c.split_args(args or [])
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
-    run = c.run_ask
+    run, extra = c.run_ask, {"resume": resume}
     if each:
+        if resume:
+            raise c.InputError("--each asks about each file on its own; leave out -c")
         from glmv_cli.each import run_each as run
+
+        extra = {}
     run(items, question or c.default_question(items[:1] if each else items), choice,
         c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                        video_backend),
         c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                             think_budget, max_context), out)
+                             think_budget, max_context), out, **extra)
 
 
 @app.command(epilog=_examples(

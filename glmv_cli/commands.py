@@ -151,15 +151,26 @@ def gifs_as_videos(items: list) -> list:
 # -- one question ---------------------------------------------------------------------------------
 
 def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,
-            out: OutputOptions, *, map_reduce: bool = False) -> None:
+            out: OutputOptions, *, map_reduce: bool = False, resume: bool = False) -> None:
+    """One question (`resume`: in the last conversation, `glmv ask -c`), kept as the last
+    conversation for the next -c (app/history.py)."""
+    from glmv_cli.app import history
+
     term = render.Terminal(verbose=out.verbose)
     renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
                                     extract=out.extract)
     load = query_for(question, load)
+    record = history.load_last() if resume else history.Record(system=out.system)
+    if resume and model.model is None and model.backend == "local":
+        model = dataclasses.replace(model, model=record.model)
+    system = out.system if out.system is not None else record.system
     term.status(f"opening {model.model or 'the model'}")
     try:
         session = open_session(model)
-        conversation = session.conversation(out.system)
+        conversation = session.conversation(system)
+        for turn in record.turns:
+            conversation.restore(turn["question"], history.attachments_of(turn), raw=turn["raw"],
+                                 answer=turn["answer"], load=history.load_options_of(turn, load), generation=gen)
         result = None
         if map_reduce:
             from glmv_cli.app.map_reduce import map_reduce as read_all
@@ -176,6 +187,12 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         raise
     finally:
         term.clear_status()
+    if result is not None and not map_reduce:
+        if model.backend == "local":  # a relative folder, as a path that works from anywhere
+            record.model = str(Path(session.name).resolve()) if Path(session.name).is_dir() else session.name
+        record.system = system
+        record.add(question, conversation.attachments[-1], result.raw, result.answer, load)
+        history.save(record)
     if out.draw_boxes and result is not None:
         draw(conversation, result, out.draw_boxes, term)
 

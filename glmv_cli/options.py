@@ -73,6 +73,10 @@ Each = Annotated[bool, typer.Option(
     "--each", rich_help_panel=OUT,
     help="Ask the question about each attachment on its own, the model loaded once: a ==> FILE <== line "
          "before each answer (with --json: one object per line, with its source).")]
+Continue = Annotated[bool, typer.Option(
+    "--continue", "-c", rich_help_panel=OUT,
+    help="Continue the last `glmv ask` conversation: its questions, answers and attachments come first "
+         "(kept in ~/.local/state/glmv; GLMV_NO_HISTORY=1 keeps nothing).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUT,
                                        help="Progress lines on stderr even when it is not a terminal.")]
 

@@ -1,11 +1,14 @@
-"""Shared test setup: one torch thread (a busy 2-core box makes 2-thread runs 30x slower and flaky)."""
+"""Shared test setup: one torch thread (a busy 2-core box makes 2-thread runs 30x slower and flaky),
+and the `glmv ask` conversation kept for -c in a folder of the test run's own, not the user's."""
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="glmv-test-state-")
 
 
 # Tests marked `gpu` need CUDA and are skipped without it. GLMV_GPU_TEST_DEVICE=cpu runs them on the

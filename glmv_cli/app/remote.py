@@ -24,7 +24,7 @@ from glmv_cli.app.attachments import Attachment, is_url, resolve
 from glmv_cli.app.boxes import find_boxes
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import content_parts
-from glmv_cli.app.session import Done, GenerationOptions, Note, Progress, Result, Timings, Usage, collect
+from glmv_cli.app.session import Done, GenerationOptions, Note, Progress, Result, Timings, Usage, collect, drain
 from glmv_cli.errors import GlmvError, InputError, ModelError
 from glmv_cli.stream import StreamParser
 
@@ -121,6 +121,16 @@ class RemoteConversation:
 
     def run(self, question: str, attachments: Iterable = (), **kwargs) -> Result:
         return collect(self.ask(question, attachments, **kwargs))
+
+    def restore(self, question: str, attachments: Iterable, *, raw: str, answer: str,
+                load: LoadOptions | None = None, generation: GenerationOptions | None = None) -> None:
+        """A past turn back into the messages (`glmv ask -c`), its attachments read again and its
+        answer without the reasoning (`raw` is the model's whole text); nothing is sent."""
+        parts, used = drain(self._prepare(attachments, load or LoadOptions()))
+        self.messages += [{"role": "user", "content": [*parts, {"type": "text", "text": question}]},
+                          {"role": "assistant", "content": answer}]
+        self.attachments.append(used)
+        self._questions.append(question)
 
     def _prepare(self, attachments: Iterable, load: LoadOptions):
         parts, used = [], []

@@ -199,6 +199,15 @@ def check_device(device: str) -> None:
         raise InputError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
 
 
+def drain(steps: Iterator):
+    """Run a generator to its end, dropping what it yields (progress events); its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 def collect(events: Iterable[Event]) -> Result:
     """Run an event stream to its end; the Result of its Done event."""
     result = None
@@ -274,12 +283,23 @@ class Conversation:
                generation: GenerationOptions | None = None):
         """The ModelInputs `ask` would give the model (attachments loaded, history, checks), without
         loading weights or generating: for training on exactly what inference sees."""
-        steps = self._prepare(question, attachments, load or LoadOptions(), generation or GenerationOptions())
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value[1]
+        return drain(self._prepare(question, attachments, load or LoadOptions(), generation or GenerationOptions()))[1]
+
+    def restore(self, question: str, attachments: Iterable, *, raw: str, answer: str,
+                load: LoadOptions | None = None, generation: GenerationOptions | None = None) -> None:
+        """A past turn back into the history (`glmv ask -c`): its attachments read again as `load`
+        says, its answer as the model wrote it (`raw`; `answer` is that without the reasoning);
+        nothing is generated."""
+        from glmv_cli.prompt import Turn, build_inputs
+
+        load, gen = load or LoadOptions(), generation or GenerationOptions()
+        if load.query is None:
+            load = dataclasses.replace(load, query=question)
+        parts, used = drain(self._load(attachments, load, self._limits(gen, question)[2]))
+        self.turns += [Turn.user(*parts, question), Turn.assistant(raw)]
+        self.attachments.append(used)
+        s = self.session
+        self._last_tokens = build_inputs(self.turns, s.tokenizer, s.prompt_config).num_prompt_tokens
 
     def _prepare(self, question: str, attachments: Iterable, load: LoadOptions, gen: GenerationOptions):
         """Load the attachments (progress events), build and check the prompt ->

@@ -92,6 +92,28 @@ def test_chat_keeps_the_same_history_as_locally(server, tiny):
     assert far.out == local.out and far.out.count("\n") >= 2
 
 
+def test_continuing_over_the_server_is_one_remote_conversation(scripted_server, media, tmp_path):
+    """`ask -c` with --backend openai sends the kept turns as messages (the answer without its
+    reasoning, the image again, the new one after): the server reads what one RemoteConversation
+    of the Python API sends, token for token."""
+    from glmv_cli.app.remote import RemoteSession
+    from glmv_cli.app.session import GenerationOptions
+
+    flags = ("--backend", "openai", "--base-url", scripted_server.base_url, "--temperature", "0", "--json")
+    env = glmv_env(XDG_STATE_HOME=str(tmp_path / "state"))
+    first = run_glmv("ask", media["png"], "What is shown?", *flags, env=env)
+    follow = run_glmv("ask", "-c", media["jpg"], "And this one?", *flags, env=env)
+    assert first.code == follow.code == 0, first.err + follow.err
+    chat = RemoteSession(scripted_server.base_url).conversation()
+    gen = GenerationOptions(temperature=0)
+    want = [chat.run("What is shown?", [media["png"]], generation=gen),
+            chat.run("And this one?", [media["jpg"]], generation=gen)]
+    assert [first.json["usage"]["prompt_tokens"], follow.json["usage"]["prompt_tokens"]] == \
+        [w.usage.prompt_tokens for w in want]
+    assert want[1].usage.prompt_tokens > 2 * want[0].usage.prompt_tokens  # the first turn went again
+    assert follow.json["answer"] == ANSWER
+
+
 def test_base_url_and_key_from_the_environment(server, tiny):
     env = glmv_env(GLMV_BACKEND="openai", GLMV_BASE_URL=server.base_url, GLMV_API_KEY=KEY)
     far = run_glmv("ask", "Say something", *GREEDY, "--json", env=env)

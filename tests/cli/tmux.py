@@ -93,4 +93,4 @@ class Tmux:
 
 # what the shell in tmux inherits from glmv_env (not the whole environment)
 _PASS = {"PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "no_proxy",
-         "NO_PROXY", "HF_HUB_CACHE"}
+         "NO_PROXY", "HF_HUB_CACHE", "XDG_STATE_HOME"}

@@ -1,0 +1,152 @@
+"""The last conversation of `glmv ask`, kept on disk so that `glmv ask -c "and the other one?"`
+continues it, as simonw/llm's `-c` does.
+
+It lives in `$XDG_STATE_HOME/glmv/last.json` (by default ~/.local/state/glmv; `GLMV_STATE_DIR`
+moves it, `GLMV_NO_HISTORY=1` turns it off): the model, the system prompt and each turn's question,
+answer (as the model wrote it, and the answer alone) and attachments. A file attachment is kept
+as its path and sha256, read again on -c and refused if it changed; bytes that have no file
+(stdin, a download) are kept beside it, named by their sha256. How attachments were read (pages,
+dpi, fps, ...) is kept too; a PDF's password never is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from glmv_cli.app.attachments import Attachment
+from glmv_cli.app.loaders import LoadOptions
+from glmv_cli.errors import InputError
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+NOT_KEPT = ("password", "query")  # a secret; the question the pages were ranked against (each turn's own)
+
+
+def state_dir() -> Path:
+    if os.environ.get("GLMV_STATE_DIR"):
+        return Path(os.environ["GLMV_STATE_DIR"]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base).expanduser() / "glmv"
+
+
+def enabled() -> bool:
+    return os.environ.get("GLMV_NO_HISTORY", "") in ("", "0")
+
+
+@dataclass
+class Record:
+    """The last conversation: what `glmv ask -c` continues."""
+
+    model: str | None = None
+    system: str | None = None
+    turns: list[dict] = field(default_factory=list)
+
+    def add(self, question: str, attachments: list[Attachment], raw: str, answer: str, load: LoadOptions) -> None:
+        kept = {k: v for k, v in dataclasses.asdict(load).items() if k not in NOT_KEPT}
+        self.turns.append({"question": question, "attachments": [_keep(a) for a in attachments], "raw": raw,
+                           "answer": answer, "load": kept})
+
+
+def load_last() -> Record:
+    """The last conversation; an InputError when there is none to continue."""
+    path = state_dir() / "last.json"
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != VERSION:
+            raise ValueError(f"version {data.get('version')}")
+        return Record(model=data.get("model"), system=data.get("system"), turns=list(data["turns"]))
+    except FileNotFoundError:
+        raise InputError("no conversation to continue (-c continues the last `glmv ask`); ask without -c "
+                         "first") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"the last conversation ({path}) cannot be read ({e}); ask without -c to start "
+                         "a new one") from None
+
+
+def save(record: Record) -> None:
+    """Write `record` as the last conversation (a warning, not a failure, where it cannot be)."""
+    if not enabled():
+        return
+    folder = state_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        blobs = folder / "blobs"
+        for turn in record.turns:
+            for kept in turn["attachments"]:
+                if "blob" in kept and not (blobs / kept["blob"]).exists():
+                    blobs.mkdir(exist_ok=True)
+                    (blobs / kept["blob"]).write_bytes(kept.pop("_data"))
+                kept.pop("_data", None)
+        tmp = folder / "last.json.tmp"
+        tmp.write_text(json.dumps({"version": VERSION, "model": record.model, "system": record.system,
+                                   "turns": record.turns}, ensure_ascii=False, indent=1))
+        tmp.replace(folder / "last.json")
+        _prune(blobs, record)
+    except OSError as e:
+        log.warning("could not keep this conversation for -c (%s); set GLMV_STATE_DIR to a writable folder", e)
+
+
+def attachments_of(turn: dict) -> list[Attachment]:
+    """A kept turn's attachments, read again: an InputError if a file is gone or changed."""
+    return [_restore(kept) for kept in turn["attachments"]]
+
+
+def load_options_of(turn: dict, current: LoadOptions) -> LoadOptions:
+    """How the turn's attachments were read, with this run's password (never kept)."""
+    known = {f.name for f in dataclasses.fields(LoadOptions)}
+    kept = {k: v for k, v in turn.get("load", {}).items() if k in known and k not in NOT_KEPT}
+    return LoadOptions(**kept, password=current.password)
+
+
+def _keep(a: Attachment) -> dict:
+    kept = {"source": a.source, "mime": a.mime, "sha256": a.sha256, "name": a.name}
+    if a.path is not None:
+        kept["path"] = str(Path(a.path).expanduser().resolve())
+    else:
+        kept["blob"], kept["_data"] = a.sha256, a.data  # written by save(), beside last.json
+    return kept
+
+
+def _restore(kept: dict) -> Attachment:
+    label = kept["source"]
+    if "path" in kept:
+        path = Path(kept["path"])
+        try:
+            digest = _sha256(path)
+        except OSError:
+            raise InputError(f"{label} (in the conversation -c continues) is gone from {path}; ask without -c "
+                             "to start a new conversation") from None
+        if digest != kept["sha256"]:
+            raise InputError(f"{label} changed since the conversation -c continues was asked; ask without -c "
+                             "to start a new conversation about it")
+        return Attachment(source=label, mime=kept["mime"], sha256=digest, path=path, name=kept.get("name", ""))
+    try:
+        data = (state_dir() / "blobs" / kept["blob"]).read_bytes()
+    except OSError:
+        raise InputError(f"{label} (in the conversation -c continues) is no longer kept; ask without -c") from None
+    return Attachment(source=label, mime=kept["mime"], sha256=kept["sha256"], data=data, name=kept.get("name", ""))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _prune(blobs: Path, record: Record) -> None:
+    """Drop kept bytes that the last conversation no longer uses."""
+    if not blobs.is_dir():
+        return
+    used = {kept["blob"] for turn in record.turns for kept in turn["attachments"] if "blob" in kept}
+    for blob in blobs.iterdir():
+        if blob.name not in used:
+            blob.unlink(missing_ok=True)

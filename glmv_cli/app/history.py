@@ -6,7 +6,7 @@ moves it, `GLMV_NO_HISTORY=1` turns it off): the model, the system prompt and ea
 answer (as the model wrote it, and the answer alone) and attachments. A file attachment is kept
 as its path and sha256, read again on -c and refused if it changed; bytes that have no file
 (stdin, a download) are kept beside it, named by their sha256. How attachments were read (pages,
-dpi, fps, ...) is kept too; a PDF's password never is.
+dpi, fps, what a long PDF's pages were ranked against) is kept too; a PDF's password never is.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from glmv_cli.errors import InputError
 log = logging.getLogger(__name__)
 
 VERSION = 1
-NOT_KEPT = ("password", "query")  # a secret; the question the pages were ranked against (each turn's own)
+NOT_KEPT = ("password",)  # a PDF's password is a secret
 
 
 def state_dir() -> Path:
@@ -84,7 +84,7 @@ def save(record: Record) -> None:
                     blobs.mkdir(exist_ok=True)
                     (blobs / kept["blob"]).write_bytes(kept.pop("_data"))
                 kept.pop("_data", None)
-        tmp = folder / "last.json.tmp"
+        tmp = folder / f"last.json.{os.getpid()}"  # each process its own, then one atomic rename
         tmp.write_text(json.dumps({"version": VERSION, "model": record.model, "system": record.system,
                                    "turns": record.turns}, ensure_ascii=False, indent=1))
         tmp.replace(folder / "last.json")

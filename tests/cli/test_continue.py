@@ -68,3 +68,17 @@ def test_no_history_keeps_nothing(tiny, tmp_path):
     assert run_glmv("ask", "Hello", "--model", tiny, *ARGS, env=env).code == 0
     assert not (tmp_path / "state").exists()
     one_line_error(run_glmv("ask", "-c", "And then?", "--model", tiny, env=env), 2, "no conversation to continue")
+
+
+def test_a_pdf_is_read_again_as_it_was(tiny, media, env):
+    """`glmv pdf doc.pdf --pages 2 --dpi 72`, then -c: the page and DPI come back with it."""
+    first = run_glmv("pdf", media["pdf"], "What is on it?", "--pages", "2", "--dpi", "72", "--model", tiny, *ARGS,
+                     env=env)
+    follow = run_glmv("ask", "-c", "And then?", *ARGS, env=env)
+    assert first.code == follow.code == 0, first.err + follow.err
+    chat = glmv_cli.Session(str(tiny), device="cpu", dtype="float32").conversation()
+    gen, load = glmv_cli.GenerationOptions(max_new_tokens=6), glmv_cli.LoadOptions(pages="2", dpi=72)
+    chat.run("What is on it?", [media["pdf"]], load=load, generation=gen)
+    want = chat.run("And then?", generation=gen)
+    assert follow.json["usage"]["prompt_tokens"] == want.usage.prompt_tokens
+    assert follow.json["completion_ids"] == want.completion_ids

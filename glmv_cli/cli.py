@@ -180,6 +180,7 @@ def chat(
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
     jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False, extract: o.Extract = False,
+    resume: o.Continue = False,
     verbose: o.Verbose = False, max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
     pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
     fps: o.Fps = 2.0, max_frames: o.MaxFrames = None, start: o.Start = None, end: o.End = None,
@@ -189,7 +190,8 @@ def chat(
 
     In the chat: /attach PATH|URL, /reset, /save FILE.md, /help, /exit. Ctrl-C stops an answer,
     Ctrl-D leaves. The history keeps the answers, not the reasoning. Reads one message per line,
-    from a pipe too (no prompt is shown then).
+    from a pipe too (no prompt is shown then). -c goes on with the last conversation (of
+    glmv ask or chat); `glmv ask -c` goes on with this one.
     """
     from glmv_cli import commands as c
 
@@ -199,7 +201,7 @@ def chat(
                c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                               video_backend),
                c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                    think_budget, max_context), out)
+                                    think_budget, max_context), out, resume=resume)
 
 
 @app.command(epilog=_examples(

@@ -160,17 +160,12 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
     renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
                                     extract=out.extract)
     load = query_for(question, load)
-    record = history.load_last() if resume else history.Record(system=out.system)
-    if resume and model.model is None and model.backend == "local":
-        model = dataclasses.replace(model, model=record.model)
-    system = out.system if out.system is not None else record.system
+    record, model, system = _begin(resume, model, out.system)
     term.status(f"opening {model.model or 'the model'}")
     try:
         session = open_session(model)
         conversation = session.conversation(system)
-        for turn in record.turns:
-            conversation.restore(turn["question"], history.attachments_of(turn), raw=turn["raw"],
-                                 answer=turn["answer"], load=history.load_options_of(turn, load), generation=gen)
+        history.restore_into(conversation, record, load, gen)
         result = None
         if map_reduce:
             from glmv_cli.app.map_reduce import map_reduce as read_all
@@ -188,13 +183,23 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
     finally:
         term.clear_status()
     if result is not None and not map_reduce:
-        if model.backend == "local":  # a relative folder, as a path that works from anywhere
-            record.model = str(Path(session.name).resolve()) if Path(session.name).is_dir() else session.name
-        record.system = system
-        record.add(question, conversation.attachments[-1], result.raw, result.answer, load)
-        history.save(record)
+        history.answered(record, _local_name(session, model), question, conversation.attachments[-1], result, load)
     if out.draw_boxes and result is not None:
         draw(conversation, result, out.draw_boxes, term)
+
+
+def _begin(resume: bool, model: ModelChoice, system: str | None):
+    """(record, model choice, system prompt) for a kept conversation; -c takes its model (a local
+    checkpoint) and system prompt where none is given."""
+    from glmv_cli.app import history
+
+    local = model.backend == "local"
+    record, name, system = history.begin(resume, model.model if local else None, system)
+    return record, dataclasses.replace(model, model=name) if local else model, system
+
+
+def _local_name(session, model: ModelChoice) -> str | None:
+    return session.name if model.backend == "local" else None
 
 
 def query_for(question: str, load: LoadOptions) -> LoadOptions:
@@ -242,13 +247,22 @@ CHAT_HELP = """commands:
 
 
 def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,
-             out: OutputOptions) -> None:
+             out: OutputOptions, resume: bool = False) -> None:
+    """The chat loop; each answered turn is kept as the last conversation (`resume`: go on with
+    it), so `glmv ask -c` continues a chat and `glmv chat -c` a question."""
+    from glmv_cli.app import history
+
     term = render.Terminal(verbose=out.verbose)
     screen = render.ChatScreen(term)
+    record, model, system = _begin(resume, model, out.system)
     session = open_session(model)
-    conversation = session.conversation(out.system)
+    conversation = session.conversation(system)
+    history.restore_into(conversation, record, load, gen)
     pending = [_check_attachment(i) for i in items]
     screen.welcome(session.name, [_label(i) for i in pending])
+    if record.turns:
+        n = len(record.turns)
+        screen.info(f"continuing the last conversation ({n} turn{'s' if n > 1 else ''})")
     while True:
         try:
             line = screen.read().strip()
@@ -263,19 +277,27 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
         if line.startswith("/"):
             if chat_command(line, conversation, pending, screen) == "exit":
                 return
+            if line.split()[0] == "/reset":
+                record = history.Record(system=system)
             continue
         with screen.busy():
-            ask_in_chat(conversation, line, pending, load, gen, out, term)
+            result = ask_in_chat(conversation, line, pending, load, gen, out, term)
+        if result is not None:
+            history.answered(record, _local_name(session, model), line, conversation.attachments[-1], result, load)
         pending.clear()
 
 
-def ask_in_chat(conversation, line, pending, load, gen, out, term) -> None:
+def ask_in_chat(conversation, line, pending, load, gen, out, term):
+    """One message of the chat; its Result, or None when it failed or was stopped."""
     renderer = render.make_renderer(term, json_=False, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
                                     extract=out.extract)
     events = conversation.ask(line, list(pending), load=load, generation=gen)
+    result = None
     try:
         for event in events:
             renderer.handle(event)
+            if isinstance(event, Done):
+                result = event.result
     except KeyboardInterrupt:
         events.close()
         renderer.interrupted()
@@ -289,6 +311,7 @@ def ask_in_chat(conversation, line, pending, load, gen, out, term) -> None:
         term.clear_status()
     if term.err_tty:
         term.write_err("\n")
+    return result
 
 
 def chat_command(line: str, conversation: Conversation, pending: list, screen: render.ChatScreen) -> str | None:

@@ -75,8 +75,8 @@ Each = Annotated[bool, typer.Option(
          "before each answer (with --json: one object per line, with its source).")]
 Continue = Annotated[bool, typer.Option(
     "--continue", "-c", rich_help_panel=OUT,
-    help="Continue the last `glmv ask` conversation: its questions, answers and attachments come first "
-         "(kept in ~/.local/state/glmv; GLMV_NO_HISTORY=1 keeps nothing).")]
+    help="Continue the last conversation (of glmv ask, pdf, video or chat): its questions, answers and "
+         "attachments come first (kept in ~/.local/state/glmv; GLMV_NO_HISTORY=1 keeps nothing).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUT,
                                        help="Progress lines on stderr even when it is not a terminal.")]
 

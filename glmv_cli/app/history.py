@@ -54,6 +54,32 @@ class Record:
                            "answer": answer, "load": kept})
 
 
+def begin(resume: bool, model: str | None, system: str | None) -> tuple[Record, str | None, str | None]:
+    """(the record to add to, the model, the system prompt): with `resume` the last conversation,
+    its model and system prompt where none is given; else a new record."""
+    if not resume:
+        return Record(system=system), model, system
+    record = load_last()
+    return record, model or record.model, system if system is not None else record.system
+
+
+def restore_into(conversation, record: Record, load: LoadOptions, generation) -> None:
+    """The record's turns into `conversation` (a Conversation or RemoteConversation)."""
+    for turn in record.turns:
+        conversation.restore(turn["question"], attachments_of(turn), raw=turn["raw"], answer=turn["answer"],
+                             load=load_options_of(turn, load), generation=generation)
+
+
+def answered(record: Record, model: str | None, question: str, attachments: list[Attachment], result,
+             load: LoadOptions) -> None:
+    """A new turn (its `result`) joins the record, which is saved; `model`: the local checkpoint's
+    name (None for a server's, which is not kept)."""
+    if model is not None:  # a relative folder, as a path that works from anywhere
+        record.model = str(Path(model).resolve()) if Path(model).is_dir() else model
+    record.add(question, attachments, result.raw, result.answer, load)
+    save(record)
+
+
 def load_last() -> Record:
     """The last conversation; an InputError when there is none to continue."""
     path = state_dir() / "last.json"

@@ -82,3 +82,24 @@ def test_a_pdf_is_read_again_as_it_was(tiny, media, env):
     want = chat.run("And then?", generation=gen)
     assert follow.json["usage"]["prompt_tokens"] == want.usage.prompt_tokens
     assert follow.json["completion_ids"] == want.completion_ids
+
+
+def test_chat_and_ask_continue_each_other(tiny, media, env, tmp_path):
+    """ask, then `chat -c` (one message from a pipe), then `ask -c`: one conversation of three turns;
+    /reset in a chat starts the kept conversation over."""
+    first = run_glmv("ask", media["png"], "What is in the picture?", "--model", tiny, *ARGS, env=env)
+    chat = run_glmv("chat", "-c", *ARGS[:-1], input="And the colours?\n", env=env)
+    third = run_glmv("ask", "-c", "Compare them", *ARGS, env=env)
+    assert first.code == chat.code == third.code == 0, chat.err + third.err
+    assert "continuing the last conversation (1 turn)" in chat.err
+    conversation = glmv_cli.Session(str(tiny), device="cpu", dtype="float32").conversation()
+    gen = glmv_cli.GenerationOptions(max_new_tokens=6)
+    conversation.run("What is in the picture?", [media["png"]], generation=gen)
+    conversation.run("And the colours?", generation=gen)
+    want = conversation.run("Compare them", generation=gen)
+    assert third.json["usage"]["prompt_tokens"] == want.usage.prompt_tokens
+    assert third.json["completion_ids"] == want.completion_ids
+
+    assert run_glmv("chat", "-c", *ARGS[:-1], input="/reset\nHello\n", env=env).code == 0
+    kept = json.loads((tmp_path / "state" / "glmv" / "last.json").read_text())
+    assert [t["question"] for t in kept["turns"]] == ["Hello"]

@@ -15,7 +15,7 @@ from glmv_cli import render
 from glmv_cli.app import attachments as att
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.session import Conversation, Done, GenerationOptions, Session, save_transcript
-from glmv_cli.errors import GlmvError, InputError, ModelError
+from glmv_cli.errors import ContextFull, GlmvError, InputError, ModelError
 
 # Suffixes that make a non-existing argument "a missing file" rather than words of the question.
 FILE_SUFFIXES = {
@@ -180,6 +180,12 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
     except KeyboardInterrupt:
         renderer.interrupted()
         raise
+    except ContextFull as e:
+        if not record.turns:
+            raise
+        n = len(record.turns)
+        raise ContextFull(f"{e}; or start a new conversation: ask without -c (the one -c continues has {n} "
+                          f"turn{'s' if n > 1 else ''})") from None
     finally:
         term.clear_status()
     if result is not None and not map_reduce:
@@ -306,7 +312,8 @@ def ask_in_chat(conversation, line, pending, load, gen, out, term):
     except GlmvError as e:
         events.close()
         term.clear_status()
-        render.error(str(e), term)
+        earlier = isinstance(e, ContextFull) and len(conversation.attachments) > 0  # turns before this one
+        render.error(f"{e}; or /reset to start a new conversation" if earlier else str(e), term)
     finally:
         term.clear_status()
     if term.err_tty:

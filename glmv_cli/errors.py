@@ -20,6 +20,11 @@ class InputError(GlmvError):
     exit_code = 2
 
 
+class ContextFull(InputError):
+    """The prompt (attachments, the conversation so far, room for the answer) does not fit the
+    model's context. Exit code 2."""
+
+
 class ModelError(GlmvError):
     """The model cannot be found or loaded: not a GLM-4.1V checkpoint, a missing shard, a truncated
     safetensors file, keys that do not match. Exit code 3."""

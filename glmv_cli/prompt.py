@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from glmv_cli.errors import InputError, ModelError
+from glmv_cli.errors import ContextFull, InputError, ModelError
 from glmv_cli.inputs.patches import load_patch_specs
 from glmv_cli.inputs.visual import VisualInput
 from glmv_cli.model.patch_codes import PatchCodes
@@ -342,7 +342,7 @@ def check_context(num_prompt_tokens: int, max_new_tokens: int, max_context: int)
     else:
         problem = (f"the prompt is {num_prompt_tokens:,} tokens and the answer may take up to "
                    f"{max_new_tokens:,} more ({num_prompt_tokens + max_new_tokens:,} in all)")
-    raise InputError(
+    raise ContextFull(
         f"{problem}, over the {max_context:,}-token context; attach fewer pages or frames, lower "
         f"--max-pixels, allow fewer new tokens, or raise --max-context if the model supports it"
     )

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from glmv_cli.errors import InputError
+from glmv_cli.errors import ContextFull
 from glmv_cli.inputs.patches import PatchSpec
 from glmv_cli.inputs.pdf import RenderPlan, fit_dpi, page_cost
 
@@ -206,7 +206,7 @@ def _select(doc, numbers, spec, *, dpi, budget, question, with_text, count, labe
         if n not in chosen and not texts[n] and (plan := image(n)).tokens <= left:
             chosen[n], left = plan, left - plan.tokens
     if not chosen:
-        raise InputError(f"{name}: not even one page fits the {budget} tokens left in the context; allow a "
+        raise ContextFull(f"{name}: not even one page fits the {budget} tokens left in the context; allow a "
                          f"longer context with --max-context or ask a shorter question")
     pages = tuple(chosen.get(n, PagePlan(n, "skipped")) for n in numbers)
     images = tuple(p.number for p in pages if p.mode == "image")

@@ -103,3 +103,13 @@ def test_chat_and_ask_continue_each_other(tiny, media, env, tmp_path):
     assert run_glmv("chat", "-c", *ARGS[:-1], input="/reset\nHello\n", env=env).code == 0
     kept = json.loads((tmp_path / "state" / "glmv" / "last.json").read_text())
     assert [t["question"] for t in kept["turns"]] == ["Hello"]
+
+
+def test_a_conversation_over_the_context_says_how_to_start_anew(tiny, media, env):
+    assert run_glmv("ask", media["png"], "What is in the picture?", "--model", tiny, *ARGS, env=env).code == 0
+    one_line_error(run_glmv("ask", "-c", "And then?", *ARGS, "--max-context", "30", env=env), 2,
+                   "over the 30-token context", "or start a new conversation: ask without -c (the one -c "
+                   "continues has 1 turn)")
+    long = " ".join(["word"] * 12)
+    chat = run_glmv("chat", "--model", tiny, *ARGS[:-1], "--max-context", "40", input=f"Hello\n{long}\n", env=env)
+    assert chat.code == 0 and "over the 40-token context" in chat.err and "; or /reset to start a new" in chat.err

@@ -6,6 +6,7 @@ and shell completion (`glmv --install-completion`) answer at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Annotated
@@ -79,18 +80,16 @@ def ask(
     out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
     items, question = c.split_args(args or [])
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
-    run, extra = c.run_ask, {"resume": resume}
+    run = functools.partial(c.run_ask, resume=resume)
     if each:
         if resume:
             raise c.InputError("--each asks about each file on its own; leave out -c")
         from glmv_cli.each import run_each as run
-
-        extra = {}
     run(items, question or c.default_question(items[:1] if each else items), choice,
         c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                        video_backend),
         c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                             think_budget, max_context), out, **extra)
+                             think_budget, max_context), out)
 
 
 @app.command(epilog=_examples(

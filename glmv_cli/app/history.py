@@ -12,14 +12,13 @@ dpi, fps, what a long PDF's pages were ranked against) is kept too; a PDF's pass
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glmv_cli.app.attachments import Attachment
+from glmv_cli.app.attachments import Attachment, from_path
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.errors import InputError
 
@@ -47,9 +46,13 @@ class Record:
     model: str | None = None
     system: str | None = None
     turns: list[dict] = field(default_factory=list)
+    new_bytes: dict[str, bytes] = field(default_factory=dict, repr=False)  # sha256 -> bytes for save() to write
 
     def add(self, question: str, attachments: list[Attachment], raw: str, answer: str, load: LoadOptions) -> None:
         kept = {k: v for k, v in dataclasses.asdict(load).items() if k not in NOT_KEPT}
+        for a in attachments:
+            if a.path is None:
+                self.new_bytes[a.sha256] = a.data
         self.turns.append({"question": question, "attachments": [_keep(a) for a in attachments], "raw": raw,
                            "answer": answer, "load": kept})
 
@@ -104,12 +107,10 @@ def save(record: Record) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         blobs = folder / "blobs"
-        for turn in record.turns:
-            for kept in turn["attachments"]:
-                if "blob" in kept and not (blobs / kept["blob"]).exists():
-                    blobs.mkdir(exist_ok=True)
-                    (blobs / kept["blob"]).write_bytes(kept.pop("_data"))
-                kept.pop("_data", None)
+        for digest, data in record.new_bytes.items():
+            if not (blobs / digest).exists():
+                blobs.mkdir(exist_ok=True)
+                (blobs / digest).write_bytes(data)
         tmp = folder / f"last.json.{os.getpid()}"  # each process its own, then one atomic rename
         tmp.write_text(json.dumps({"version": VERSION, "model": record.model, "system": record.system,
                                    "turns": record.turns}, ensure_ascii=False, indent=1))
@@ -136,7 +137,7 @@ def _keep(a: Attachment) -> dict:
     if a.path is not None:
         kept["path"] = str(Path(a.path).expanduser().resolve())
     else:
-        kept["blob"], kept["_data"] = a.sha256, a.data  # written by save(), beside last.json
+        kept["blob"] = a.sha256  # its bytes are written by save(), beside last.json
     return kept
 
 
@@ -144,28 +145,19 @@ def _restore(kept: dict) -> Attachment:
     label = kept["source"]
     if "path" in kept:
         path = Path(kept["path"])
-        try:
-            digest = _sha256(path)
-        except OSError:
+        if not path.is_file():
             raise InputError(f"{label} (in the conversation -c continues) is gone from {path}; ask without -c "
-                             "to start a new conversation") from None
-        if digest != kept["sha256"]:
+                             "to start a new conversation")
+        found = from_path(path, source=label)
+        if found.sha256 != kept["sha256"]:
             raise InputError(f"{label} changed since the conversation -c continues was asked; ask without -c "
                              "to start a new conversation about it")
-        return Attachment(source=label, mime=kept["mime"], sha256=digest, path=path, name=kept.get("name", ""))
+        return dataclasses.replace(found, mime=kept["mime"])  # (a GIF read as a video stays one)
     try:
         data = (state_dir() / "blobs" / kept["blob"]).read_bytes()
     except OSError:
         raise InputError(f"{label} (in the conversation -c continues) is no longer kept; ask without -c") from None
     return Attachment(source=label, mime=kept["mime"], sha256=kept["sha256"], data=data, name=kept.get("name", ""))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _prune(blobs: Path, record: Record) -> None:

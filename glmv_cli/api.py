@@ -21,6 +21,8 @@ from glmv_cli.generate import Generation, Sampling, StaticStep, compiled_step
 from glmv_cli.loading import DEFAULT_REPO, load_model, pick_device, pick_dtype, resolve_checkpoint
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
+from glmv_cli.prompt_cache import PromptCache
+from glmv_cli.prompt_cache import enabled as prompt_cache_enabled
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Glmv:
     defaults: dict = field(default_factory=dict)
     load_seconds: float = 0.0
     _steps: dict = field(default_factory=dict, repr=False)
+    prompt_cache: PromptCache = field(default_factory=PromptCache, repr=False)  # the last request's KV cache
 
     @property
     def config(self) -> Glm4vConfig:
@@ -74,12 +77,23 @@ class Glmv:
         return self._steps[key]
 
     def generate(self, inputs: dict, *, max_new_tokens: int | None = None, ignore_stop: bool = False,
-                 compile: bool = False, graph: bool | None = None, **sampling) -> Generation:
+                 compile: bool = False, graph: bool | None = None, reuse: bool = False, **sampling) -> Generation:
         """An iterator of new token ids for the processor-style `inputs` (batch of one, on any
-        device); compile=True decodes with the compiled step; graph=False turns CUDA graphs off."""
+        device); compile=True decodes with the compiled step; graph=False turns CUDA graphs off;
+        reuse=True skips the prompt's first tokens that the last reusing request left in the KV
+        cache (a conversation's next turn: prompt_cache.py; the Session does this)."""
         limit = max_new_tokens or int(self.defaults.get("max_new_tokens") or 1024)
         return Generation(self.model, inputs, max_new_tokens=limit, sampling=self.sampling(**sampling),
-                          stop_ids=() if ignore_stop else self.stop_ids, step=self.decode_step(compile, graph))
+                          stop_ids=() if ignore_stop else self.stop_ids, step=self.decode_step(compile, graph),
+                          prompt_cache=self.reusable_cache() if reuse else self.free_prompt_cache())
+
+    def reusable_cache(self) -> PromptCache | None:
+        """The prompt cache, unless GLMV_PROMPT_CACHE=0 turns reuse off."""
+        return self.prompt_cache if prompt_cache_enabled() else self.free_prompt_cache()
+
+    def free_prompt_cache(self) -> None:
+        """Let the memory of the kept KV cache go (unless a decode step keeps it for its graph)."""
+        self.prompt_cache.clear()
 
 
 def generation_defaults(folder: Path) -> dict:

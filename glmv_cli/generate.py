@@ -13,10 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from glmv_cli.model.glm4v import Glm4v
+
+if TYPE_CHECKING:
+    from glmv_cli.prompt_cache import PromptCache
 
 
 @dataclass(frozen=True)
@@ -113,17 +117,22 @@ class Generation:
     `forced(token)` (optional) names ids to feed in after a yielded token as if the model had
     written them (e.g. "</think><answer>" when a think budget runs out); they are yielded too and
     count toward max_new_tokens. Once exhausted: `finish_reason` ("stop" | "length"),
-    `prefill_seconds` (prompt in, first token out) and `decode_seconds` (the rest).
+    `prefill_seconds` (prompt in, first token out) and `decode_seconds` (the rest). From the
+    start of iteration: `cached_tokens`, the prompt tokens a prompt cache held.
     """
 
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
-                 step: Callable | None = None):
+                 step: Callable | None = None, prompt_cache: PromptCache | None = None):
         """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
-        method compiled, see compiled_step); None decodes with the eager Glm4v.decode."""
+        method compiled, see compiled_step); None decodes with the eager Glm4v.decode.
+        `prompt_cache`: the KV cache an earlier generation left (prompt_cache.py); the prompt's
+        first tokens that it holds are not run again, and this generation leaves its own there."""
         if step is not None and not isinstance(step, StaticStep):
             step = StaticStep(model, step)
         self.model, self.inputs, self.forced, self.step = model, inputs, forced, step
+        self.prompt_cache = prompt_cache
+        self.cached_tokens = 0  # prompt tokens the prompt cache held: not run again
         self.max_new_tokens, self.sampling, self.stop_ids = max_new_tokens, sampling, set(stop_ids)
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
         self.finish_reason: str | None = None
@@ -138,15 +147,26 @@ class Generation:
             generator = torch.Generator(device=device).manual_seed(s.seed)
         seen = torch.zeros(1, model.cfg.text.vocab_size, dtype=torch.bool, device=device)
         seen[0, ids[0]] = True
-        text = model.language_model
+        text, pc = model.language_model, self.prompt_cache
         cache_len = self.prompt_tokens + self.max_new_tokens
-        if self.step is not None:  # a static step specialises on the cache length: few distinct sizes
-            self.step.begin(cache_len)
-        else:
-            text.setup_cache(1, cache_len)
-        start = time.perf_counter()
+        matching = time.perf_counter()
+        prompt = ids[0].tolist()
+        media, reuse = [], 0
+        if pc is not None:
+            from glmv_cli.prompt_cache import prompt_media
+
+            types = self.inputs.get("mm_token_type_ids")
+            media = prompt_media(self.inputs, (types if types is not None else model.token_types(ids)).cpu())
+            reuse = pc.match(prompt, media)
+        matching = time.perf_counter() - matching
+        reuse = self.cached_tokens = self._allocate(cache_len, reuse)
+        start = time.perf_counter() - matching  # finding what the cache holds counts toward the first token
         try:
-            logits, delta = model.prefill(**{**self.inputs, "input_ids": ids})
+            if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
+                pc.hold(text.caches, prompt[:reuse], [m for m in media if m.end <= reuse])
+            logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse)
+            if pc is not None:
+                pc.hold(text.caches, prompt, media)
             pos, step = self.prompt_tokens, 0
             delta_t = torch.tensor([delta], device=device)
             pos_t = torch.tensor([pos], device=device)
@@ -176,6 +196,8 @@ class Generation:
                 if queue_early:
                     ready.synchronize()
                     value = int(host[0])
+                    if more and pc is not None:
+                        pc.fed(value)
                 else:
                     value = int(token)
                 if step == 1:
@@ -186,15 +208,24 @@ class Generation:
                 yield value
                 if more and not queue_early:
                     logits = decode_one(token)
+                    if pc is not None:
+                        pc.fed(value)
                 pos += 1
                 extra = tuple(self.forced(value))[: self.max_new_tokens - step] if self.forced else ()
                 if extra:
                     row = torch.tensor([extra], dtype=torch.long, device=device)  # (1, F)
                     seen[0, row[0]] = True
                     logits = model.decode(row, pos, delta)[:, -1]
+                    if pc is not None:
+                        for forced in extra:
+                            pc.fed(forced)
                     pos, step = pos + len(extra), step + len(extra)
                     yield from extra
             self.finish_reason = "length"
+        except Exception:
+            if pc is not None:  # (out of memory, most often: free the cache too)
+                pc.clear()
+            raise
         finally:
             if self.prefill_seconds:
                 self.decode_seconds = time.perf_counter() - start
@@ -202,3 +233,30 @@ class Generation:
                 self.step.end()
             else:
                 text.drop_cache()
+
+    def _allocate(self, cache_len: int, reuse: int) -> int:
+        """The KV cache for this generation, on the model; with the prompt cache's first `reuse`
+        positions in it (the kept cache itself when it is big enough, else a copy). Returns how
+        many it holds: 0 when keeping them left no room for this one."""
+        pc, text = self.prompt_cache, self.model.language_model
+        if pc is not None and not reuse:
+            pc.clear()  # nothing to keep: free it before allocating
+        kept = pc.caches if reuse else None
+        try:
+            if self.step is not None:  # a static step allocates (or keeps) its own
+                self.step.begin(cache_len)
+            elif kept is not None and pc.capacity >= cache_len:
+                text.caches = kept
+            else:
+                text.setup_cache(1, cache_len)
+        except RuntimeError as e:
+            from glmv_cli.memory import is_out_of_memory
+
+            if not (reuse and is_out_of_memory(e)):
+                raise
+            pc.clear()  # the kept cache and a bigger one do not fit together: start afresh
+            return self._allocate(cache_len, 0)
+        if kept is not None and text.caches is not kept:
+            pc.copy_into(text.caches, reuse)
+        text.caches[0].holder = pc  # whose ids describe this cache (prompt_cache.py)
+        return reuse

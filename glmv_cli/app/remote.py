@@ -220,6 +220,7 @@ class Reply:
         raw = f"<think>{self.reasoning.thinking}</think>{self.content}" if self.reasoning.thinking else self.content
         prompt = self.usage.prompt_tokens if self.usage else 0
         completion = self.usage.completion_tokens if self.usage else 0
+        cached = getattr(getattr(self.usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
         prefill = (self.first - self.sent) if self.first else 0.0
         decode = self.last - self.first if self.first and self.last and self.last > self.first else 0.0
         rate = (completion - 1) / decode if decode and completion > 1 else 0.0
@@ -227,7 +228,7 @@ class Reply:
 
         return Result(model=model, thinking=self.thinking, answer=self.answer.answer, raw=raw,
                       boxes=find_boxes(answer_for_history(raw)), images=_image_sizes(used),
-                      usage=Usage(prompt, 0, completion), timings=Timings(0.0, preprocess_s, prefill, rate),
+                      usage=Usage(prompt, 0, completion, cached), timings=Timings(0.0, preprocess_s, prefill, rate),
                       finish_reason=self.finish or "stop", notes=notes)
 
 

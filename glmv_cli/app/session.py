@@ -77,6 +77,7 @@ class Usage:
     prompt_tokens: int
     image_tokens: int  # placeholders the images / pages / video frames fill
     completion_tokens: int
+    cached_tokens: int = 0  # of the prompt's, already in the KV cache from the last request (not run again)
 
 
 @dataclass(frozen=True)
@@ -363,7 +364,8 @@ class Conversation:
                                  repetition_penalty=gen.repetition_penalty, seed=gen.seed)
         forced = BudgetState(budget).after if budget else None
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
-                          stop_ids=glmv.stop_ids, forced=forced, step=glmv.decode_step(s.compile))
+                          stop_ids=glmv.stop_ids, forced=forced, step=glmv.decode_step(s.compile),
+                          prompt_cache=glmv.reusable_cache())
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history
@@ -375,7 +377,7 @@ class Conversation:
         return Result(
             model=self.session.name, thinking=parser.thinking, answer=parser.answer, raw=raw,
             boxes=find_boxes(answer_for_history(raw)), images=images,
-            usage=Usage(inputs.num_prompt_tokens, sum(inputs.attachment_tokens), len(ids)),
+            usage=Usage(inputs.num_prompt_tokens, sum(inputs.attachment_tokens), len(ids), decoding.cached_tokens),
             timings=Timings(timings.load_s, timings.preprocess_s, decoding.prefill_seconds, rate),
             finish_reason=decoding.finish_reason or "length", completion_ids=ids, notes=notes,
             pages=list(self.pages),

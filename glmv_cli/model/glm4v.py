@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from glmv_cli.model.config import Glm4vConfig
-from glmv_cli.model.positions import mm_token_types, rope_positions
+from glmv_cli.model.positions import media_spans, mm_token_types, rope_positions
 from glmv_cli.model.text import TextModel, padded_causal_mask
 from glmv_cli.model.vision import VisionModel
 
@@ -77,7 +77,7 @@ class Glm4v(nn.Module):
     def positions(self, types: torch.Tensor, image_grid_thw=None, video_grid_thw=None,
                   attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         """3D positions (3, B, S) and rope deltas (B, 1) for a prompt."""
-        grids = [_grid_list(image_grid_thw), _grid_list(video_grid_thw)]
+        grids = [grid_list(image_grid_thw), grid_list(video_grid_thw)]
         return rope_positions(types, *grids, self.cfg.vision.spatial_merge_size, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
@@ -99,20 +99,50 @@ class Glm4v(nn.Module):
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-                video_grid_thw=None, mm_token_type_ids=None, **_unused) -> tuple[torch.Tensor, int]:
-        """One unpadded prompt (1, S) into the KV cache -> (last logits (1, vocab), rope delta)."""
+                video_grid_thw=None, mm_token_type_ids=None, start: int = 0, **_unused) -> tuple[torch.Tensor, int]:
+        """One unpadded prompt (1, S) into the KV cache -> (last logits (1, vocab), rope delta).
+
+        start > 0: the cache already holds the keys and values of the prompt's first `start`
+        tokens (an earlier request's, see prompt_cache.py); only the rest is run, and the vision
+        tower sees only the images and videos in it. `start` must not cut an image or a video."""
         types = mm_token_type_ids.cpu() if mm_token_type_ids is not None else self.token_types(input_ids.cpu())
         position_ids, deltas = self.positions(types, image_grid_thw, video_grid_thw)
+        if start:
+            pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw = self._media_after(
+                start, types, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+            input_ids, types, position_ids = input_ids[:, start:], types[:, start:], position_ids[:, :, start:]
         x = on_model_device(self.device, input_ids=input_ids, types=types, position_ids=position_ids,
                             pixel_values=pixel_values, pixel_values_videos=pixel_values_videos)
         embeds = self.embed(x["input_ids"], x["types"], x["pixel_values"], image_grid_thw, x["pixel_values_videos"],
                             video_grid_thw)
         length = embeds.shape[1]
-        for start in range(0, length, PREFILL_CHUNK):  # each chunk attends to the cache before it
-            end = min(start + PREFILL_CHUNK, length)
-            hidden = self.language_model(embeds[:, start:end], x["position_ids"][:, :, start:end], start=start,
+        for at in range(0, length, PREFILL_CHUNK):  # each chunk attends to the cache before it
+            end = min(at + PREFILL_CHUNK, length)
+            hidden = self.language_model(embeds[:, at:end], x["position_ids"][:, :, at:end], start=start + at,
                                          use_cache=True)
         return self.lm_head(hidden[:, -1]), int(deltas[0, 0])
+
+    @staticmethod
+    def _media_after(start: int, types: torch.Tensor, pixel_values, image_grid_thw, pixel_values_videos,
+                     video_grid_thw) -> tuple:
+        """The pixels and grids of the images and videos that begin at or after `start`."""
+        grids = {1: grid_list(image_grid_thw), 2: grid_list(video_grid_thw)}
+        before = {1: 0, 2: 0}
+        for kind, first, end, _ in media_spans(types[0].tolist(), grids[1], grids[2]):
+            if first < start < end:
+                raise ValueError(f"a prompt cannot be resumed at token {start}: an {_NAMES[kind]} spans "
+                                 f"tokens {first}..{end - 1}")
+            before[kind] += end <= start
+        out = []
+        for kind, pixels, grid in ((1, pixel_values, image_grid_thw), (2, pixel_values_videos, video_grid_thw)):
+            n = before[kind]
+            if n and n == len(grids[kind]):
+                pixels = grid = None
+            elif n:
+                rows = sum(t * h * w for t, h, w in grids[kind][:n])
+                pixels, grid = pixels[rows:], grid[n:]
+            out += [pixels, grid]
+        return tuple(out)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, start: int, rope_delta: int) -> torch.Tensor:
@@ -161,7 +191,7 @@ def on_model_device(device: torch.device, **tensors) -> dict:
     return out
 
 
-def _grid_list(grid_thw) -> list[tuple[int, int, int]]:
+def grid_list(grid_thw) -> list[tuple[int, int, int]]:
     if grid_thw is None:
         return []
     rows = grid_thw.tolist() if torch.is_tensor(grid_thw) else grid_thw

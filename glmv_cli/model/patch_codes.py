@@ -46,6 +46,10 @@ class PatchCodes:
     def device(self) -> torch.device:
         return self.codes.device
 
+    def __getitem__(self, rows: slice) -> PatchCodes:
+        """Some of the rows, as codes (e.g. the images after the first few)."""
+        return PatchCodes(self.codes[rows], self.table, self.temporal)
+
     def to(self, device, non_blocking: bool = False) -> PatchCodes:
         return PatchCodes(self.codes.to(device, non_blocking=non_blocking),
                           self.table.to(device, non_blocking=non_blocking), self.temporal)

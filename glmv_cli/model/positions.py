@@ -18,7 +18,7 @@ rope_delta = (max position + 1) - number of tokens = 18 - 36 = -18: the k-th gen
 
 from __future__ import annotations
 
-from itertools import groupby
+from itertools import groupby, islice
 
 import torch
 
@@ -99,3 +99,23 @@ def rope_positions(types: torch.Tensor, image_grids: list, video_grids: list, me
         positions[:, b, mask[b]] = pos
         deltas[b, 0] = delta
     return positions.to(device), deltas.to(device)
+
+
+def media_spans(types: list[int], image_grids: list, video_grids: list) -> list[tuple[int, int, int, int]]:
+    """Each image and each video of one unpadded sequence, in prompt order, as (kind, first
+    placeholder, one past the last, its grid's index among that kind's grids). A video spans its
+    frame pairs and the timestamps between them."""
+    runs: dict[int, list[tuple[int, int]]] = {1: [], 2: []}
+    at = 0
+    for kind, group in groupby(types):
+        length = len(list(group))
+        if kind:
+            runs[kind].append((at, at + length))
+        at += length
+    spans = [(1, start, end, k) for k, (start, end) in enumerate(runs[1][:len(image_grids)])]
+    frames = iter(runs[2])
+    for k, (t, _, _) in enumerate(video_grids):
+        mine = list(islice(frames, int(t)))
+        if mine:
+            spans.append((2, mine[0][0], mine[-1][1], k))
+    return sorted(spans, key=lambda span: span[1])

@@ -64,10 +64,13 @@ def error_body(message: str, kind: str = "invalid_request_error", code: str | No
 
 
 def usage(result: Result | None, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict:
+    """OpenAI's usage; prompt_tokens_details.cached_tokens: prompt tokens the KV cache already held."""
+    cached = 0
     if result is not None:
-        prompt_tokens, completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
+        u = result.usage
+        prompt_tokens, completion_tokens, cached = u.prompt_tokens, u.completion_tokens, u.cached_tokens
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 class Ids:

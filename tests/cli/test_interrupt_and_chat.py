@@ -64,6 +64,9 @@ def test_chat_through_a_pipe(scripted, media, tmp_path):
     first, second, after_reset = (d["usage"]["prompt_tokens"] for d in done)
     assert done[0]["usage"]["image_tokens"] == 12 and done[1]["usage"]["image_tokens"] == 12  # the image stays
     assert second > first + 10  # the history is in the prompt
+    # the second turn ran only what it added; after /reset nothing matched past the first tokens
+    assert [d["usage"]["cached_tokens"] for d in done][:2] == [0, first]
+    assert done[2]["usage"]["cached_tokens"] < 10
     assert after_reset < first  # no image, no history
     assert "nothing.png: no such file" in run.err and "unknown command /bogus" in run.err
     md = (tmp_path / "transcript.md").read_text()

@@ -80,6 +80,20 @@ def test_history_keeps_answers_not_thinking(session, media):
     assert chat.turns == [Turn.system("Be brief.")]
 
 
+def test_each_turn_runs_only_what_it_adds(session, media, monkeypatch):
+    """The KV cache the last turn left holds the conversation so far (prompt_cache.py): the next
+    turn's usage says so, and its answer is the same; GLMV_PROMPT_CACHE=0 runs everything."""
+    chat = session.conversation()
+    first = chat.run("Where is the blue square?", [str(media["png"])])
+    second = chat.run("And the red one?")
+    assert second.usage.cached_tokens == first.usage.prompt_tokens
+    assert second.answer == first.answer == ANSWER
+    assert second.to_json()["usage"]["cached_tokens"] == first.usage.prompt_tokens
+    monkeypatch.setenv("GLMV_PROMPT_CACHE", "0")
+    third = chat.run("And the green one?")
+    assert third.usage.cached_tokens == 0 and third.answer == ANSWER
+
+
 def test_interrupted_turn_stays_in_history(session):
     chat = session.conversation()
     events = chat.ask("q")

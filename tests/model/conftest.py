@@ -104,6 +104,21 @@ def prompt_inputs(processor):
     return get
 
 
+@pytest.fixture(scope="session")
+def follow_up(processor):
+    """A next turn's tokens after a prompt: an answer, the next question, the assistant tag."""
+    text = "It is a picture.<|user|>\nAnd what else is there?<|assistant|>\n"
+    return torch.tensor([processor.tokenizer(text)["input_ids"]])
+
+
+def extended(inputs: dict, more: torch.Tensor) -> dict:
+    out = dict(inputs)
+    out["input_ids"] = torch.cat([inputs["input_ids"], more], dim=1)
+    if "attention_mask" in inputs:
+        out["attention_mask"] = torch.ones_like(out["input_ids"])
+    return out
+
+
 def model_kwargs(inputs: dict) -> dict:
     """What a caller passes to our model: the processor's tensors minus mm_token_type_ids
     (our model derives the token types from the ids)."""

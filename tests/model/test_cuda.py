@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import glmv_cli
-from tests.model.conftest import model_kwargs
+from tests.model.conftest import extended, model_kwargs
 from tests.reference import building_block_logits, reference_model
 
 pytestmark = pytest.mark.gpu
@@ -97,6 +97,20 @@ def test_the_graph_is_captured_once_per_cache_length(ours, prompt_inputs, gpu):
     longer = tokens(ours, inputs, n=400)  # another bucket: captured again, still right
     assert step.graph is not graph and longer == tokens(ours, inputs, n=400, graph=False)
     assert ours.model.language_model.caches is None  # handed back after each request
+
+
+@pytest.mark.parametrize("new_tokens", [24, 400])  # the first request's cache length, and a longer one
+def test_a_follow_up_through_the_graph_reuses_the_prompt_cache(ours, prompt_inputs, follow_up, gpu, new_tokens):
+    """The graph's cache holds the last request's keys and values; a follow-up runs only its new
+    tokens, in the kept cache or (another length: captured again) in a copy, and gets the tokens of
+    an eager run from scratch (a CPU dry run: eager both times)."""
+    first = model_kwargs(prompt_inputs("image"))
+    second = extended(first, follow_up)
+    sampled = dict(temperature=1.5, seed=3)  # random weights: greedy repeats one token
+    want = tokens(ours, second, n=new_tokens, graph=False, **sampled)
+    tokens(ours, first, n=24, reuse=True, **sampled)
+    gen = ours.generate(second, max_new_tokens=new_tokens, ignore_stop=True, reuse=True, **sampled)
+    assert list(gen) == want and gen.cached_tokens == first["input_ids"].shape[1]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -232,3 +232,15 @@ def test_a_second_server_on_the_same_port_is_one_clear_error(server, scripted):
     run = run_glmv("serve", "--model", scripted, "--port", server.port)
     assert run.code == 2 and run.err.startswith("glmv: error: cannot listen on 127.0.0.1:") and \
         run.err.count("\n") == 1
+
+
+def test_a_follow_up_runs_only_what_it_adds(ask, media):
+    """A chat's next request repeats the first one's messages: the server runs only the new ones
+    and says how many prompt tokens it reused, as OpenAI's API does."""
+    first = ask(user(image(media["png"]), QUESTION))
+    follow = ask(user(image(media["png"]), QUESTION) + [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And the red one?"}])
+    assert follow.usage.prompt_tokens_details.cached_tokens == first.usage.prompt_tokens
+    assert follow.usage.prompt_tokens > first.usage.prompt_tokens
+    assert follow.choices[0].message.content == ANSWER

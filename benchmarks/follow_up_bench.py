@@ -33,6 +33,8 @@ GEN = GenerationOptions(max_new_tokens=16, temperature=0)
 def conversation(session: Session, image: Path, reuse: bool):
     """(first turn's result, second turn's result) of one fresh conversation."""
     os.environ["GLMV_PROMPT_CACHE"] = "1" if reuse else "0"
+    if session.loaded:
+        session.glmv.prompt_cache.clear()  # nothing from the conversation before
     chat = session.conversation()
     first = chat.run("Describe this picture.", [str(image)], generation=GEN)
     second = chat.run("And what is in its top left corner?", generation=GEN)

@@ -151,15 +151,16 @@ class Generation:
         cache_len = self.prompt_tokens + self.max_new_tokens
         matching = time.perf_counter()
         prompt = ids[0].tolist()
-        media, reuse = [], 0
+        media, found = [], None
         if pc is not None:
             from glmv_cli.prompt_cache import prompt_media
 
             types = self.inputs.get("mm_token_type_ids")
             media = prompt_media(self.inputs, (types if types is not None else model.token_types(ids)).cpu())
-            reuse = pc.match(prompt, media)
+            found = pc.find(prompt, media)
+            pc.set_aside(found)
         matching = time.perf_counter() - matching
-        reuse = self.cached_tokens = self._allocate(cache_len, reuse)
+        reuse = self.cached_tokens = self._allocate(cache_len, found)
         start = time.perf_counter() - matching  # finding what the cache holds counts toward the first token
         try:
             if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
@@ -234,13 +235,15 @@ class Generation:
             else:
                 text.drop_cache()
 
-    def _allocate(self, cache_len: int, reuse: int) -> int:
-        """The KV cache for this generation, on the model; with the prompt cache's first `reuse`
-        positions in it (the kept cache itself when it is big enough, else a copy). Returns how
-        many it holds: 0 when keeping them left no room for this one."""
+    def _allocate(self, cache_len: int, found) -> int:
+        """The KV cache for this generation, on the model, with the first `found.n` positions of
+        what the prompt cache matched (prompt_cache.Found) in it: the working cache itself when it
+        matched and is big enough, else a copy. Returns how many it holds (0 when keeping them left
+        no room for this generation)."""
         pc, text = self.prompt_cache, self.model.language_model
-        if pc is not None and not reuse:
-            pc.clear()  # nothing to keep: free it before allocating
+        reuse = found.n if found is not None else 0
+        if pc is not None and (not reuse or found.source is not None):
+            pc.drop_working()  # nothing in it to keep: free it before allocating
         kept = pc.caches if reuse else None
         try:
             if self.step is not None:  # a static step allocates (or keeps) its own
@@ -252,11 +255,11 @@ class Generation:
         except RuntimeError as e:
             from glmv_cli.memory import is_out_of_memory
 
-            if not (reuse and is_out_of_memory(e)):
+            if pc is None or not is_out_of_memory(e) or not (pc.caches or pc.snapshots):
                 raise
-            pc.clear()  # the kept cache and a bigger one do not fit together: start afresh
-            return self._allocate(cache_len, 0)
-        if kept is not None and text.caches is not kept:
-            pc.copy_into(text.caches, reuse)
+            pc.clear()  # what it kept and this cache do not fit together: start afresh
+            return self._allocate(cache_len, None)
+        if reuse and text.caches is not kept:
+            pc.copy_into(text.caches, found)
         text.caches[0].holder = pc  # whose ids describe this cache (prompt_cache.py)
         return reuse

@@ -3,7 +3,7 @@ what the cache already holds.
 
 A chat's next turn repeats the whole conversation so far, images included, and a client of `glmv
 serve` sends the same image again with each follow-up question. The keys and values of all that
-are still in the cache the last request filled. `PromptCache.match` finds how many of the new
+are still in the cache the last request filled. `PromptCache.find` finds how many of the new
 prompt's first tokens it holds; generation then runs only the rest through the decoder, and the
 vision tower sees only the images and videos in the rest (Glm4v.prefill's `start`).
 
@@ -15,11 +15,12 @@ the logits the answer starts from. The positions of the tokens kept are the new 
 (M-RoPE positions depend only on the tokens before), and their keys and values are the ones a
 full prefill computes.
 
-What is kept: the per-layer caches and the ids whose keys and values are in them (the prompt,
-then each generated token as it is fed back). After a failure nothing is kept. Each generation
-marks the caches it writes with its prompt cache (`holder`), so caches that a generation without
-this prompt cache wrote since (a decode step's cache is shared) are never matched.
-GLMV_PROMPT_CACHE=0 turns the reuse off.
+What is kept: the working cache (the last request's, with the ids in it: the prompt, then each
+generated token as it is fed back) and snapshots of a few earlier prompts, so that a request
+between two turns of a chat does not cost the chat its cache (PromptCache). After a failure nothing
+is kept. Each generation marks the cache it writes with its prompt cache (`holder`): a cache that
+a generation without this prompt cache wrote into since (a decode step's cache is shared) is never
+matched. GLMV_PROMPT_CACHE=0 turns the reuse off.
 """
 
 from __future__ import annotations
@@ -80,46 +81,143 @@ def _digest(pixels, rows: slice) -> bytes:
     return h.digest()
 
 
-class PromptCache:
-    """The caches one request left and the ids in them; empty until a request fills it."""
+@dataclass
+class Snapshot:
+    """An earlier prompt set aside: its ids, media and per-layer (keys, values) of exactly its length."""
 
-    def __init__(self):
+    ids: list[int]
+    media: list[Media]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.kv)
+
+
+@dataclass(frozen=True)
+class Found:
+    """The longest match for a prompt: `n` tokens, in the working cache (source None) or a snapshot."""
+
+    n: int
+    source: Snapshot | None
+    working: int  # of those, how many the working cache holds
+
+
+def matched(held_ids: list[int], held_media: list[Media], ids: list[int], media: list[Media]) -> int:
+    """How many of the first tokens of `ids` (with its `media`) a cache holding `held_ids` has: the
+    same ids, the same pixels under placeholders, not ending inside an image or a video, and at
+    least the prompt's last token left to run."""
+    n, limit = 0, min(len(held_ids), len(ids) - 1)
+    while n < limit and held_ids[n] == ids[n]:
+        n += 1
+    old = iter(held_media)
+    for item in media:
+        if item.start >= n:
+            break
+        if next(old, None) != item or item.end > n:
+            return item.start
+    return n
+
+
+def _begins_with(ids: list[int], media: list[Media], snap: Snapshot) -> bool:
+    """Whether a prompt begins with all of a snapshot's tokens (the same pixels too)."""
+    return matched(ids, media, snap.ids + [-1], snap.media) == len(snap.ids)
+
+
+class PromptCache:
+    """The working cache (the one the last request filled, the ids in it) and snapshots of earlier
+    prompts; empty until a request fills it.
+
+    A snapshot is taken when a request is about to overwrite a prompt it does not continue: a
+    client's unrelated request (a chat interface asking for a title) between two turns of a chat, or
+    a second chat, then costs the first chat nothing. At most `slots` snapshots (GLMV_PROMPT_CACHE_SLOTS,
+    default 4) within `budget` bytes (GLMV_PROMPT_CACHE_MB, default 1024; on a GPU also at most a
+    quarter of its free memory); the least recently used go first."""
+
+    MIN_TOKENS = 16  # shorter prompts are not worth a slot
+
+    def __init__(self, slots: int | None = None, budget: int | None = None):
         self.caches: list | None = None
         self.ids: list[int] = []
         self.media: list[Media] = []
+        self.prompt_len = 0  # of ids, the prompt's (the rest were generated)
+        self.snapshots: list[Snapshot] = []  # most recently used first
+        self.slots = int(os.environ.get("GLMV_PROMPT_CACHE_SLOTS", 4)) if slots is None else slots
+        self.budget = int(float(os.environ.get("GLMV_PROMPT_CACHE_MB", 1024)) * 2**20) if budget is None else budget
 
     @property
     def capacity(self) -> int:
         return self.caches[0].k.shape[2] if self.caches else 0
 
+    def _working(self) -> bool:
+        # (another generation may have written into a shared cache since: a CUDA graph's)
+        return bool(self.caches) and getattr(self.caches[0], "holder", None) is self
+
+    def find(self, ids: list[int], media: list[Media]) -> Found:
+        """The longest match for the prompt `ids` with its `media`."""
+        working = matched(self.ids, self.media, ids, media) if self._working() else 0
+        best = Found(working, None, working)
+        for snap in self.snapshots:
+            n = matched(snap.ids, snap.media, ids, media)
+            if n > best.n:
+                best = Found(n, snap, working)
+        return best
+
     def match(self, ids: list[int], media: list[Media]) -> int:
-        """How many of the first tokens of the prompt `ids` (with its `media`) the cache holds."""
-        if not self.caches or getattr(self.caches[0], "holder", None) is not self:
-            return 0  # (another generation wrote into them since: a CUDA graph's cache is shared)
-        n, limit = 0, min(len(self.ids), len(ids) - 1)
-        while n < limit and self.ids[n] == ids[n]:
-            n += 1
-        old = iter(self.media)
-        for item in media:
-            if item.start >= n:
-                break
-            if next(old, None) != item or item.end > n:
-                return item.start
-        return n
+        """How many of the first tokens of the prompt `ids` (with its `media`) are held."""
+        return self.find(ids, media).n
+
+    def set_aside(self, found: Found) -> None:
+        """Before a request writes into the working cache: a snapshot of the prompt there when the
+        request does not continue it (it would be lost). A snapshot the request starts from goes
+        back into the working cache, so it is no longer kept apart."""
+        if found.source is not None:
+            self.snapshots.remove(found.source)
+        n = self.prompt_len
+        if not self._working() or n < self.MIN_TOKENS or found.working >= n - 1:
+            return
+        ids, media = self.ids[:n], [m for m in self.media if m.end <= n]
+        self.snapshots = [s for s in self.snapshots if not _begins_with(ids, media, s)]  # it says more
+        per_token = sum(c.k[:, :, :1].nbytes + c.v[:, :, :1].nbytes for c in self.caches)
+        budget = self._budget()
+        if n * per_token > budget:
+            return
+        try:
+            kv = [(c.k[:, :, :n].clone(), c.v[:, :, :n].clone()) for c in self.caches]
+        except RuntimeError:  # (out of memory: no snapshot)
+            return
+        self.snapshots.insert(0, Snapshot(ids, media, kv))
+        while self.snapshots and (len(self.snapshots) > self.slots
+                                  or sum(s.nbytes for s in self.snapshots) > budget):
+            self.snapshots.pop()
+
+    def _budget(self) -> int:
+        from glmv_cli.memory import device_room
+
+        room = device_room(self.caches[0].k.device) if self.caches[0].k.device.type == "cuda" else None
+        return min(self.budget, room[0] // 4) if room else self.budget
 
     def hold(self, caches: list, ids: list[int], media: list[Media]) -> None:
-        """The cache now holds the keys and values of `ids` (a copy is kept)."""
+        """The working cache now holds the keys and values of the prompt `ids` (a copy is kept)."""
         self.caches, self.ids, self.media = caches, list(ids), list(media)
+        self.prompt_len = len(ids)
 
     def fed(self, token: int) -> None:
-        """A generated token's keys and values went into the cache after the others."""
+        """A generated token's keys and values went into the working cache after the others."""
         self.ids.append(token)
 
-    def copy_into(self, caches: list, n: int) -> None:
-        """The first `n` positions of the kept cache into another (a bigger one for this request)."""
-        for old, new in zip(self.caches, caches, strict=True):
-            new.k[:, :, :n] = old.k[:, :, :n]
-            new.v[:, :, :n] = old.v[:, :, :n]
+    def copy_into(self, caches: list, found: Found) -> None:
+        """The first `found.n` positions of what matched into `caches` (this request's cache)."""
+        n = found.n
+        source = found.source.kv if found.source is not None else [(c.k, c.v) for c in self.caches]
+        for (k, v), new in zip(source, caches, strict=True):
+            new.k[:, :, :n] = k[:, :, :n]
+            new.v[:, :, :n] = v[:, :, :n]
+
+    def drop_working(self) -> None:
+        self.caches, self.ids, self.media, self.prompt_len = None, [], [], 0
 
     def clear(self) -> None:
-        self.caches, self.ids, self.media = None, [], []
+        """Nothing kept (after a failure: the memory goes back)."""
+        self.drop_working()
+        self.snapshots = []

@@ -99,16 +99,21 @@ def test_the_graph_is_captured_once_per_cache_length(ours, prompt_inputs, gpu):
     assert ours.model.language_model.caches is None  # handed back after each request
 
 
+@pytest.mark.parametrize("between", [False, True])
 @pytest.mark.parametrize("new_tokens", [24, 400])  # the first request's cache length, and a longer one
-def test_a_follow_up_through_the_graph_reuses_the_prompt_cache(ours, prompt_inputs, follow_up, gpu, new_tokens):
+def test_a_follow_up_through_the_graph_reuses_the_prompt_cache(ours, prompt_inputs, follow_up, gpu, new_tokens,
+                                                               between):
     """The graph's cache holds the last request's keys and values; a follow-up runs only its new
-    tokens, in the kept cache or (another length: captured again) in a copy, and gets the tokens of
-    an eager run from scratch (a CPU dry run: eager both times)."""
+    tokens, in the kept cache or (another length: captured again) in a copy, or from a snapshot when
+    another request came between, and gets the tokens of an eager run from scratch (a CPU dry run:
+    eager every time)."""
     first = model_kwargs(prompt_inputs("image"))
     second = extended(first, follow_up)
     sampled = dict(temperature=1.5, seed=3)  # random weights: greedy repeats one token
     want = tokens(ours, second, n=new_tokens, graph=False, **sampled)
     tokens(ours, first, n=24, reuse=True, **sampled)
+    if between:
+        tokens(ours, model_kwargs(prompt_inputs("video")), n=24, reuse=True, **sampled)
     gen = ours.generate(second, max_new_tokens=new_tokens, ignore_stop=True, reuse=True, **sampled)
     assert list(gen) == want and gen.cached_tokens == first["input_ids"].shape[1]
 

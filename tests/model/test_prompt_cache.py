@@ -205,3 +205,39 @@ def test_a_cache_another_generation_wrote_into_is_not_matched(glm, prompt_inputs
         assert list(gen) == generate(glm, second, 8)[0] and gen.cached_tokens == 0
     finally:
         glm.model.language_model.drop_cache()
+
+
+def test_an_unrelated_request_between_two_turns_costs_the_first_chat_nothing(glm, prompt_inputs, follow_up):
+    """A chat interface asks for a title between two turns (or a second chat interleaves): the first
+    chat's prompt is set aside in a snapshot and its next turn still runs only what it adds."""
+    chat = model_kwargs(prompt_inputs("images"))
+    other = model_kwargs(prompt_inputs("video"))
+    cache = PromptCache(slots=4)
+    generate(glm, chat, 4, cache)
+    generate(glm, other, 4, cache)
+    assert [s.ids for s in cache.snapshots] == [chat["input_ids"][0].tolist()]
+    got, gen = generate(glm, extended(chat, follow_up), 8, cache)
+    assert gen.cached_tokens == chat["input_ids"].shape[1]
+    assert got == generate(glm, extended(chat, follow_up), 8)[0]
+    got, gen = generate(glm, extended(other, follow_up), 8, cache)  # and the other one, back
+    assert gen.cached_tokens == other["input_ids"].shape[1]
+    assert got == generate(glm, extended(other, follow_up), 8)[0]
+    # the first chat's snapshot gave way to one of its longer prompt; nothing is kept twice
+    assert [len(s.ids) for s in cache.snapshots] == [extended(chat, follow_up)["input_ids"].shape[1]]
+
+
+def test_snapshots_stay_within_their_slots_and_budget(glm, prompt_inputs):
+    chat, other = model_kwargs(prompt_inputs("images")), model_kwargs(prompt_inputs("video"))
+    none = PromptCache(slots=0)
+    generate(glm, chat, 4, none)
+    generate(glm, other, 4, none)
+    assert none.snapshots == [] and none.match(chat["input_ids"][0].tolist(), []) < 8  # the template's start only
+    per_layer = 2 * chat["input_ids"].shape[1] * glm.config.text.num_kv_heads * glm.config.text.head_dim * 4
+    small = PromptCache(budget=per_layer * glm.config.text.num_layers - 1)  # one byte short of the snapshot
+    generate(glm, chat, 4, small)
+    generate(glm, other, 4, small)
+    assert small.snapshots == []
+    fits = PromptCache(budget=per_layer * glm.config.text.num_layers)
+    generate(glm, chat, 4, fits)
+    generate(glm, other, 4, fits)
+    assert len(fits.snapshots) == 1 and fits.snapshots[0].nbytes == fits.budget

@@ -236,8 +236,12 @@ def test_a_second_server_on_the_same_port_is_one_clear_error(server, scripted):
 
 def test_a_follow_up_runs_only_what_it_adds(ask, media):
     """A chat's next request repeats the first one's messages: the server runs only the new ones
-    and says how many prompt tokens it reused, as OpenAI's API does."""
+    and says how many prompt tokens it reused, as OpenAI's API does; a chat interface's request for
+    a title in between (another prompt) does not lose them."""
     first = ask(user(image(media["png"]), QUESTION))
+    title = ask([{"role": "system", "content": "You write short titles for chats. " * 4},
+                 {"role": "user", "content": "Write a title for a chat that asks where the blue square is."}])
+    assert title.usage.prompt_tokens_details.cached_tokens < 10
     follow = ask(user(image(media["png"]), QUESTION) + [
         {"role": "assistant", "content": first.choices[0].message.content},
         {"role": "user", "content": "And the red one?"}])

@@ -150,11 +150,11 @@ class Generation:
         text, pc = model.language_model, self.prompt_cache
         cache_len = self.prompt_tokens + self.max_new_tokens
         matching = time.perf_counter()
-        prompt = ids[0].tolist()
         media, found = [], None
         if pc is not None:
             from glmv_cli.prompt_cache import prompt_media
 
+            prompt = ids[0].tolist()
             types = self.inputs.get("mm_token_type_ids")
             media = prompt_media(self.inputs, (types if types is not None else model.token_types(ids)).cpu())
             found = pc.find(prompt, media)

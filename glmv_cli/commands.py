@@ -166,6 +166,7 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         session = open_session(model)
         conversation = session.conversation(system)
         history.restore_into(conversation, record, load, gen)
+        keep_cache(session, restore=bool(record.turns))
         result = None
         if map_reduce:
             from glmv_cli.app.map_reduce import map_reduce as read_all
@@ -190,6 +191,7 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         term.clear_status()
     if result is not None and not map_reduce:
         history.answered(record, _local_name(session, model), question, conversation.attachments[-1], result, load)
+        save_cache(session)
     if out.draw_boxes and result is not None:
         draw(conversation, result, out.draw_boxes, term)
 
@@ -202,6 +204,22 @@ def _begin(resume: bool, model: ModelChoice, system: str | None):
     local = model.backend == "local"
     record, name, system = history.begin(resume, model.model if local else None, system)
     return record, dataclasses.replace(model, model=name) if local else model, system
+
+
+def keep_cache(session, restore: bool) -> None:
+    """A local session continuing a kept conversation starts from the cache kept with it
+    (app/kept_cache.py), once its weights are loaded."""
+    if restore and isinstance(session, Session):
+        from glmv_cli.app import kept_cache
+
+        session.after_load.append(kept_cache.restore)
+
+
+def save_cache(session) -> None:
+    if isinstance(session, Session):
+        from glmv_cli.app import kept_cache
+
+        kept_cache.save(session)
 
 
 def _local_name(session, model: ModelChoice) -> str | None:
@@ -264,33 +282,37 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
     session = open_session(model)
     conversation = session.conversation(system)
     history.restore_into(conversation, record, load, gen)
-    pending = [_check_attachment(i) for i in items]
-    screen.welcome(session.name, [_label(i) for i in pending])
-    if record.turns:
-        n = len(record.turns)
-        screen.info(f"continuing the last conversation ({n} turn{'s' if n > 1 else ''})")
-    while True:
-        try:
-            line = screen.read().strip()
-        except EOFError:
-            screen.blank()
-            return
-        except KeyboardInterrupt:
-            screen.blank()
-            continue
-        if not line:
-            continue
-        if line.startswith("/"):
-            if chat_command(line, conversation, pending, screen) == "exit":
+    keep_cache(session, restore=bool(record.turns))
+    try:
+        pending = [_check_attachment(i) for i in items]
+        screen.welcome(session.name, [_label(i) for i in pending])
+        if record.turns:
+            n = len(record.turns)
+            screen.info(f"continuing the last conversation ({n} turn{'s' if n > 1 else ''})")
+        while True:
+            try:
+                line = screen.read().strip()
+            except EOFError:
+                screen.blank()
                 return
-            if line.split()[0] == "/reset":
-                record = history.Record(system=system)
-            continue
-        with screen.busy():
-            result = ask_in_chat(conversation, line, pending, load, gen, out, term)
-        if result is not None:
-            history.answered(record, _local_name(session, model), line, conversation.attachments[-1], result, load)
-        pending.clear()
+            except KeyboardInterrupt:
+                screen.blank()
+                continue
+            if not line:
+                continue
+            if line.startswith("/"):
+                if chat_command(line, conversation, pending, screen) == "exit":
+                    return
+                if line.split()[0] == "/reset":
+                    record = history.Record(system=system)
+                continue
+            with screen.busy():
+                result = ask_in_chat(conversation, line, pending, load, gen, out, term)
+            if result is not None:
+                history.answered(record, _local_name(session, model), line, conversation.attachments[-1], result, load)
+            pending.clear()
+    finally:
+        save_cache(session)  # for the next -c
 
 
 def ask_in_chat(conversation, line, pending, load, gen, out, term):

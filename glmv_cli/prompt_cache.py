@@ -149,13 +149,13 @@ class PromptCache:
     def capacity(self) -> int:
         return self.caches[0].k.shape[2] if self.caches else 0
 
-    def _working(self) -> bool:
+    def has_working(self) -> bool:
         # (another generation may have written into a shared cache since: a CUDA graph's)
         return bool(self.caches) and getattr(self.caches[0], "holder", None) is self
 
     def find(self, ids: list[int], media: list[Media]) -> Found:
         """The longest match for the prompt `ids` with its `media`."""
-        working = matched(self.ids, self.media, ids, media) if self._working() else 0
+        working = matched(self.ids, self.media, ids, media) if self.has_working() else 0
         best = Found(working, None, working)
         for snap in self.snapshots:
             n = matched(snap.ids, snap.media, ids, media)
@@ -174,7 +174,7 @@ class PromptCache:
         if found.source is not None:
             self.snapshots.remove(found.source)
         n = self.prompt_len
-        if not self._working() or n < self.MIN_TOKENS or found.working >= n - 1:
+        if not self.has_working() or n < self.MIN_TOKENS or found.working >= n - 1:
             return
         ids, media = self.ids[:n], [m for m in self.media if m.end <= n]
         self.snapshots = [s for s in self.snapshots if not _begins_with(ids, media, s)]  # it says more

@@ -146,6 +146,7 @@ class Session:
         self.defaults = generation_defaults(self.folder)
         self.device, self.dtype, self.quantize, self.compile = device, dtype, quantize, compile
         self.glmv = None  # glmv_cli.api.Glmv once loaded
+        self.after_load: list = []  # functions of the session, called once the weights are loaded
 
     @property
     def loaded(self) -> bool:
@@ -157,6 +158,8 @@ class Session:
             from glmv_cli.api import load
 
             self.glmv = load(self.folder, device=self.device, dtype=self.dtype, quantize=self.quantize)
+            for hook in self.after_load:
+                hook(self)
         return self.glmv
 
     def conversation(self, system: str | None = None) -> Conversation:

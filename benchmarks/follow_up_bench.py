@@ -1,8 +1,9 @@
 """The time to the first token of a chat's second turn, with and without the prompt cache.
 
-    python benchmarks/follow_up_bench.py [--shape small] [--image 896] [--device cpu] [--reps 3]
+    python benchmarks/follow_up_bench.py [--shape small | --model FOLDER] [--image 896] [--device cpu] [--reps 3]
 
-A random checkpoint of --shape in the real layout (written to a temporary folder), one Session, a
+A random checkpoint of --shape in the real layout (written to a temporary folder; --model: a
+checkpoint folder there is, e.g. the one benchmarks/gpu_check.sh draws), one Session, a
 conversation: an image of --image x --image pixels and a question, then a follow-up question.
 The second turn's prompt repeats the first (the image, the question, the answer): with the prompt
 cache (the default) only what it adds is run; with GLMV_PROMPT_CACHE=0 all of it, vision tower
@@ -44,14 +45,16 @@ def conversation(session: Session, image: Path, reuse: bool):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="small")
+    ap.add_argument("--model", type=Path, help="a checkpoint folder instead of a random --shape")
     ap.add_argument("--image", type=int, default=896)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="glmv-follow-up-") as tmp:
-        folder = Path(tmp) / "model"
-        write_random_checkpoint(folder, args.shape)
+        folder = args.model or Path(tmp) / "model"
+        if args.model is None:
+            write_random_checkpoint(folder, args.shape)
         image = Path(tmp) / "image.png"
         pixels = np.random.default_rng(0).integers(0, 256, (args.image, args.image, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(image)
@@ -62,7 +65,8 @@ def main() -> None:
     cold = min(s.timings.prefill_s for _, s in runs[False])
     warm = min(s.timings.prefill_s for _, s in runs[True])
     out = {
-        "shape": args.shape, "image": args.image, "device": args.device, "dtype": args.dtype,
+        "model": str(args.model) if args.model else args.shape, "image": args.image, "device": args.device,
+        "dtype": args.dtype,
         "torch_threads": torch.get_num_threads(),
         "first_turn_prompt_tokens": first.usage.prompt_tokens, "image_tokens": first.usage.image_tokens,
         "second_turn_prompt_tokens": second.usage.prompt_tokens, "cached_tokens": second.usage.cached_tokens,

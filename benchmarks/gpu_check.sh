@@ -5,7 +5,8 @@
 # 1120x1120 image, 128 new tokens): ours by default (CUDA graphs) side by side with transformers in
 # one process, int8 with a ~4k-token prompt, --compile in a first and a second process (inductor's
 # disk cache); the table; then where a decode step's time goes (benchmarks/decode_profile.py, bf16
-# and int8). Every step has a time limit and the whole stays inside BUDGET seconds.
+# and int8); last, a chat's second turn with and without the prompt cache (follow_up_bench.py). Every
+# step has a time limit and the whole stays inside BUDGET seconds.
 #
 #   here, once:  bash benchmarks/gpu_wheels.sh
 #   then:        device run: command "bash benchmarks/gpu_check.sh", carry [".whl"], timeout_s 590
@@ -77,5 +78,8 @@ step profile_bfloat16 60 python3 benchmarks/decode_profile.py "$CKPT" --device "
 step profile_int8 70 python3 benchmarks/decode_profile.py "$CKPT" --device "$DEVICE" --dtype bfloat16 --quantize int8 \
   --json "$W/profile_int8.json"
 for p in profile_bfloat16 profile_int8; do cp "$W/$p.out" "$OUT/$p.txt" 2>/dev/null && head -n 3 "$OUT/$p.txt"; done
+# a chat's second turn through the prompt cache, and without it (the same checkpoint, bfloat16)
+step follow_up 60 python3 benchmarks/follow_up_bench.py --model "$CKPT" --device "$DEVICE" --image "$IMAGE" --reps 2
+tail -n 1 "$W/follow_up.err"; tail -n 1 "$W/follow_up.out"
 tar -C "$W" -czf "$OUT/logs.tgz" --exclude=demo-train/data --exclude='*.safetensors' . && ls "$OUT"
 echo "gpu_check: $SECONDS s"

@@ -4,6 +4,7 @@ cache from another setting, another version of the weights or a broken file is p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -44,12 +45,15 @@ def test_a_follow_up_in_a_new_process_runs_only_what_it_adds(tiny, media, state,
     assert again.json["usage"]["cached_tokens"] == follow.json["usage"]["prompt_tokens"]
 
 
-def test_a_chat_keeps_its_cache_when_it_ends(tiny, media, state):
+def test_a_chat_keeps_its_cache_when_it_ends_and_starts_from_it(tiny, media, state):
     chat = run_glmv("chat", media["png"], "--model", tiny, *SETTING, "--jsonl",
                     input="What is in the picture?\n", env=env_for(state))
     assert chat.code == 0, chat.err
     follow = run_glmv("ask", "-c", "And the colours?", *ARGS, env=env_for(state))
     assert follow.code == 0 and follow.json["usage"]["cached_tokens"] > 12  # past the image
+    again = run_glmv("chat", "-c", *SETTING, "--jsonl", input="And the shapes?\n", env=env_for(state))
+    done = [json.loads(line) for line in again.out.splitlines() if json.loads(line)["type"] == "done"]
+    assert again.code == 0 and done[0]["usage"]["cached_tokens"] == follow.json["usage"]["prompt_tokens"]
 
 
 @pytest.mark.parametrize("change", ["dtype", "weights", "broken"])

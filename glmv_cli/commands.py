@@ -166,7 +166,7 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         session = open_session(model)
         conversation = session.conversation(system)
         history.restore_into(conversation, record, load, gen)
-        keep_cache(session, restore=bool(record.turns))
+        keep_cache(session)
         result = None
         if map_reduce:
             from glmv_cli.app.map_reduce import map_reduce as read_all
@@ -206,10 +206,10 @@ def _begin(resume: bool, model: ModelChoice, system: str | None):
     return record, dataclasses.replace(model, model=name) if local else model, system
 
 
-def keep_cache(session, restore: bool) -> None:
-    """A local session continuing a kept conversation starts from the cache kept with it
-    (app/kept_cache.py), once its weights are loaded."""
-    if restore and isinstance(session, Session):
+def keep_cache(session) -> None:
+    """A local session starts from the cache kept with the last conversation (app/kept_cache.py),
+    once its weights are loaded: for `-c`, or a new question about the same image."""
+    if isinstance(session, Session):
         from glmv_cli.app import kept_cache
 
         session.after_load.append(kept_cache.restore)
@@ -282,7 +282,7 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
     session = open_session(model)
     conversation = session.conversation(system)
     history.restore_into(conversation, record, load, gen)
-    keep_cache(session, restore=bool(record.turns))
+    keep_cache(session)
     try:
         pending = [_check_attachment(i) for i in items]
         screen.welcome(session.name, [_label(i) for i in pending])

@@ -1,12 +1,13 @@
 """The last conversation's KV cache, kept on disk beside it, so that `glmv ask -c` in a new process
-does not read the conversation so far (its images, its pages) through the model again.
+does not read the conversation so far (its images, its pages) through the model again, nor does a
+new `glmv ask` about the same image (a script asking several questions about one screenshot).
 
 After `glmv ask` answers (and when `glmv chat` ends), the keys and values of the last prompt go to
 `last.kv.safetensors` in the state folder (app/history.py), with its ids and media digests
 (prompt_cache.py) and a fingerprint of what computed them: the checkpoint's folder, its weight
-files' sizes and times, the dtype, int8 or not, and the device type. `-c` loads them back as a
-snapshot of the prompt cache when the fingerprint is the same; the prompt cache's own match then
-decides how much of the new prompt they hold. A file that is missing, unreadable or from another
+files' sizes and times, the dtype, int8 or not, and the device type. The next `glmv ask`, `pdf`,
+`video` or `chat` loads them back as a snapshot of the prompt cache when the fingerprint is the
+same; the prompt cache's own match then decides how much of the new prompt they hold. A file that is missing, unreadable or from another
 setting is passed over: nothing is refused because of it.
 
 Where it pays: on a CPU or a Mac, where reading a prompt through GLM-4.1V-9B takes seconds to

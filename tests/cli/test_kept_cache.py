@@ -56,6 +56,20 @@ def test_a_chat_keeps_its_cache_when_it_ends_and_starts_from_it(tiny, media, sta
     assert again.code == 0 and done[0]["usage"]["cached_tokens"] == follow.json["usage"]["prompt_tokens"]
 
 
+def test_a_new_question_about_the_same_image_reads_only_the_question(tiny, media, state, tmp_path):
+    """A script asking several questions about one screenshot, each its own `glmv ask`."""
+    first = run_glmv("ask", media["png"], "What is in the picture?", "--model", tiny, *ARGS, env=env_for(state))
+    assert first.code == 0
+    shutil.copytree(state, tmp_path / "plain")
+    second = run_glmv("ask", media["png"], "Which colours are there?", "--model", tiny, *ARGS, env=env_for(state))
+    plain = run_glmv("ask", media["png"], "Which colours are there?", "--model", tiny, *ARGS,
+                     env=env_for(tmp_path / "plain", GLMV_PROMPT_CACHE="0"))
+    assert second.code == plain.code == 0
+    image_end = 4 + first.json["usage"]["image_tokens"]  # [gMASK]<sop><|user|>\n<|begin_of_image|>, the image
+    assert image_end <= second.json["usage"]["cached_tokens"] < first.json["usage"]["prompt_tokens"]
+    assert second.json["completion_ids"] == plain.json["completion_ids"]
+
+
 @pytest.mark.parametrize("change", ["dtype", "weights", "broken"])
 def test_a_cache_computed_otherwise_or_broken_is_passed_over(tiny, media, state, tmp_path, change):
     model = tmp_path / "model"

@@ -87,7 +87,7 @@ def restore(session) -> bool:
     """The kept keys and values into the loaded session's prompt cache, as a snapshot, when they
     were computed as this session computes; whether they were."""
     target = path()
-    if not (reuse_enabled() and target.is_file()):
+    if not (history.enabled() and reuse_enabled() and target.is_file()):
         return False
     glmv = session.glmv
     try:

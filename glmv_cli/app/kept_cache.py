@@ -7,8 +7,8 @@ After `glmv ask` answers (and when `glmv chat` ends), the keys and values of the
 (prompt_cache.py) and a fingerprint of what computed them: the checkpoint's folder, its weight
 files' sizes and times, the dtype, int8 or not, and the device type. The next `glmv ask`, `pdf`,
 `video` or `chat` loads them back as a snapshot of the prompt cache when the fingerprint is the
-same; the prompt cache's own match then decides how much of the new prompt they hold. A file that is missing, unreadable or from another
-setting is passed over: nothing is refused because of it.
+same; the prompt cache's own match then decides how much of the new prompt they hold. A file that
+is missing, unreadable or from another setting is passed over: nothing is refused because of it.
 
 Where it pays: on a CPU or a Mac, where reading a prompt through GLM-4.1V-9B takes seconds to
 minutes and reading its cache from disk a fraction of a second. On a CUDA GPU the prompt goes

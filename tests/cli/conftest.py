@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -33,6 +34,9 @@ def glmv_env(**extra: str) -> dict[str, str]:
     path = os.pathsep.join([str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=path, TERM="dumb", COLUMNS="120",
                no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
+    # a state folder of its own (the last conversation and its KV cache): a process reads nothing an
+    # earlier test's kept; tests of -c and of the kept cache pass one folder to all their processes
+    env["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="glmv-test-state-")
     env.update(extra)
     return env
 

@@ -57,7 +57,8 @@ def test_chat_through_a_pipe(scripted, media, tmp_path):
         "Where is the blue square?", "/save transcript.md", "And now?", "/reset", "Again?", "/attach nothing.png",
         "/bogus", "",
     ])
-    run = run_glmv("chat", media["png"], "--model", scripted, "--jsonl", input=script, cwd=tmp_path)
+    run = run_glmv("chat", media["png"], "--model", scripted, "--jsonl", input=script, cwd=tmp_path,
+                   env=glmv_env(XDG_STATE_HOME=str(tmp_path / "state")))  # no cache kept by an earlier test
     assert run.code == 0, run.err
     done = [json.loads(line) for line in run.out.splitlines() if json.loads(line)["type"] == "done"]
     assert [d["answer"] for d in done] == [ANSWER] * 3

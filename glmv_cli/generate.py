@@ -133,6 +133,10 @@ class Generation:
         self.model, self.inputs, self.forced, self.step = model, inputs, forced, step
         self.prompt_cache = prompt_cache
         self.cached_tokens = 0  # prompt tokens the prompt cache held: not run again
+        self._found = None  # what the prompt cache holds of the prompt (matched once per iteration)
+        self._prompt: list[int] = []
+        self._media: list = []
+        self._matching_seconds = 0.0
         self.max_new_tokens, self.sampling, self.stop_ids = max_new_tokens, sampling, set(stop_ids)
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
         self.finish_reason: str | None = None
@@ -149,19 +153,12 @@ class Generation:
         seen[0, ids[0]] = True
         text, pc = model.language_model, self.prompt_cache
         cache_len = self.prompt_tokens + self.max_new_tokens
-        matching = time.perf_counter()
-        media, found = [], None
+        found = None
         if pc is not None:
-            from glmv_cli.prompt_cache import prompt_media
-
-            prompt = ids[0].tolist()
-            types = self.inputs.get("mm_token_type_ids")
-            media = prompt_media(self.inputs, (types if types is not None else model.token_types(ids)).cpu())
-            found = pc.find(prompt, media)
+            found, prompt, media = self._match(), self._prompt, self._media
             pc.set_aside(found)
-        matching = time.perf_counter() - matching
         reuse = self.cached_tokens = self._allocate(cache_len, found)
-        start = time.perf_counter() - matching  # finding what the cache holds counts toward the first token
+        start = time.perf_counter() - self._matching_seconds  # finding what the cache holds counts too
         try:
             if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
                 pc.hold(text.caches, prompt[:reuse], [m for m in media if m.end <= reuse])
@@ -228,12 +225,33 @@ class Generation:
                 pc.clear()
             raise
         finally:
+            self._found = None  # (iterating again matches again: the prompt cache has changed)
             if self.prefill_seconds:
                 self.decode_seconds = time.perf_counter() - start
             if self.step is not None:
                 self.step.end()
             else:
                 text.drop_cache()
+
+    def held(self) -> int:
+        """How many of the prompt's first tokens the prompt cache holds (before generating: for a
+        progress line; generation then runs only the rest)."""
+        return self._match().n if self.prompt_cache is not None else 0
+
+    def _match(self):
+        """What the prompt cache holds of this prompt (prompt_cache.Found), matched once."""
+        if self._found is None:
+            from glmv_cli.prompt_cache import prompt_media
+
+            began = time.perf_counter()
+            ids = self.inputs["input_ids"]
+            types = self.inputs.get("mm_token_type_ids")
+            self._media = prompt_media(self.inputs, (types if types is not None else
+                                                     self.model.token_types(ids)).cpu())
+            self._prompt = ids[0].tolist()
+            self._found = self.prompt_cache.find(self._prompt, self._media)
+            self._matching_seconds = time.perf_counter() - began
+        return self._found
 
     def _allocate(self, cache_len: int, found) -> int:
         """The KV cache for this generation, on the model, with the first `found.n` positions of

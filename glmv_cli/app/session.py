@@ -258,8 +258,10 @@ class Conversation:
         if not s.loaded:
             yield Progress(f"loading weights of {s.name}")
             load_s = s.load().load_seconds
-        yield Progress(f"reading the prompt ({n_prompt:,} tokens)")
         ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget)
+        held = decoding.held()  # (the rest of the conversation so far is in the KV cache already)
+        yield Progress(f"reading the prompt ({n_prompt:,} tokens" + (f", {held:,} of them read before)" if held
+                                                                     else ")"))
         lost = False  # out of memory before a token: the question does not join the history
         try:
             cut = yield from _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))

@@ -85,8 +85,12 @@ def test_each_turn_runs_only_what_it_adds(session, media, monkeypatch):
     turn's usage says so, and its answer is the same; GLMV_PROMPT_CACHE=0 runs everything."""
     chat = session.conversation()
     first = chat.run("Where is the blue square?", [str(media["png"])])
-    second = chat.run("And the red one?")
+    events = list(chat.ask("And the red one?"))
+    second = events[-1].result
     assert second.usage.cached_tokens == first.usage.prompt_tokens
+    reading = [e.message for e in events if isinstance(e, Progress) and e.message.startswith("reading the prompt")]
+    assert reading == [f"reading the prompt ({second.usage.prompt_tokens:,} tokens, "
+                       f"{first.usage.prompt_tokens:,} of them read before)"]
     assert second.answer == first.answer == ANSWER
     assert second.to_json()["usage"]["cached_tokens"] == first.usage.prompt_tokens
     monkeypatch.setenv("GLMV_PROMPT_CACHE", "0")

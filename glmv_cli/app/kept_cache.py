@@ -66,7 +66,8 @@ def save(session) -> None:
     n = pc.prompt_len
     try:
         if not pc.has_working() or n < PromptCache.MIN_TOKENS or n * _per_token(pc) > limit(session.glmv.device):
-            target.unlink(missing_ok=True)
+            if target.is_file():
+                target.unlink()
             return
         from safetensors.torch import save_file
 
@@ -75,7 +76,8 @@ def save(session) -> None:
             tensors[f"k.{i}"] = c.k[:, :, :n].contiguous().cpu()
             tensors[f"v.{i}"] = c.v[:, :, :n].contiguous().cpu()
         media = [[m.kind, m.start, m.end, list(m.grid), m.digest.hex()] for m in pc.media if m.end <= n]
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            return  # (history.save has said why the folder cannot be written)
         tmp = target.with_name(f"{FILE}.{os.getpid()}")
         save_file(tensors, str(tmp), metadata={"fingerprint": fingerprint(session), "media": json.dumps(media)})
         tmp.replace(target)

@@ -98,3 +98,6 @@ def test_what_is_kept_and_what_is_not(tiny, media, state):
     assert not kept(state).exists()
     assert run_glmv("ask", "Hi", "--model", tiny, *ARGS, env=env_for(state)).code == 0
     assert not kept(state).exists()  # a prompt too short to be worth it
+    (state / "file").write_text("")
+    blocked = run_glmv("ask", *args, env=env_for(state, GLMV_STATE_DIR=str(state / "file")))
+    assert blocked.code == 0 and blocked.err.count("could not keep") == 1  # one warning about the folder

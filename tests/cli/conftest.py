@@ -36,7 +36,7 @@ def glmv_env(**extra: str) -> dict[str, str]:
                no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost")
     # a state folder of its own (the last conversation and its KV cache): a process reads nothing an
     # earlier test's kept; tests of -c and of the kept cache pass one folder to all their processes
-    env["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="glmv-test-state-")
+    env["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="process-", dir=os.environ.get("XDG_STATE_HOME"))
     env.update(extra)
     return env
 

@@ -303,6 +303,8 @@ INTERPRETED_MODEL_CHECK = textwrap.dedent("""
             logits = step(logits.argmax(-1, keepdim=True), torch.tensor([pos]), torch.tensor([delta]))
             out.append(logits.clone())
             pos += 1
+        more = torch.arange(130, 140)[None]  # a follow-up prompt resumed after the first (the prompt cache)
+        out.append(model.prefill(input_ids=torch.cat([ids, more], 1), start=ids.shape[1])[0])
         step.end()
         return torch.cat(out)
 
@@ -315,10 +317,10 @@ INTERPRETED_MODEL_CHECK = textwrap.dedent("""
 
 
 def test_the_model_wires_its_kernels_as_its_torch_path(tiny_folder):
-    """The whole tiny model, prefill and four static decode steps, with every Triton kernel on
-    (run by the interpreter on the CPU: RMSNorm, the fused seams, rope for the prompt, rope with
-    the KV-cache write, the SwiGLU activation and the split decode attention for each step) gives the
-    torch path's logits (float32)."""
+    """The whole tiny model, prefill, four static decode steps and a prefill resumed after the
+    first prompt, with every Triton kernel on (run by the interpreter on the CPU: RMSNorm, the fused
+    seams, rope for the prompt, rope with the KV-cache write, the SwiGLU activation and the split
+    decode attention for each step) gives the torch path's logits (float32)."""
     done = interpreted(INTERPRETED_MODEL_CHECK, str(tiny_folder), timeout=600, GLMV_DECODE_ATTENTION="split")
     assert done.returncode == 0, done.stderr
     worst, calls = done.stdout.split(" ", 1)

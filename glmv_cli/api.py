@@ -83,17 +83,19 @@ class Glmv:
         reuse=True skips the prompt's first tokens that the last reusing request left in the KV
         cache (a conversation's next turn: prompt_cache.py; the Session does this)."""
         limit = max_new_tokens or int(self.defaults.get("max_new_tokens") or 1024)
+        cache = self.reusable_cache() if reuse else None
+        if cache is None:
+            self.prompt_cache.clear()  # nothing is kept for a later request: its memory goes back
         return Generation(self.model, inputs, max_new_tokens=limit, sampling=self.sampling(**sampling),
                           stop_ids=() if ignore_stop else self.stop_ids, step=self.decode_step(compile, graph),
-                          prompt_cache=self.reusable_cache() if reuse else self.free_prompt_cache())
+                          prompt_cache=cache)
 
     def reusable_cache(self) -> PromptCache | None:
-        """The prompt cache, unless GLMV_PROMPT_CACHE=0 turns reuse off."""
-        return self.prompt_cache if prompt_cache_enabled() else self.free_prompt_cache()
-
-    def free_prompt_cache(self) -> None:
-        """Let the memory of the kept KV cache go (unless a decode step keeps it for its graph)."""
+        """The prompt cache, unless GLMV_PROMPT_CACHE=0 turns reuse off (then what it held is let go)."""
+        if prompt_cache_enabled():
+            return self.prompt_cache
         self.prompt_cache.clear()
+        return None
 
 
 def generation_defaults(folder: Path) -> dict:

@@ -161,7 +161,7 @@ class Generation:
         start = time.perf_counter() - self._matching_seconds  # finding what the cache holds counts too
         try:
             if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
-                pc.hold(text.caches, prompt[:reuse], [m for m in media if m.end <= reuse])
+                pc.hold(text.caches, prompt[:reuse], media)
             logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse)
             if pc is not None:
                 pc.hold(text.caches, prompt, media)

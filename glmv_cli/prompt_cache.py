@@ -176,11 +176,10 @@ class PromptCache:
         n = self.prompt_len
         if not self.has_working() or n < self.MIN_TOKENS or found.working >= n - 1:
             return
-        ids, media = self.ids[:n], [m for m in self.media if m.end <= n]
+        ids, media = self.ids[:n], self.media
         self.snapshots = [s for s in self.snapshots if not _begins_with(ids, media, s)]  # it says more
-        per_token = sum(c.k[:, :, :1].nbytes + c.v[:, :, :1].nbytes for c in self.caches)
         budget = self._budget()
-        if n * per_token > budget:
+        if n * self.bytes_per_token() > budget:
             return
         try:
             kv = [(c.k[:, :, :n].clone(), c.v[:, :, :n].clone()) for c in self.caches]
@@ -191,6 +190,10 @@ class PromptCache:
                                   or sum(s.nbytes for s in self.snapshots) > budget):
             self.snapshots.pop()
 
+    def bytes_per_token(self) -> int:
+        """Of the working cache: keys and values of one position in every layer."""
+        return sum(c.k[:, :, :1].nbytes + c.v[:, :, :1].nbytes for c in self.caches)
+
     def _budget(self) -> int:
         from glmv_cli.memory import device_room
 
@@ -198,8 +201,9 @@ class PromptCache:
         return min(self.budget, room[0] // 4) if room else self.budget
 
     def hold(self, caches: list, ids: list[int], media: list[Media]) -> None:
-        """The working cache now holds the keys and values of the prompt `ids` (a copy is kept)."""
-        self.caches, self.ids, self.media = caches, list(ids), list(media)
+        """The working cache now holds the keys and values of the prompt `ids` (a copy is kept) and
+        of those of its `media` that end within them."""
+        self.caches, self.ids, self.media = caches, list(ids), [m for m in media if m.end <= len(ids)]
         self.prompt_len = len(ids)
 
     def fed(self, token: int) -> None:

@@ -65,7 +65,7 @@ def save(session) -> None:
     pc: PromptCache = session.glmv.prompt_cache
     n = pc.prompt_len
     try:
-        if not pc.has_working() or n < PromptCache.MIN_TOKENS or n * _per_token(pc) > limit(session.glmv.device):
+        if not pc.has_working() or n < PromptCache.MIN_TOKENS or n * pc.bytes_per_token() > limit(session.glmv.device):
             if target.is_file():
                 target.unlink()
             return
@@ -75,7 +75,7 @@ def save(session) -> None:
         for i, c in enumerate(pc.caches):
             tensors[f"k.{i}"] = c.k[:, :, :n].contiguous().cpu()
             tensors[f"v.{i}"] = c.v[:, :, :n].contiguous().cpu()
-        media = [[m.kind, m.start, m.end, list(m.grid), m.digest.hex()] for m in pc.media if m.end <= n]
+        media = [[m.kind, m.start, m.end, list(m.grid), m.digest.hex()] for m in pc.media]
         if not target.parent.is_dir():
             return  # (history.save has said why the folder cannot be written)
         tmp = target.with_name(f"{FILE}.{os.getpid()}")
@@ -115,6 +115,3 @@ def restore(session) -> bool:
     glmv.prompt_cache.snapshots.insert(0, Snapshot(ids, media, kv))
     return True
 
-
-def _per_token(pc: PromptCache) -> int:
-    return sum(c.k[:, :, :1].nbytes + c.v[:, :, :1].nbytes for c in pc.caches)

@@ -49,10 +49,11 @@ def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype) -> list[str]:
     ]
     room = memory.device_room(dev)
     if room is not None:
-        free, total = room
+        free, total = room.free, room.total
         verdicts = [f"{label} {'fits' if n + memory.HEADROOM <= free else 'does not fit'}"
                     for label, n in sizes.items()]
-        lines.append(f"free         {memory.size(free)} of {memory.size(total)} on {memory.device_name(dev)}: "
+        where = memory.device_name(dev) + (f" ({room.where})" if room.where else "")
+        lines.append(f"free         {memory.size(free)} of {memory.size(total)} on {where}: "
                      f"{', '.join(verdicts)} (leaving {memory.size(memory.HEADROOM)} for the prompt)")
     return lines
 

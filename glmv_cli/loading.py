@@ -207,7 +207,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
         check_keys(Glm4v(config), where)
     model = meta_model(config, dtype, quantize, device)
     int8 = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (Int8Linear, Int8Embedding))}
-    room = memory.device_room(device)  # (free, total) on CUDA
+    room = memory.device_room(device)  # free and total memory; None where not known
     memory.check_fits(memory.tensor_bytes(model), config, dtype, quantize, device, room)
     try:
         return _fill(model, folder, where, int8, device, began)

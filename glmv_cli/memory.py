@@ -4,8 +4,10 @@
 layers and their scales) and counts its tensors. `check_fits` compares that with the device's free
 memory before a byte is read, so a 12 GB card told to load GLM-4.1V-9B in bfloat16 (19.2 GiB) says
 so at once, with the flag that fits (`--quantize int8`: 9.6 GiB), instead of failing a minute into
-the load with the allocator's message. `out_of_memory` turns the allocator's failure (CUDA, Apple's
-Metal, a CPU's) into a GlmvError naming what ran out and what to send less of.
+the load with the allocator's message; on a CPU, a 16 GB laptop is told the same before Linux's OOM
+killer ends the process with a bare "Killed" (host_memory.py). `out_of_memory` turns the
+allocator's failure (CUDA, Apple's Metal, a CPU's) into a GlmvError naming what ran out and what to
+send less of.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from glmv_cli.errors import GlmvError, ModelError
+from glmv_cli.host_memory import MACHINE, REMEDIES, host_room
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +57,32 @@ def weight_bytes(config, dtype: torch.dtype, quantize: str | None, device: torch
     return total
 
 
-def device_room(device: torch.device) -> tuple[int, int] | None:
-    """(free, total) bytes for the model on `device`. CUDA: the device's free memory plus the blocks
-    torch's allocator holds unused (a model loaded and dropped earlier in this process). Metal:
-    Apple's recommended working set for the GPU (about two thirds of a Mac's memory) less what
-    its driver holds; past it macOS swaps, or the allocation fails. None on a CPU."""
+class Room(NamedTuple):
+    """Free and total bytes for the model on a device; on a CPU also the free swap and what binds
+    (host_memory.MACHINE, CGROUP or ULIMIT)."""
+
+    free: int
+    total: int
+    swap: int = 0
+    where: str = ""
+
+
+def device_room(device: torch.device) -> Room | None:
+    """The room for the model on `device`, None where not known. CUDA: the device's free memory
+    plus the blocks torch's allocator holds unused (a model loaded and dropped earlier in this
+    process). Metal: Apple's recommended working set for the GPU (about two thirds of a Mac's
+    memory) less what its driver holds; past it macOS swaps, or the allocation fails. CPU (Linux):
+    the host's available memory, or what a cgroup or ulimit -v leaves, if less (host_memory.py)."""
     if device.type == "cuda" and torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info(device)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int(free + cached), int(total)
+        return Room(int(free + cached), int(total))
     if device.type == "mps" and torch.backends.mps.is_available():
         total = int(torch.mps.recommended_max_memory())
-        return max(0, total - int(torch.mps.driver_allocated_memory())), total
+        return Room(max(0, total - int(torch.mps.driver_allocated_memory())), total)
+    if device.type == "cpu":
+        host = host_room()
+        return Room(host.free, host.total, host.swap, host.where) if host else None
     return None
 
 
@@ -82,24 +100,38 @@ def size(n: float) -> str:
 
 
 def check_fits(need: int, config, dtype: torch.dtype, quantize: str | None, device: torch.device,
-               room: tuple[int, int] | None) -> None:
+               room: tuple | None) -> None:
     """Raises a ModelError naming a setting that fits when `need` bytes of weights cannot fit the
-    device's free memory (`room`: its (free, total), None where not known); warns when they leave
-    less than HEADROOM for the questions."""
+    device's free memory (`room`: a Room or its (free, total); None where not known); warns when
+    they leave less than HEADROOM for the questions, or fit only by swapping."""
     if room is None:
         return
-    free, total = room
+    room = Room(*room)
+    free = room.free
+    short = f"the weights need {size(need)} ({_setting(dtype, quantize)}) but {_room_text(device, room)}"
     if need > free and device.type == "mps":  # unified memory: it may still run, swapping
-        log.warning("the weights need %s (%s) but Metal's recommended working set on this Mac has %s free of %s: "
-                    "expect heavy swapping or an out-of-memory error; %s", size(need), _setting(dtype, quantize),
-                    size(free), size(total), what_fits(config, dtype, quantize, device, free))
+        log.warning("%s: expect heavy swapping or an out-of-memory error; %s", short,
+                    what_fits(config, dtype, quantize, device, free))
+    elif need > free and need + HEADROOM <= free + room.swap:
+        log.warning("%s: the rest would go to swap, and every token reads every weight, so expect minutes a "
+                    "token; %s", short, what_fits(config, dtype, quantize, device, free, where=room.where))
     elif need > free:
-        raise ModelError(f"the weights need {size(need)} ({_setting(dtype, quantize)}) but {device_name(device)} "
-                         f"has {size(free)} free of {size(total)}: {what_fits(config, dtype, quantize, device, free)}")
+        raise ModelError(f"{short}: {what_fits(config, dtype, quantize, device, free, where=room.where)}")
     elif free - need < HEADROOM:
+        on = device_name(device) + (f" ({room.where})" if room.where else "")
         log.warning("the weights (%s) leave %s free on %s: a large image, PDF or video may run out of memory; "
-                    "%s", size(need), size(free - need), device_name(device),
-                    what_fits(config, dtype, quantize, device, free - HEADROOM, warn=True))
+                    "%s", size(need), size(free - need), on,
+                    what_fits(config, dtype, quantize, device, free - HEADROOM, warn=True, where=room.where))
+
+
+def _room_text(device: torch.device, room: Room) -> str:
+    """'cuda:0 (NVIDIA ...) has 11.3 GiB free of 12.0 GiB', or on a CPU what binds and leaves what."""
+    if device.type == "mps":
+        return (f"Metal's recommended working set on this Mac has {size(room.free)} free of "
+                f"{size(room.total)}")
+    if room.where:
+        return f"{room.where} has {size(room.free)} free of {size(room.total)}"
+    return f"{device_name(device)} has {size(room.free)} free of {size(room.total)}"
 
 
 def _setting(dtype: torch.dtype, quantize: str | None) -> str:
@@ -107,7 +139,7 @@ def _setting(dtype: torch.dtype, quantize: str | None) -> str:
 
 
 def what_fits(config, dtype: torch.dtype, quantize: str | None, device: torch.device, free: int | None,
-              warn: bool = False) -> str:
+              warn: bool = False, where: str = "") -> str:
     """Advice: the first of --dtype bfloat16 (from float32) and --quantize int8 whose weights fit
     in `free` bytes (None: not known, the first of them), else freeing memory."""
     options = []
@@ -124,7 +156,7 @@ def what_fits(config, dtype: torch.dtype, quantize: str | None, device: torch.de
     if device.type == "mps":
         return "close other programs to free memory, or run on the CPU with --device cpu"
     if device.type != "cuda":
-        return "close other programs to free memory"
+        return REMEDIES.get(where, REMEDIES[MACHINE])
     return ("close other programs using it (nvidia-smi lists them)" if warn else
             "close other programs using the GPU (nvidia-smi lists them), or run on the CPU with --device cpu")
 
@@ -144,9 +176,11 @@ def state(e: BaseException, device: torch.device) -> str:
     if asked:
         known.append(f"it asked for {asked.group(1)} more")
     room = device_room(device)
-    if room is not None:
+    if room is not None and device.type == "cpu":
+        known.append(f"{size(room.free)} free of {size(room.total)}")
+    elif room is not None:
         held = torch.cuda.memory_allocated(device) if device.type == "cuda" else torch.mps.current_allocated_memory()
-        known.append(f"{size(held)} in use by glmv, {size(room[0])} free of {size(room[1])}")
+        known.append(f"{size(held)} in use by glmv, {size(room.free)} free of {size(room.total)}")
     return f" ({'; '.join(known)})" if known else ""
 
 

@@ -131,8 +131,8 @@ class PromptCache:
     A snapshot is taken when a request is about to overwrite a prompt it does not continue: a
     client's unrelated request (a chat interface asking for a title) between two turns of a chat, or
     a second chat, then costs the first chat nothing. At most `slots` snapshots (GLMV_PROMPT_CACHE_SLOTS,
-    default 4) within `budget` bytes (GLMV_PROMPT_CACHE_MB, default 1024; on a GPU also at most a
-    quarter of its free memory); the least recently used go first."""
+    default 4) within `budget` bytes (GLMV_PROMPT_CACHE_MB, default 1024; also at most a quarter of
+    the free memory of its device, the host's on a CPU); the least recently used go first."""
 
     MIN_TOKENS = 16  # shorter prompts are not worth a slot
 
@@ -197,8 +197,8 @@ class PromptCache:
     def _budget(self) -> int:
         from glmv_cli.memory import device_room
 
-        room = device_room(self.caches[0].k.device) if self.caches[0].k.device.type == "cuda" else None
-        return min(self.budget, room[0] // 4) if room else self.budget
+        room = device_room(self.caches[0].k.device)  # the GPU's free memory, or the host's on a CPU
+        return min(self.budget, room.free // 4) if room else self.budget
 
     def hold(self, caches: list, ids: list[int], media: list[Media]) -> None:
         """The working cache now holds the keys and values of the prompt `ids` (a copy is kept) and

@@ -3,9 +3,12 @@ the weights per setting (what loading allocates), the KV cache a token, and on a
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from glmv_cli import info, memory
+from glmv_cli.host_memory import host_room
 from glmv_cli.model.config import Glm4vConfig
 from tests.cli.conftest import run_glmv
 
@@ -22,13 +25,18 @@ def test_info_states_the_memory_loading_takes(tiny):
     per_token = 2 * cfg.text.num_layers * cfg.text.num_kv_heads * cfg.text.head_dim * 4
     assert lines["kv"].startswith(f"cache     {memory.size(per_token)} a token in float32")
     assert lines["would"] == "run on cpu in float32"
-    assert "free" not in lines  # a CPU's free memory is not asked
+    room = host_room()  # on Linux, the machine's memory or its cgroup's limit, as in this process
+    if room is not None:
+        total, verdicts = re.fullmatch(r"[\d.]+ \w+ of ([\d.]+ \w+) on cpu \((.*)\): (.*) \(leaving 1.0 GiB "
+                                       r"for the prompt\)", lines["free"]).group(1, 3)
+        assert total == memory.size(room.total) and f"on cpu ({room.where})" in lines["free"]
+        assert verdicts == "bfloat16 fits, float32 fits, int8 fits"  # a tiny checkpoint
 
 
 def test_info_on_a_gpu_says_which_setting_fits(tiny, monkeypatch):
     cfg, cuda = Glm4vConfig.from_folder(tiny), torch.device("cuda")
     int8 = memory.weight_bytes(cfg, torch.bfloat16, "int8", cuda)
-    monkeypatch.setattr(memory, "device_room", lambda device: (int8 + memory.HEADROOM, 2 * memory.HEADROOM))
+    monkeypatch.setattr(memory, "device_room", lambda device: memory.Room(int8 + memory.HEADROOM, 2 * memory.HEADROOM))
     monkeypatch.setattr(memory, "device_name", lambda device: "cuda (a small card)")
     free = info._memory(cfg, cuda, torch.bfloat16)[-1]
     assert free == (f"free         {memory.size(int8 + memory.HEADROOM)} of 2.0 GiB on cuda (a small card): "

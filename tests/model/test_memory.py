@@ -12,6 +12,7 @@ import torch
 import glmv_cli
 from glmv_cli import memory
 from glmv_cli.errors import InputError, ModelError
+from glmv_cli.host_memory import CGROUP, MACHINE, ULIMIT, HostRoom
 from glmv_cli.loading import load_model
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.random_checkpoint import SHAPES, build_tokenizer, config_dict
@@ -95,7 +96,8 @@ def test_running_out_while_loading_is_a_model_error(tiny_folder, monkeypatch):
                            "you tried to allocate 8589934592 bytes. Error code 12 (Cannot allocate memory)")
 
     monkeypatch.setattr("glmv_cli.loading._fill", fail)
-    with pytest.raises(ModelError, match=r"^out of memory on cpu loading the weights: --dtype bfloat16 needs"):
+    with pytest.raises(ModelError, match=r"^out of memory on cpu loading the weights( \(.* free of .*\))?: "
+                                         r"--dtype bfloat16 needs"):
         load_model(tiny_folder, torch.device("cpu"), torch.float32)
 
 
@@ -126,7 +128,8 @@ def test_a_question_that_runs_out_of_memory_leaves_the_conversation_usable(tiny_
     chat = session.conversation()
     gen = glmv_cli.GenerationOptions(max_new_tokens=4)
     with pytest.raises(InputError, match=r"^out of memory on cpu reading a \d+-token prompt \(it asked for "
-                                         r"7.91 GiB more\): send less: smaller images \(--max-pixels\)"):
+                                         r"7.91 GiB more(; .* free of .*)?\): send less: smaller images "
+                                         r"\(--max-pixels\)"):
         chat.run("Describe the quick brown fox that jumps over the lazy dog, at length. " * 3, generation=gen)
     assert chat.turns == [] and chat.transcript() == session.conversation().transcript()
     answer = chat.run("Say something", generation=gen)
@@ -142,7 +145,7 @@ def test_on_a_mac_too_big_is_a_warning_with_the_setting_that_fits(config_9b, mon
     monkeypatch.setattr(torch.mps, "driver_allocated_memory", lambda: GiB // 2)
     mps = torch.device("mps")
     room = memory.device_room(mps)
-    assert room == (int(10.7 * GiB) - GiB // 2, int(10.7 * GiB))
+    assert room == memory.Room(int(10.7 * GiB) - GiB // 2, int(10.7 * GiB))
     bf16 = memory.weight_bytes(config_9b, torch.bfloat16, None, mps)
     with caplog.at_level(logging.WARNING, logger="glmv_cli.memory"):
         memory.check_fits(bf16, config_9b, torch.bfloat16, None, mps, room)
@@ -150,3 +153,50 @@ def test_on_a_mac_too_big_is_a_warning_with_the_setting_that_fits(config_9b, mon
     assert caplog.records[0].getMessage() == (
         "the weights need 19.2 GiB (bfloat16) but Metal's recommended working set on this Mac has 10.2 GiB free of "
         "10.7 GiB: expect heavy swapping or an out-of-memory error; --quantize int8 needs 9.6 GiB")
+
+
+def test_on_a_cpu_too_big_is_refused_naming_what_binds_and_what_fits(config_9b):
+    """A 16 GB laptop: Linux's OOM killer would end the load with a bare "Killed"; instead one line
+    says what the machine (or its container's cgroup) has, and the setting that fits."""
+    cpu = torch.device("cpu")
+    bf16 = memory.weight_bytes(config_9b, torch.bfloat16, None, cpu)
+    int8 = memory.weight_bytes(config_9b, torch.bfloat16, "int8", cpu)
+    laptop = memory.Room(int(14.1 * GiB), int(15.5 * GiB), 0, MACHINE)
+    with pytest.raises(ModelError) as e:
+        memory.check_fits(bf16, config_9b, torch.bfloat16, None, cpu, laptop)
+    assert str(e.value) == ("the weights need 19.2 GiB (bfloat16) but this machine's memory has 14.1 GiB free of "
+                            f"15.5 GiB: --quantize int8 needs {memory.size(int8)}")
+    container = memory.Room(8 * GiB, 8 * GiB, 0, CGROUP)
+    with pytest.raises(ModelError) as e:
+        memory.check_fits(bf16, config_9b, torch.bfloat16, None, cpu, container)
+    assert str(e.value).endswith("but the cgroup memory limit of this container or service has 8.0 GiB free of "
+                                 "8.0 GiB: raise the limit (docker run -m, systemd MemoryMax=) or close other "
+                                 "programs in it")
+    with pytest.raises(ModelError, match=r"set by ulimit -v has 4.0 GiB free of 6.0 GiB: "
+                                         r"raise it \(ulimit -v unlimited\)$"):
+        memory.check_fits(int8, config_9b, torch.bfloat16, "int8", cpu, memory.Room(4 * GiB, 6 * GiB, 0, ULIMIT))
+
+
+def test_on_a_cpu_weights_that_fit_only_with_swap_are_a_warning(config_9b, caplog):
+    cpu = torch.device("cpu")
+    bf16 = memory.weight_bytes(config_9b, torch.bfloat16, None, cpu)
+    with caplog.at_level(logging.WARNING, logger="glmv_cli.memory"):
+        memory.check_fits(bf16, config_9b, torch.bfloat16, None, cpu,
+                          memory.Room(int(14.1 * GiB), int(15.5 * GiB), 8 * GiB, MACHINE))
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert message.startswith("the weights need 19.2 GiB (bfloat16) but this machine's memory has 14.1 GiB free")
+    assert "the rest would go to swap" in message and message.endswith("--quantize int8 needs 10.4 GiB")
+    with pytest.raises(ModelError):  # swap that cannot hold the rest and a question's headroom
+        memory.check_fits(bf16, config_9b, torch.bfloat16, None, cpu,
+                          memory.Room(int(14.1 * GiB), int(15.5 * GiB), 5 * GiB, MACHINE))
+
+
+def test_a_cpu_load_is_checked_against_the_host(tiny_folder, monkeypatch):
+    """load_model on the CPU asks host_memory for the room, and refuses before any allocation."""
+    cfg, cpu = Glm4vConfig.from_folder(tiny_folder), torch.device("cpu")
+    need = memory.weight_bytes(cfg, torch.float32, None, cpu)
+    monkeypatch.setattr(memory, "host_room", lambda: HostRoom(need - 1, 8 * GiB, 0, CGROUP))
+    monkeypatch.setattr(torch.nn.Module, "to_empty", _never)
+    with pytest.raises(ModelError, match=r"cgroup memory limit .* has .* free of 8.0 GiB: --dtype bfloat16 needs"):
+        load_model(tiny_folder, cpu, torch.float32)

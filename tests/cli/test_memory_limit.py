@@ -1,0 +1,90 @@
+"""A CPU load past what the kernel lets the process have, in a real memory cgroup (as `docker run
+-m` makes one): without the check Linux's OOM killer ends `glmv ask` with a bare "Killed" (exit 137);
+with it, glmv says so in one line before reading a weight, naming the setting that fits, and that
+setting then answers in the same cgroup. Needs a writable cgroup hierarchy with the memory
+controller (root in a VM or a privileged container); skipped elsewhere."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from glmv_cli.random_checkpoint import write_random_checkpoint
+from tests.cli.conftest import glmv_env
+
+MiB = 2**20
+
+
+def memory_hierarchies() -> list[tuple[Path, str]]:
+    """(mount point, limit file) of the cgroup v1 memory hierarchy and of a cgroup2 mount whose
+    root hands the memory controller to its children."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, post = line.split(" - ", 1)[0].split(), line.split(" - ", 1)[1].split()
+        mount = Path(fields[4])
+        if post[0] == "cgroup" and "memory" in post[2].split(","):
+            found.append((mount, "memory.limit_in_bytes"))
+        elif post[0] == "cgroup2" and "memory" in _read(mount / "cgroup.subtree_control").split():
+            found.append((mount, "memory.max"))
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+@contextmanager
+def memory_cgroup(limit: int):
+    """A new cgroup under a memory hierarchy's root, limited to `limit` bytes; removed after."""
+    for mount, limit_file in memory_hierarchies():
+        folder = mount / f"glmv-test-{uuid.uuid4().hex[:8]}"
+        try:
+            folder.mkdir()
+            (folder / limit_file).write_text(str(limit))
+        except OSError:
+            if folder.exists():
+                folder.rmdir()
+            continue
+        try:
+            yield folder
+        finally:
+            folder.rmdir()
+        return
+    pytest.skip("no writable cgroup hierarchy with the memory controller here")
+
+
+def run_in(cgroup: Path, *args: str) -> subprocess.CompletedProcess:
+    """`glmv ARGS` as a process that joins `cgroup` before Python starts."""
+    script = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+    return subprocess.run(["sh", "-c", script, str(cgroup), sys.executable, "-m", "glmv_cli", *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, env=glmv_env(), timeout=300)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="cgroups need root on Linux")
+def test_weights_past_a_cgroup_limit_are_refused_and_the_advice_answers(tmp_path):
+    # the "small" shape: 468.5 MiB of weights in float32, 234.2 MiB in bfloat16; Python with torch
+    # and glmv imported takes ~230 MiB more of a 660 MiB limit before the check
+    folder = write_random_checkpoint(tmp_path / "small", "small")
+    with memory_cgroup(660 * MiB) as cgroup:
+        refused = run_in(cgroup, "ask", "--model", str(folder), "Say something", "--dtype", "float32",
+                         "--max-new-tokens", "4")
+        assert refused.returncode == 3, refused.stderr  # not 137 (-9): the OOM killer's
+        line = refused.stderr.strip()
+        advice = re.fullmatch(r"glmv: error: the weights need 468\.5 MiB \(float32\) but the cgroup memory limit of "
+                              r"this container or service has [\d.]+ MiB free of 660\.0 MiB: (--[-\w ]+) needs "
+                              r"[\d.]+ MiB", line)
+        assert advice, line
+        answered = run_in(cgroup, "ask", "--model", str(folder), "Say something", "--max-new-tokens", "4",
+                          *advice.group(1).split())
+        assert answered.returncode == 0, answered.stderr
+        assert "Traceback" not in refused.stderr + answered.stderr

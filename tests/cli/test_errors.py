@@ -126,7 +126,7 @@ def test_running_out_of_memory_is_one_line_and_the_next_file_is_answered(scripte
     env["PYTHONPATH"] = os.pathsep.join([str(OOM_HOOK), env["PYTHONPATH"]])
     one_line_error(run_glmv("ask", big, "q", "--model", scripted, env=env), 2,
                    "out of memory on cpu reading a ",
-                   "-token prompt (it asked for 7.91 GiB more): send less: smaller images (--max-pixels)")
+                   "-token prompt (it asked for 7.91 GiB more", "): send less: smaller images (--max-pixels)")
     run = run_glmv("ask", big, media["png"], "q", "--each", "--json", "--model", scripted, env=env)
     assert run.code == 2, run.err
     failed, answered = [json.loads(line) for line in run.out.splitlines()]

@@ -265,10 +265,14 @@ class Generation:
         kept = pc.caches if reuse else None
         try:
             if self.step is not None:  # a static step allocates (or keeps) its own
+                self._check_host_room(cache_len)
                 self.step.begin(cache_len)
             elif kept is not None and pc.capacity >= cache_len:
                 text.caches = kept
             else:
+                if kept is None:  # the last request's cache goes before this one takes its memory
+                    text.drop_cache()
+                self._check_host_room(cache_len)
                 text.setup_cache(1, cache_len)
         except RuntimeError as e:
             from glmv_cli.memory import is_out_of_memory
@@ -281,3 +285,20 @@ class Generation:
             pc.copy_into(text.caches, found)
         text.caches[0].holder = pc  # whose ids describe this cache (prompt_cache.py)
         return reuse
+
+    def _check_host_room(self, cache_len: int) -> None:
+        """On a CPU, a KV cache the host cannot hold fails as an allocator's out-of-memory error:
+        torch's zeroed pages would be taken one by one until Linux's OOM killer ended the process
+        (a bare "Killed", a chat's history lost), not refused."""
+        text = self.model.language_model
+        if text.norm.weight.device.type != "cpu":
+            return
+        from glmv_cli.memory import device_room, size
+
+        cfg, dtype = text.cfg, text.norm.weight.dtype
+        positions = bucketed(cache_len) if self.step is not None else cache_len  # (StaticStep.begin's)
+        need = 2 * cfg.num_layers * cfg.num_kv_heads * positions * cfg.head_dim * dtype.itemsize
+        room = device_room(text.norm.weight.device)
+        if room is not None and need > room.free:
+            raise torch.cuda.OutOfMemoryError(f"CPU out of memory: the KV cache for {positions:,} positions. "
+                                              f"Tried to allocate {size(need)}")

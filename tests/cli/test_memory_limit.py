@@ -1,8 +1,13 @@
-"""A CPU load past what the kernel lets the process have, in a real memory cgroup (as `docker run
--m` makes one): without the check Linux's OOM killer ends `glmv ask` with a bare "Killed" (exit 137);
-with it, glmv says so in one line before reading a weight, naming the setting that fits, and that
-setting then answers in the same cgroup. Needs a writable cgroup hierarchy with the memory
-controller (root in a VM or a privileged container); skipped elsewhere."""
+"""Past what the kernel lets the process have, in a real memory cgroup (as `docker run -m` makes
+one): without the checks Linux's OOM killer ends `glmv ask` with a bare "Killed" (exit 137). With
+them, weights that cannot fit are refused in one line before a weight is read, naming the setting
+that fits, and that setting then answers in the same cgroup; a KV cache that cannot fit fails the
+question in one line, and a shorter answer is then given. Needs a writable cgroup hierarchy with
+the memory controller (root in a VM or a privileged container); skipped elsewhere.
+
+The "small" shape: 468.5 MiB of weights in float32, 234.2 MiB in bfloat16, a KV cache of 4 KiB a
+position in bfloat16; Python with torch and glmv imported takes ~230 MiB of a limit before the
+weights."""
 
 from __future__ import annotations
 
@@ -20,6 +25,13 @@ from glmv_cli.random_checkpoint import write_random_checkpoint
 from tests.cli.conftest import glmv_env
 
 MiB = 2**20
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
+                                reason="cgroups need root on Linux")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("small"), "small")
 
 
 def memory_hierarchies() -> list[tuple[Path, str]]:
@@ -70,11 +82,8 @@ def run_in(cgroup: Path, *args: str) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, env=glmv_env(), timeout=300)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="cgroups need root on Linux")
-def test_weights_past_a_cgroup_limit_are_refused_and_the_advice_answers(tmp_path):
-    # the "small" shape: 468.5 MiB of weights in float32, 234.2 MiB in bfloat16; Python with torch
-    # and glmv imported takes ~230 MiB more of a 660 MiB limit before the check
-    folder = write_random_checkpoint(tmp_path / "small", "small")
+def test_weights_past_a_cgroup_limit_are_refused_and_the_advice_answers(small):
+    folder = small
     with memory_cgroup(660 * MiB) as cgroup:
         refused = run_in(cgroup, "ask", "--model", str(folder), "Say something", "--dtype", "float32",
                          "--max-new-tokens", "4")
@@ -86,5 +95,19 @@ def test_weights_past_a_cgroup_limit_are_refused_and_the_advice_answers(tmp_path
         assert advice, line
         answered = run_in(cgroup, "ask", "--model", str(folder), "Say something", "--max-new-tokens", "4",
                           *advice.group(1).split())
+        assert answered.returncode == 0, answered.stderr
+        assert "Traceback" not in refused.stderr + answered.stderr
+
+
+def test_a_kv_cache_past_a_cgroup_limit_fails_the_question_not_the_process(small):
+    """~90 MiB left after the bfloat16 weights: 30,000 new tokens would need a 117 MiB KV cache."""
+    with memory_cgroup(560 * MiB) as cgroup:
+        refused = run_in(cgroup, "ask", "--model", str(small), "Say something", "--max-new-tokens", "30000")
+        assert refused.returncode == 2, refused.stderr  # not 137 (-9): the OOM killer's
+        error = refused.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(r"glmv: error: out of memory on cpu reading a \d+-token prompt \(it asked for 117\.\d MiB "
+                            r"more; [\d.]+ MiB free of 560\.0 MiB\): send less: .* or answer \(--max-new-tokens\); .*",
+                            error), error
+        answered = run_in(cgroup, "ask", "--model", str(small), "Say something", "--max-new-tokens", "4")
         assert answered.returncode == 0, answered.stderr
         assert "Traceback" not in refused.stderr + answered.stderr

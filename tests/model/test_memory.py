@@ -200,3 +200,20 @@ def test_a_cpu_load_is_checked_against_the_host(tiny_folder, monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "to_empty", _never)
     with pytest.raises(ModelError, match=r"cgroup memory limit .* has .* free of 8.0 GiB: --dtype bfloat16 needs"):
         load_model(tiny_folder, cpu, torch.float32)
+
+
+def test_a_kv_cache_the_host_cannot_hold_is_refused_and_the_conversation_goes_on(tiny_folder, monkeypatch):
+    """On a CPU the KV cache (zeroed, so every page is taken at once) is checked against the host's
+    room: past it the question fails as an out-of-memory one, before a token, and does not join
+    the history; a question with fewer new tokens is then answered."""
+    session = glmv_cli.Session(str(tiny_folder), device="cpu", dtype="float32")
+    cfg = session.load().model.cfg.text
+    per_position = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
+    monkeypatch.setattr(memory, "host_room", lambda: HostRoom(1000 * per_position, 8 * GiB, 0, CGROUP))
+    chat = session.conversation()
+    with pytest.raises(InputError, match=r"^out of memory on cpu reading a \d+-token prompt \(it asked for 2.0 MiB "
+                                         r"more; 1000 KiB free of 8.0 GiB\): send less: .* or answer \(--max-new"):
+        chat.run("Say something", generation=glmv_cli.GenerationOptions(max_new_tokens=2000))
+    assert chat.turns == []
+    answer = chat.run("Say something", generation=glmv_cli.GenerationOptions(max_new_tokens=4))
+    assert answer.usage.completion_tokens > 0 and len(chat.turns) == 2

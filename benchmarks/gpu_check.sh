@@ -5,8 +5,9 @@
 # 1120x1120 image, 128 new tokens): ours by default (CUDA graphs) side by side with transformers in
 # one process, int8 with a ~4k-token prompt, --compile in a first and a second process (inductor's
 # disk cache); the table; then where a decode step's time goes (benchmarks/decode_profile.py, bf16
-# and int8); last, a chat's second turn with and without the prompt cache (follow_up_bench.py). Every
-# step has a time limit and the whole stays inside BUDGET seconds.
+# and int8); a chat's second turn with and without the prompt cache (follow_up_bench.py); last, the
+# vision tower's peak memory over 30 pages, at once and in groups (vision_memory.py). Every step has
+# a time limit and the whole stays inside BUDGET seconds.
 #
 #   here, once:  bash benchmarks/gpu_wheels.sh
 #   then:        device run: command "bash benchmarks/gpu_check.sh", carry [".whl"], timeout_s 590
@@ -81,5 +82,9 @@ for p in profile_bfloat16 profile_int8; do cp "$W/$p.out" "$OUT/$p.txt" 2>/dev/n
 # a chat's second turn through the prompt cache, and without it (the same checkpoint, bfloat16)
 step follow_up 60 python3 benchmarks/follow_up_bench.py --model "$CKPT" --device "$DEVICE" --image "$IMAGE" --reps 2
 tail -n 1 "$W/follow_up.err"; tail -n 1 "$W/follow_up.out"
+# the vision tower over 30 pages at once and a group of patches at a time (peak memory, seconds)
+step vision_memory 40 python3 benchmarks/vision_memory.py --shape "$SHAPE" --images 30 --size "$IMAGE" \
+  --device "$DEVICE" --group 0 8192
+cat "$W/vision_memory.out"
 tar -C "$W" -czf "$OUT/logs.tgz" --exclude=demo-train/data --exclude='*.safetensors' . && ls "$OUT"
 echo "gpu_check: $SECONDS s"

@@ -36,11 +36,7 @@ class HostRoom:
     free: int  # bytes the process can still take
     total: int  # the binding limit: the machine's memory, the cgroup's limit or the address space
     swap: int  # free swap the weights could spill into (0 where a cgroup or ulimit binds)
-    where: str  # which of MACHINE, CGROUP, ULIMIT binds
-
-    @property
-    def remedy(self) -> str:
-        return REMEDIES[self.where]
+    where: str  # which of MACHINE, CGROUP, ULIMIT binds (REMEDIES says what to do about it)
 
 
 def host_room(root: Path = Path("/"), address_limit: int | None = None) -> HostRoom | None:
@@ -61,7 +57,7 @@ def host_room(root: Path = Path("/"), address_limit: int | None = None) -> HostR
 def _cgroup_rooms(root: Path) -> list[tuple[int, int]]:
     """(free, limit) of every cgroup from this process's up to its hierarchy's top that has a
     memory limit: v2's memory.max, v1's memory.limit_in_bytes (v1 writes "no limit" as a number
-    near 2**63; anything past the machine's memory is no limit)."""
+    near 2**63, v2 as "max")."""
     rooms = []
     for folder, mount in _cgroup_folders(root):
         for top in [folder, *folder.parents]:

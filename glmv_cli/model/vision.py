@@ -23,7 +23,7 @@ from glmv_cli.model.patch_codes import PatchCodes, patch_rows
 from glmv_cli.model.rope import apply_vision_rope, inverse_frequencies, vision_rope
 
 # patches the tower takes at a time (patch_groups): 1.3 images of 1120x1120 (6,400 patches each),
-# about 330 MB of activations for GLM-4.1V-9B's tower, which runs its GEMMs at full speed at that size
+# 330-410 MB of activations in GLM-4.1V-9B's tower, and rows enough to keep its matrix products large
 GROUP_PATCHES = 8192
 
 
@@ -45,10 +45,10 @@ def block_major_positions(grid_thw: list[tuple[int, int, int]], merge: int) -> t
 
 def patch_groups(grid_thw: list[tuple[int, int, int]], limit: int) -> list[list[tuple[int, int, int]]]:
     """The grids split into consecutive groups of at most `limit` patches, for the tower to take one
-    group at a time: its activations grow with the patches it holds (about 40 kB a patch in
-    GLM-4.1V-9B's bfloat16 tower, 2.4 GB for a 60,000-token PDF at once), and nothing crosses a
-    segment, so the features are those of one pass. A video is cut between its temporal slices;
-    a slice larger than `limit` is a group of its own.
+    group at a time: its activations grow with the patches it holds (40-50 kB a patch in
+    GLM-4.1V-9B's bfloat16 tower: ~10 GB for a 60,000-token PDF's 240,000 patches at once), and
+    nothing crosses a segment, so the features are those of one pass. A video is cut between its
+    temporal slices; a slice larger than `limit` is a group of its own.
 
     Worked example, limit 100: [(1, 8, 8), (3, 6, 6), (1, 12, 12)] -> [[(1, 8, 8), (1, 6, 6)],
     [(2, 6, 6)], [(1, 12, 12)]] (64 + 36 = 100; 72 + 144 > 100, and 144 > 100 stands alone).

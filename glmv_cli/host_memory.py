@@ -80,13 +80,15 @@ def _cgroup_folders(root: Path) -> list[tuple[Path, Path]]:
     path lies outside the mount's root, the mount point itself is the container's cgroup."""
     paths = {}  # hierarchy: "" for v2, "memory" for v1 -> this process's cgroup path in it
     for line in _lines(root / "proc/self/cgroup"):
+        if line.count(":") < 2:  # (not a cgroup line: nothing to learn from it)
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "" or "memory" in controllers.split(","):
             paths["" if controllers == "" else "memory"] = path
     folders = []
     for line in _lines(root / "proc/self/mountinfo"):
         fields = line.split()
-        if " - " not in line or len(fields) < 5:
+        if " - " not in line or len(fields) < 5 or not fields[4].startswith("/"):
             continue
         post = line.split(" - ", 1)[1].split()
         fstype, options = post[0], post[2].split(",") if len(post) > 2 else []
@@ -122,5 +124,5 @@ def _fields(path: Path, separator: str) -> dict[str, int]:
 def _lines(path: Path) -> list[str]:
     try:
         return path.read_text().splitlines()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return []

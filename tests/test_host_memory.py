@@ -145,6 +145,17 @@ def test_unreadable_cgroup_files_are_passed_over(tmp_path, broken):
     assert room.free <= 14 * GiB and room.total <= 16 * GiB
 
 
+def test_lines_of_other_formats_are_passed_over(tmp_path):
+    machine(tmp_path)
+    v2(tmp_path, "/")
+    v2_limits(tmp_path, "", str(8 * GiB), 3 * GiB)
+    with open(tmp_path / "proc/self/cgroup", "a") as f:
+        f.write("garbage without colons\n\n")
+    with open(tmp_path / "proc/self/mountinfo", "a") as f:
+        f.write("short line\n40 1 0:30 / relative/mount rw - cgroup2 cgroup2 rw\n")
+    assert host_room(tmp_path, address_limit=NO_LIMIT) == HostRoom(5 * GiB, 8 * GiB, 0, CGROUP)
+
+
 def test_this_machine(tmp_path):
     """The real files of the machine the tests run on: the free room is within what it has."""
     room = host_room()

@@ -17,7 +17,6 @@ known here). Linux only: elsewhere the room is not known (None), and nothing is 
 
 from __future__ import annotations
 
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,8 @@ def host_room(root: Path = Path("/"), address_limit: int | None = None) -> HostR
         return None
     rooms = [HostRoom(info["MemAvailable"] * 1024, info["MemTotal"] * 1024, info.get("SwapFree", 0) * 1024, MACHINE)]
     rooms += [HostRoom(free, limit, 0, CGROUP) for free, limit in _cgroup_rooms(root)]
+    import resource  # (Unix only: imported past the Linux check, so Windows never gets here)
+
     limit = resource.getrlimit(resource.RLIMIT_AS)[0] if address_limit is None else address_limit
     if limit != resource.RLIM_INFINITY:
         used = _fields(root / "proc/self/status", ":").get("VmSize", 0) * 1024

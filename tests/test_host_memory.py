@@ -4,13 +4,13 @@ v2 and v1, and `ulimit -v`. The least of them binds."""
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import pytest
 
 from glmv_cli.host_memory import CGROUP, MACHINE, ULIMIT, HostRoom, host_room
 
+resource = pytest.importorskip("resource")  # Unix
 GiB, MiB = 2**30, 2**20
 NO_LIMIT = resource.RLIM_INFINITY
 V1_UNLIMITED = 9223372036854771712  # what cgroup v1 writes for "no limit"

@@ -18,12 +18,14 @@ Model = Annotated[str | None, typer.Option(
     "--model", "-m", rich_help_panel=MODEL, show_default=False,
     help="Checkpoint folder, or repo id in the local Hugging Face cache \\[default: $GLMV_MODEL, else "
          "zai-org/GLM-4.1V-9B-Thinking ].")]
+# (the model settings a machine keeps, e.g. GLMV_QUANTIZE=int8 on a 16 GB laptop, can live in its environment)
 Device = Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option(
-    rich_help_panel=MODEL, help="auto picks cuda, then mps, then cpu.")]
+    rich_help_panel=MODEL, envvar="GLMV_DEVICE", help="auto picks cuda, then mps, then cpu.")]
 Dtype = Annotated[Literal["auto", "bfloat16", "float16", "float32"], typer.Option(
-    rich_help_panel=MODEL, help="auto: the checkpoint's dtype (float16 becomes float32 on CPU).")]
+    rich_help_panel=MODEL, envvar="GLMV_DTYPE",
+    help="auto: the checkpoint's dtype (float16 becomes float32 on CPU).")]
 Quantize = Annotated[Literal["int8"] | None, typer.Option(
-    rich_help_panel=MODEL, show_default=False,
+    rich_help_panel=MODEL, show_default=False, envvar="GLMV_QUANTIZE",
     help="Weight-only int8 for the text decoder: ~4x fewer bytes per token than float32, faster decoding "
          "on memory-bound machines; a small accuracy cost.")]
 Compile = Annotated[bool, typer.Option(

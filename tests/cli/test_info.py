@@ -10,7 +10,7 @@ import torch
 from glmv_cli import info, memory
 from glmv_cli.host_memory import host_room
 from glmv_cli.model.config import Glm4vConfig
-from tests.cli.conftest import run_glmv
+from tests.cli.conftest import glmv_env, run_glmv
 
 
 def test_info_states_the_memory_loading_takes(tiny):
@@ -41,3 +41,18 @@ def test_info_on_a_gpu_says_which_setting_fits(tiny, monkeypatch):
     free = info._memory(cfg, cuda, torch.bfloat16)[-1]
     assert free == (f"free         {memory.size(int8 + memory.HEADROOM)} of 2.0 GiB on cuda (a small card): "
                     "bfloat16 does not fit, float32 does not fit, int8 fits (leaving 1.0 GiB for the prompt)")
+
+
+def test_model_settings_come_from_the_environment(tiny):
+    """GLMV_DEVICE, GLMV_DTYPE and GLMV_QUANTIZE set what --device, --dtype and --quantize do (a
+    16 GB laptop keeps GLMV_QUANTIZE=int8); a flag still wins."""
+    run = run_glmv("info", "--model", tiny, env=glmv_env(GLMV_DTYPE="bfloat16", GLMV_DEVICE="cpu"))
+    assert run.code == 0, run.err
+    assert run.out.splitlines()[-1] == "would run on cpu in bfloat16"
+    run = run_glmv("info", "--model", tiny, "--dtype", "float32", env=glmv_env(GLMV_DTYPE="bfloat16"))
+    assert run.out.splitlines()[-1] == "would run on cpu in float32"
+    run = run_glmv("ask", "--model", tiny, "hi", env=glmv_env(GLMV_QUANTIZE="int4"))
+    assert run.code == 2 and "(env var: 'GLMV_QUANTIZE')" in run.err and "'int4' is not one of 'int8'" in run.err
+    if not torch.cuda.is_available():
+        run = run_glmv("ask", "--model", tiny, "hi", env=glmv_env(GLMV_DEVICE="cuda"))
+        assert run.code == 2 and run.err.startswith("glmv: error: --device cuda: no CUDA device"), run.err

@@ -26,7 +26,7 @@ from glmv_cli.model.glm4v import Glm4v
 from glmv_cli.model.quant import Int8Embedding, Int8Linear, swap_int8
 from glmv_cli.model.rope import inverse_frequencies
 from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
-from glmv_cli.streaming import host_ring, stream_into
+from glmv_cli.streaming import host_ring, read_parallel, stream_into
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,10 @@ def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, de
 def _fill(model: Glm4v, folder: Path, where: dict, int8: set[str], device: torch.device, began: float) -> Glm4v:
     """Give the meta model storage on `device` and read every tensor into it."""
     model = model.to_empty(device=device)
+    attentions = [layer.self_attn for layer in model.language_model.layers]
+    for attn in attentions:  # q/k/v read straight into the fused projection's views (int8: after)
+        if not isinstance(attn.q_proj, Int8Linear):
+            attn.fuse_qkv(empty=True)
     params = model.state_dict()
     by_file: dict[Path, list[str]] = {}
     for name, (path, _) in where.items():
@@ -249,19 +253,21 @@ def _fill(model: Glm4v, folder: Path, where: dict, int8: set[str], device: torch
         t0 = time.perf_counter()
         with TensorReader(path) as reader:
             for name in sorted(names, key=lambda n: where[n][1].offset):
-                entry = where[name][1]
                 if name in int8:
-                    read_quantized(reader, entry, model.get_submodule(name.removesuffix(".weight")), device, ring)
-                elif ring is None:  # into CPU tensors: straight from the file, no buffer between
-                    reader.read_into(entry, params[name])
-        if ring is not None:  # to an accelerator: pinned chunks, reads and copies overlapped
-            stream_into(path, [(where[n][1], params[n]) for n in names if n not in int8], device, ring)
+                    layer = model.get_submodule(name.removesuffix(".weight"))
+                    read_quantized(reader, where[name][1], layer, device, ring)
+        rest = [(where[n][1], params[n]) for n in names if n not in int8]
+        if ring is None:  # into CPU tensors: straight from the file, several threads at once
+            read_parallel(path, rest)
+        else:  # to an accelerator: pinned chunks, reads and copies overlapped
+            stream_into(path, rest, device, ring)
         seconds = time.perf_counter() - t0
         log.info("read %s: %.2f GB in %.2f s (%.1f GB/s)", path.name, path.stat().st_size / 1e9, seconds,
                  path.stat().st_size / 1e9 / max(seconds, 1e-9))
     del ring
     reset_rope_buffers(model)
-    for layer in model.language_model.layers:
-        layer.self_attn.fuse_qkv()
+    for attn in attentions:
+        if attn.qkv_proj is None:  # (int8 layers: their scales change dtype once read, see Int8Linear.ready)
+            attn.fuse_qkv()
     log.info("model loaded in %.2f s", time.perf_counter() - began)
     return model.eval().requires_grad_(False)

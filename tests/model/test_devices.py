@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import glmv_cli
+from glmv_cli.errors import ModelError
 from glmv_cli.generate import Generation
 from glmv_cli.model.glm4v import on_model_device
 from glmv_cli.safetensors_io import read_header
@@ -98,6 +99,43 @@ def test_streaming_in_chunks_lands_every_byte(mixed_file, chunk, readers):
     stream_into(path, [(entries[k], outs[k]) for k in state], device, ring)
     for k, v in state.items():
         assert torch.equal(outs[k], v.to(outs[k].dtype)), k
+
+
+@pytest.mark.parametrize("chunk, readers", [(7, 1), (64, 3), (1000, 2), (1 << 20, 4)])
+def test_reading_into_cpu_tensors_from_threads_lands_every_byte(mixed_file, tmp_path, monkeypatch, chunk, readers):
+    """read_parallel, the CPU loader: pieces that cut tensors anywhere, from several threads; the
+    file's dtype lands as its bytes, others (bf16 -> float32, f16 -> bf16, a scalar) converted a
+    block of rows at a time."""
+    import glmv_cli.streaming as streaming
+
+    path, state = mixed_file
+    scalar = tmp_path / "scalar.safetensors"
+    save_file({"s": torch.tensor(2.5, dtype=torch.bfloat16)}, str(scalar))
+    monkeypatch.setattr(streaming, "CHUNK_BYTES", chunk)
+    entries = read_header(path)
+    wanted = {"a.weight": torch.float32, "d.half": torch.bfloat16}
+    outs = {k: torch.full(v.shape, 7, dtype=wanted.get(k, v.dtype)) for k, v in state.items()}
+    streaming.read_parallel(path, [(entries[k], outs[k]) for k in state], readers=readers)
+    for k, v in state.items():
+        assert torch.equal(outs[k], v.to(outs[k].dtype)), k
+    out = torch.zeros((), dtype=torch.float32)
+    streaming.read_parallel(scalar, [(read_header(scalar)["s"], out)], readers=readers)
+    assert out.item() == 2.5
+
+
+def test_reading_a_file_cut_short_names_it(mixed_file, tmp_path):
+    """The file shrank after its header was read (a download still being written): the reader that
+    meets its end raises, and read_parallel passes that one error on."""
+    import glmv_cli.streaming as streaming
+
+    path, state = mixed_file
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes())
+    entries = read_header(cut)
+    cut.write_bytes(path.read_bytes()[:entries["a.weight"].offset + 100])
+    outs = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in state.items()}
+    with pytest.raises(ModelError, match=r"cut.safetensors ended at byte \d+; re-download it"):
+        streaming.read_parallel(cut, [(entries[k], outs[k]) for k in state], readers=2)
 
 
 def test_streaming_a_checkpoint_equals_reading_it(tiny_folder):

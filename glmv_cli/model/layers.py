@@ -9,6 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class Embedding(nn.Embedding):
+    """nn.Embedding without its random draw on the meta device, where loading builds the model:
+    there torch's normal_ runs through its decompositions, whose first use imports torch._dynamo,
+    a second of every glmv process's start for nothing (the checkpoint overwrites the rows)."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 class RMSNorm(nn.Module):
     """weight * x / rms(x), the normalisation computed in float32 and cast back before the weight."""
 

@@ -16,8 +16,11 @@ import torch
 
 
 def inverse_frequencies(dim: int, theta: float) -> torch.Tensor:
-    """(dim/2,) float32: theta^(-2i/dim)."""
-    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    """(dim/2,) float32: theta^(-2i/dim), on the default device. Computed on the CPU and moved:
+    under a meta device context torch.arange runs through torch's decompositions, whose first use
+    imports torch._dynamo (a second of every glmv process's start)."""
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim))
+    return freqs.to(torch.get_default_device())
 
 
 def text_rope(position_ids: torch.Tensor, inv_freq: torch.Tensor, mrope_section: tuple[int, ...],

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmv_cli.model.config import TextConfig
-from glmv_cli.model.layers import RMSNorm, add_norm, kernels_for, needs_grad
+from glmv_cli.model.layers import Embedding, RMSNorm, add_norm, kernels_for, needs_grad
 from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
 
 
@@ -195,7 +195,7 @@ class TextModel(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.register_buffer("inv_freq", inverse_frequencies(cfg.rotary_dim, cfg.rope_theta), persistent=False)

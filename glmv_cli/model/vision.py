@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glmv_cli.model.config import VisionConfig
-from glmv_cli.model.layers import RMSNorm, SwiGLU
+from glmv_cli.model.layers import Embedding, RMSNorm, SwiGLU
 from glmv_cli.model.patch_codes import PatchCodes, patch_rows
 from glmv_cli.model.rope import apply_vision_rope, inverse_frequencies, vision_rope
 
@@ -101,7 +101,7 @@ class PositionTable(nn.Module):
         super().__init__()
         self.side = cfg.pos_grid
         self.merge = cfg.spatial_merge_size
-        self.position_embedding = nn.Embedding(self.side**2, cfg.hidden_size)
+        self.position_embedding = Embedding(self.side**2, cfg.hidden_size)
 
     def forward(self, grid_thw: list[tuple[int, int, int]]) -> torch.Tensor:
         weight = self.position_embedding.weight

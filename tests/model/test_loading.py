@@ -168,3 +168,26 @@ def test_loaded_model_builds_no_autograd_graph(tiny_folder, prompt_inputs):
     glm = load(tiny_folder)
     assert not any(p.requires_grad for p in glm.model.parameters())
     assert not glm.model(**model_kwargs(prompt_inputs("image"))).requires_grad
+
+
+def test_loading_and_answering_leave_torch_dynamo_unimported(tiny_folder):
+    """Building the model on the meta device ran torch's decompositions (an embedding's random init,
+    arange), whose first use imports torch._dynamo: a second of every glmv process's start. A fresh
+    process loads, reads an image and answers without it (only --compile needs it)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, glmv_cli\n"
+              "from glmv_cli.app.session import Session\n"
+              "import io\n"
+              "from PIL import Image\n"
+              "png = io.BytesIO()\n"
+              "Image.new('RGB', (64, 48), 'red').save(png, 'PNG')\n"
+              "s = Session(sys.argv[1], device='cpu')\n"
+              "s.run('What is this?', [png.getvalue()],\n"
+              "      generation=glmv_cli.GenerationOptions(max_new_tokens=2))\n"
+              "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_folder)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

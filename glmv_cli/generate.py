@@ -295,9 +295,8 @@ class Generation:
             return
         from glmv_cli.memory import device_room, size
 
-        cfg, dtype = text.cfg, text.norm.weight.dtype
         positions = bucketed(cache_len) if self.step is not None else cache_len  # (StaticStep.begin's)
-        need = 2 * cfg.num_layers * cfg.num_kv_heads * positions * cfg.head_dim * dtype.itemsize
+        need = text.cfg.kv_bytes(positions, text.norm.weight.dtype.itemsize)
         room = device_room(text.norm.weight.device)
         if room is not None and need > room.free:
             raise torch.cuda.OutOfMemoryError(f"CPU out of memory: the KV cache for {positions:,} positions. "

@@ -17,8 +17,8 @@ known here). Linux only: elsewhere the room is not known (None), and nothing is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MACHINE = "this machine's memory"
 CGROUP = "the cgroup memory limit of this container or service"
@@ -30,28 +30,30 @@ REMEDIES = {
 }
 
 
-@dataclass(frozen=True)
-class HostRoom:
+class Room(NamedTuple):
+    """Free and total bytes for a model on a device (memory.device_room); on a CPU also the free
+    swap and what binds."""
+
     free: int  # bytes the process can still take
-    total: int  # the binding limit: the machine's memory, the cgroup's limit or the address space
-    swap: int  # free swap the weights could spill into (0 where a cgroup or ulimit binds)
-    where: str  # which of MACHINE, CGROUP, ULIMIT binds (REMEDIES says what to do about it)
+    total: int  # the device's memory, or the binding limit: the machine's, the cgroup's, the address space
+    swap: int = 0  # free swap the weights could spill into (0 where a cgroup or ulimit binds)
+    where: str = ""  # on a CPU, which of MACHINE, CGROUP, ULIMIT binds (REMEDIES says what to do about it)
 
 
-def host_room(root: Path = Path("/"), address_limit: int | None = None) -> HostRoom | None:
+def host_room(root: Path = Path("/"), address_limit: int | None = None) -> Room | None:
     """The host's room for this process (the least of the three above); None off Linux. `root`
     and `address_limit` (the RLIMIT_AS soft limit; None: this process's) are for tests."""
     info = _fields(root / "proc/meminfo", ":")
     if "MemAvailable" not in info or "MemTotal" not in info:
         return None
-    rooms = [HostRoom(info["MemAvailable"] * 1024, info["MemTotal"] * 1024, info.get("SwapFree", 0) * 1024, MACHINE)]
-    rooms += [HostRoom(free, limit, 0, CGROUP) for free, limit in _cgroup_rooms(root)]
+    rooms = [Room(info["MemAvailable"] * 1024, info["MemTotal"] * 1024, info.get("SwapFree", 0) * 1024, MACHINE)]
+    rooms += [Room(free, limit, 0, CGROUP) for free, limit in _cgroup_rooms(root)]
     import resource  # (Unix only: imported past the Linux check, so Windows never gets here)
 
     limit = resource.getrlimit(resource.RLIMIT_AS)[0] if address_limit is None else address_limit
     if limit != resource.RLIM_INFINITY:
         used = _fields(root / "proc/self/status", ":").get("VmSize", 0) * 1024
-        rooms.append(HostRoom(max(0, limit - used), limit, 0, ULIMIT))
+        rooms.append(Room(max(0, limit - used), limit, 0, ULIMIT))
     return min(rooms, key=lambda r: r.free)
 
 

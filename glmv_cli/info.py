@@ -40,7 +40,7 @@ def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype) -> list[str]:
     settings = [("bfloat16", torch.bfloat16, None), ("float32", torch.float32, None), ("int8", dt, "int8")]
     sizes = {label: memory.weight_bytes(cfg, d, q, dev) for label, d, q in settings}
     t = cfg.text
-    per_token = 2 * t.num_layers * t.num_kv_heads * t.head_dim * dt.itemsize
+    per_token = t.kv_bytes(1, dt.itemsize)
     lines = [
         "weights      " + ", ".join(f"{label} {memory.size(n)}" for label, n in sizes.items())
         + f" (--quantize int8, the rest in {str(dt).removeprefix('torch.')})",
@@ -52,8 +52,7 @@ def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype) -> list[str]:
         free, total = room.free, room.total
         verdicts = [f"{label} {'fits' if n + memory.HEADROOM <= free else 'does not fit'}"
                     for label, n in sizes.items()]
-        where = memory.device_name(dev) + (f" ({room.where})" if room.where else "")
-        lines.append(f"free         {memory.size(free)} of {memory.size(total)} on {where}: "
+        lines.append(f"free         {memory.size(free)} of {memory.size(total)} on {memory.room_name(dev, room)}: "
                      f"{', '.join(verdicts)} (leaving {memory.size(memory.HEADROOM)} for the prompt)")
     return lines
 

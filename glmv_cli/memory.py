@@ -15,13 +15,12 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from glmv_cli.errors import GlmvError, ModelError
-from glmv_cli.host_memory import MACHINE, REMEDIES, host_room
+from glmv_cli.host_memory import MACHINE, REMEDIES, Room, host_room
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +56,6 @@ def weight_bytes(config, dtype: torch.dtype, quantize: str | None, device: torch
     return total
 
 
-class Room(NamedTuple):
-    """Free and total bytes for the model on a device; on a CPU also the free swap and what binds
-    (host_memory.MACHINE, CGROUP or ULIMIT)."""
-
-    free: int
-    total: int
-    swap: int = 0
-    where: str = ""
-
-
 def device_room(device: torch.device) -> Room | None:
     """The room for the model on `device`, None where not known. CUDA: the device's free memory
     plus the blocks torch's allocator holds unused (a model loaded and dropped earlier in this
@@ -81,8 +70,7 @@ def device_room(device: torch.device) -> Room | None:
         total = int(torch.mps.recommended_max_memory())
         return Room(max(0, total - int(torch.mps.driver_allocated_memory())), total)
     if device.type == "cpu":
-        host = host_room()
-        return Room(host.free, host.total, host.swap, host.where) if host else None
+        return host_room()
     return None
 
 
@@ -118,10 +106,14 @@ def check_fits(need: int, config, dtype: torch.dtype, quantize: str | None, devi
     elif need > free:
         raise ModelError(f"{short}: {what_fits(config, dtype, quantize, device, free, where=room.where)}")
     elif free - need < HEADROOM:
-        on = device_name(device) + (f" ({room.where})" if room.where else "")
         log.warning("the weights (%s) leave %s free on %s: a large image, PDF or video may run out of memory; "
-                    "%s", size(need), size(free - need), on,
+                    "%s", size(need), size(free - need), room_name(device, room),
                     what_fits(config, dtype, quantize, device, free - HEADROOM, warn=True, where=room.where))
+
+
+def room_name(device: torch.device, room: Room) -> str:
+    """'cuda:0 (NVIDIA ...)', or on a CPU 'cpu (this machine's memory)': the device and what binds."""
+    return device_name(device) + (f" ({room.where})" if room.where else "")
 
 
 def _room_text(device: torch.device, room: Room) -> str:

@@ -48,9 +48,13 @@ class _Target:
         return self.entry.offset + self.entry.nbytes
 
 
-def _target(entry: TensorEntry, out: torch.Tensor) -> _Target:
+def _check_shape(entry: TensorEntry, out: torch.Tensor) -> None:
     if tuple(out.shape) != tuple(entry.shape):
         raise ModelError(f"{entry.name}: shape {list(entry.shape)} in the file, {list(out.shape)} in the model")
+
+
+def _target(entry: TensorEntry, out: torch.Tensor) -> _Target:
+    _check_shape(entry, out)
     direct = out.dtype == entry.dtype and out.is_contiguous()
     staging = None if direct else torch.empty(entry.shape, dtype=entry.dtype, device=out.device)
     dest = out if direct else staging
@@ -165,8 +169,7 @@ def read_parallel(path: Path, items: list[tuple[TensorEntry, torch.Tensor]], rea
 
     jobs = []
     for entry, out in items:
-        if tuple(out.shape) != tuple(entry.shape):
-            raise ModelError(f"{entry.name}: shape {list(entry.shape)} in the file, {list(out.shape)} in the model")
+        _check_shape(entry, out)
         if out.dtype == entry.dtype and out.is_contiguous():
             jobs += [partial(direct, entry, out, a, min(a + CHUNK_BYTES, entry.nbytes))
                      for a in range(0, entry.nbytes, CHUNK_BYTES)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from glmv_cli.host_memory import CGROUP, MACHINE, ULIMIT, HostRoom, host_room
+from glmv_cli.host_memory import CGROUP, MACHINE, ULIMIT, Room, host_room
 
 resource = pytest.importorskip("resource")  # Unix
 GiB, MiB = 2**30, 2**20
@@ -66,7 +66,7 @@ def v1_limits(root: Path, folder: str, limit: int, usage: int, file_cache: int =
 
 def test_the_machines_available_memory_and_swap(tmp_path):
     room = host_room(machine(tmp_path, swap=4 * GiB), address_limit=NO_LIMIT)
-    assert room == HostRoom(14 * GiB, 16 * GiB, 4 * GiB, MACHINE)
+    assert room == Room(14 * GiB, 16 * GiB, 4 * GiB, MACHINE)
 
 
 def test_not_linux_is_not_known(tmp_path):
@@ -79,7 +79,7 @@ def test_a_v2_container_limit_counts_its_file_cache_as_free(tmp_path):
     v2(tmp_path, "/", mount_root="/docker/0123abcd")
     v2_limits(tmp_path, "", str(8 * GiB), 3 * GiB, file_cache=3 * GiB // 2)
     room = host_room(tmp_path, address_limit=NO_LIMIT)
-    assert room == HostRoom(8 * GiB - 3 * GiB + 3 * GiB // 2, 8 * GiB, 0, CGROUP)
+    assert room == Room(8 * GiB - 3 * GiB + 3 * GiB // 2, 8 * GiB, 0, CGROUP)
 
 
 def test_a_v2_limit_above_the_process_binds(tmp_path):
@@ -89,7 +89,7 @@ def test_a_v2_limit_above_the_process_binds(tmp_path):
     v2_limits(tmp_path, "user.slice/user-1000.slice/run-1.scope", "max", GiB)
     v2_limits(tmp_path, "user.slice/user-1000.slice", "max", 2 * GiB)
     v2_limits(tmp_path, "user.slice", str(6 * GiB), 5 * GiB)
-    assert host_room(tmp_path, address_limit=NO_LIMIT) == HostRoom(GiB, 6 * GiB, 0, CGROUP)
+    assert host_room(tmp_path, address_limit=NO_LIMIT) == Room(GiB, 6 * GiB, 0, CGROUP)
 
 
 def test_v2_without_limits_leaves_the_machine(tmp_path):
@@ -106,7 +106,7 @@ def test_a_v1_limit_in_a_container_is_read_at_its_mount(tmp_path, path):
     machine(tmp_path)
     v1(tmp_path, path, mount_root="/docker/0123abcd")
     v1_limits(tmp_path, "", 2 * GiB, GiB + 512 * MiB, file_cache=256 * MiB)
-    assert host_room(tmp_path, address_limit=NO_LIMIT) == HostRoom(768 * MiB, 2 * GiB, 0, CGROUP)
+    assert host_room(tmp_path, address_limit=NO_LIMIT) == Room(768 * MiB, 2 * GiB, 0, CGROUP)
 
 
 def test_a_v1_cgroup_below_a_containers_mount(tmp_path):
@@ -114,7 +114,7 @@ def test_a_v1_cgroup_below_a_containers_mount(tmp_path):
     v1(tmp_path, "/docker/0123abcd/worker", mount_root="/docker/0123abcd")
     v1_limits(tmp_path, "", 2 * GiB, GiB)
     v1_limits(tmp_path, "worker", 512 * MiB, 128 * MiB)
-    assert host_room(tmp_path, address_limit=NO_LIMIT) == HostRoom(384 * MiB, 512 * MiB, 0, CGROUP)
+    assert host_room(tmp_path, address_limit=NO_LIMIT) == Room(384 * MiB, 512 * MiB, 0, CGROUP)
 
 
 def test_a_v1_limit_on_the_host(tmp_path):
@@ -124,14 +124,14 @@ def test_a_v1_limit_on_the_host(tmp_path):
     v1_limits(tmp_path, "slurm/uid_1000/job_42", 4 * GiB, GiB)
     v1_limits(tmp_path, "slurm", V1_UNLIMITED, 5 * GiB)
     v1_limits(tmp_path, "", V1_UNLIMITED, 9 * GiB)
-    assert host_room(tmp_path, address_limit=NO_LIMIT) == HostRoom(3 * GiB, 4 * GiB, 0, CGROUP)
+    assert host_room(tmp_path, address_limit=NO_LIMIT) == Room(3 * GiB, 4 * GiB, 0, CGROUP)
     v1_limits(tmp_path, "slurm/uid_1000/job_42", V1_UNLIMITED, GiB)
-    assert host_room(tmp_path, address_limit=NO_LIMIT) == HostRoom(14 * GiB, 16 * GiB, 0, MACHINE)
+    assert host_room(tmp_path, address_limit=NO_LIMIT) == Room(14 * GiB, 16 * GiB, 0, MACHINE)
 
 
 def test_ulimit_v_leaves_the_address_space_not_yet_mapped(tmp_path):
     machine(tmp_path)  # the process maps 1 GiB already (VmSize)
-    assert host_room(tmp_path, address_limit=4 * GiB) == HostRoom(3 * GiB, 4 * GiB, 0, ULIMIT)
+    assert host_room(tmp_path, address_limit=4 * GiB) == Room(3 * GiB, 4 * GiB, 0, ULIMIT)
     assert host_room(tmp_path, address_limit=32 * GiB).where == MACHINE
 
 
@@ -153,7 +153,7 @@ def test_lines_of_other_formats_are_passed_over(tmp_path):
         f.write("garbage without colons\n\n")
     with open(tmp_path / "proc/self/mountinfo", "a") as f:
         f.write("short line\n40 1 0:30 / relative/mount rw - cgroup2 cgroup2 rw\n")
-    assert host_room(tmp_path, address_limit=NO_LIMIT) == HostRoom(5 * GiB, 8 * GiB, 0, CGROUP)
+    assert host_room(tmp_path, address_limit=NO_LIMIT) == Room(5 * GiB, 8 * GiB, 0, CGROUP)
 
 
 def test_this_machine(tmp_path):

@@ -40,6 +40,10 @@ class TextConfig:
     def rotary_dim(self) -> int:
         return int(self.head_dim * self.partial_rotary_factor)
 
+    def kv_bytes(self, positions: int, itemsize: int) -> int:
+        """Bytes of the KV cache for `positions` tokens: keys and values of every layer."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * positions * itemsize
+
     def check(self) -> None:
         _require(self.hidden_size % self.num_heads == 0,
                  f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_heads}")

@@ -12,7 +12,7 @@ import torch
 import glmv_cli
 from glmv_cli import memory
 from glmv_cli.errors import InputError, ModelError
-from glmv_cli.host_memory import CGROUP, MACHINE, ULIMIT, HostRoom
+from glmv_cli.host_memory import CGROUP, MACHINE, ULIMIT, Room
 from glmv_cli.loading import load_model
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.random_checkpoint import SHAPES, build_tokenizer, config_dict
@@ -196,7 +196,7 @@ def test_a_cpu_load_is_checked_against_the_host(tiny_folder, monkeypatch):
     """load_model on the CPU asks host_memory for the room, and refuses before any allocation."""
     cfg, cpu = Glm4vConfig.from_folder(tiny_folder), torch.device("cpu")
     need = memory.weight_bytes(cfg, torch.float32, None, cpu)
-    monkeypatch.setattr(memory, "host_room", lambda: HostRoom(need - 1, 8 * GiB, 0, CGROUP))
+    monkeypatch.setattr(memory, "host_room", lambda: Room(need - 1, 8 * GiB, 0, CGROUP))
     monkeypatch.setattr(torch.nn.Module, "to_empty", _never)
     with pytest.raises(ModelError, match=r"cgroup memory limit .* has .* free of 8.0 GiB: --dtype bfloat16 needs"):
         load_model(tiny_folder, cpu, torch.float32)
@@ -209,7 +209,7 @@ def test_a_kv_cache_the_host_cannot_hold_is_refused_and_the_conversation_goes_on
     session = glmv_cli.Session(str(tiny_folder), device="cpu", dtype="float32")
     cfg = session.load().model.cfg.text
     per_position = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
-    monkeypatch.setattr(memory, "host_room", lambda: HostRoom(1000 * per_position, 8 * GiB, 0, CGROUP))
+    monkeypatch.setattr(memory, "host_room", lambda: Room(1000 * per_position, 8 * GiB, 0, CGROUP))
     chat = session.conversation()
     with pytest.raises(InputError, match=r"^out of memory on cpu reading a \d+-token prompt \(it asked for 2.0 MiB "
                                          r"more; 1000 KiB free of 8.0 GiB\): send less: .* or answer \(--max-new"):

@@ -4,6 +4,7 @@ v2 and v1, and `ulimit -v`. The least of them binds."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,7 +159,7 @@ def test_lines_of_other_formats_are_passed_over(tmp_path):
 
 def test_this_machine(tmp_path):
     """The real files of the machine the tests run on: the free room is within what it has."""
-    room = host_room()
-    if room is None:
+    if not sys.platform.startswith("linux"):
         pytest.skip("not Linux")
-    assert 0 < room.free <= room.total and room.where in (MACHINE, CGROUP, ULIMIT)
+    room = host_room()  # on Linux, never unknown: /proc/meminfo is always there
+    assert room is not None and 0 < room.free <= room.total and room.where in (MACHINE, CGROUP, ULIMIT)

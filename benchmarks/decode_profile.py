@@ -1,6 +1,6 @@
 """Where one decode step's time goes on a GPU, to know what to make faster next.
 
-    python benchmarks/decode_profile.py FOLDER [--device cuda] [--dtype bfloat16] [--quantize int8]
+    python benchmarks/decode_profile.py FOLDER [--device cuda] [--dtype bfloat16] [--quantize int8|int4]
                                         [--cache 2048] [--json OUT.json]
 
 1. the step alone, as generation runs it (a CUDA graph on CUDA), replayed back to back with no host
@@ -37,6 +37,7 @@ from glmv_cli.bench.__main__ import DTYPES, decode_bytes_per_token  # noqa: E402
 from glmv_cli.generate import StaticStep  # noqa: E402
 from glmv_cli.kernels import int8_gemv  # noqa: E402
 from glmv_cli.model.quant import Int8Linear  # noqa: E402
+from glmv_cli.model.quant_int4 import Int4Linear  # noqa: E402
 
 
 def timer(device: torch.device):
@@ -101,7 +102,10 @@ def kernel_table(fn, device: torch.device, steps: int = 5) -> tuple[list[dict], 
 
 def linear_rows(model, device: torch.device, dtype: torch.dtype, measure) -> list[dict]:
     layer = model.language_model.layers[0]
-    layers = {"qkv_proj": layer.self_attn.qkv_proj, "o_proj": layer.self_attn.o_proj,
+    attn = layer.self_attn  # (int4 keeps q, k and v apart)
+    qkv = {"qkv_proj": attn.qkv_proj} if attn.qkv_proj is not None else {
+        "q_proj": attn.q_proj, "k_proj": attn.k_proj, "v_proj": attn.v_proj}
+    layers = {**qkv, "o_proj": layer.self_attn.o_proj,
               "gate_up_proj": layer.mlp.gate_up_proj, "down_proj": layer.mlp.down_proj, "lm_head": model.lm_head}
     rows = []
     for name, linear in layers.items():
@@ -118,6 +122,11 @@ def linear_rows(model, device: torch.device, dtype: torch.dtype, measure) -> lis
                 us = measure(_int8_call(linear, x, config if device.type == "cuda" else None))
                 how = f"int8 {config}" + (" *" if config == chosen else "")  # *: the one decoding uses
                 rows.append({"layer": name, "shape": shape, "how": how, "us": us, "gbs": nbytes / us / 1e3})
+        elif isinstance(linear, Int4Linear):  # its own path: the Triton kernel on CUDA, torch's on a CPU
+            nbytes = linear.weight.numel() + linear.scales.numel() * linear.scales.element_size()
+            us = measure(lambda linear=linear, x=x: linear(x))
+            rows.append({"layer": name, "shape": shape, "how": f"int4 g{linear.group}", "us": us,
+                         "gbs": nbytes / us / 1e3})
         else:
             us = measure(_float_call(linear, x))
             rows.append({"layer": name, "shape": shape, "how": "F.linear", "us": us,
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
-    ap.add_argument("--quantize", choices=["int8"], default=None)
+    ap.add_argument("--quantize", choices=["int8", "int4"], default=None)
     ap.add_argument("--cache", type=int, default=2048, help="KV-cache length of the step (a bucket)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     step.begin(args.cache)
     token = torch.tensor([[100]], device=device)
     pos, delta = torch.tensor([args.cache // 2], device=device), torch.tensor([0], device=device)
-    per_token = decode_bytes_per_token(args.folder, dtype, args.quantize)
+    per_token = decode_bytes_per_token(args.folder, dtype, args.quantize, device)
     alone_ms = step_alone(step, (token, pos, delta), device)
     kernels, kernel_us, launches = kernel_table(lambda: model.decode_step(token, pos, delta), device)
     step.end()

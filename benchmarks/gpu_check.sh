@@ -4,8 +4,8 @@
 # then `glmv bench` at GLM-4.1V-9B's exact shapes (random bfloat16 weights drawn on the GPU, a
 # 1120x1120 image, 128 new tokens): ours by default (CUDA graphs) side by side with transformers in
 # one process, int8 with a ~4k-token prompt, --compile in a first and a second process (inductor's
-# disk cache); the table; then where a decode step's time goes (benchmarks/decode_profile.py, bf16
-# and int8); a chat's second turn with and without the prompt cache (follow_up_bench.py); last, the
+# disk cache), int4 as int8; the table; then where a decode step's time goes
+# (benchmarks/decode_profile.py, bf16, int8 and int4); a chat's second turn with and without the prompt cache (follow_up_bench.py); last, the
 # vision tower's peak memory over 30 pages, at once and in groups (vision_memory.py). Every step has
 # a time limit and the whole stays inside BUDGET seconds.
 #
@@ -15,7 +15,8 @@
 #                SHAPE=tiny IMAGE=112 NEW=8 DEVICE=cpu bash benchmarks/gpu_check.sh
 #
 # What comes back (a device call returns at most 8 files from $OUT): console.log (if the caller
-# tees into it), table.txt, profile_bfloat16.txt, profile_int8.txt and logs.tgz (every log and JSON).
+# tees into it), table.txt, profile_bfloat16.txt, profile_int8.txt, profile_int4.txt and logs.tgz (every
+# log and JSON).
 # EAGER=1 adds the bench without CUDA graphs (27.6 tok/s against 115.6 with them, stop 23).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +68,8 @@ step bench_default 120 "${B[@]}"
 step bench_int8 90 "${B[@]}" --quantize int8 --skip-reference --prompt-words 2400
 step bench_compile_1st 120 "${B[@]}" --compile --skip-reference
 step bench_compile_2nd 80 "${B[@]}" --compile --skip-reference
-runs=(bench_default bench_int8 bench_compile_1st bench_compile_2nd)
+step bench_int4 75 "${B[@]}" --quantize int4 --skip-reference --prompt-words 2400
+runs=(bench_default bench_int8 bench_compile_1st bench_compile_2nd bench_int4)
 if [ "${EAGER:-0}" = 1 ]; then step bench_eager 60 "${B[@]}" --eager --skip-reference; runs+=(bench_eager); fi
 reports=()
 for r in "${runs[@]}"; do mv -f "$W/$r.out" "$W/$r.json" 2>/dev/null; reports+=("$W/$r.json"); done
@@ -78,7 +80,9 @@ step profile_bfloat16 60 python3 benchmarks/decode_profile.py "$CKPT" --device "
   --json "$W/profile_bfloat16.json"
 step profile_int8 70 python3 benchmarks/decode_profile.py "$CKPT" --device "$DEVICE" --dtype bfloat16 --quantize int8 \
   --json "$W/profile_int8.json"
-for p in profile_bfloat16 profile_int8; do cp "$W/$p.out" "$OUT/$p.txt" 2>/dev/null && head -n 3 "$OUT/$p.txt"; done
+step profile_int4 50 python3 benchmarks/decode_profile.py "$CKPT" --device "$DEVICE" --dtype bfloat16 --quantize int4 \
+  --json "$W/profile_int4.json"
+for p in profile_bfloat16 profile_int8 profile_int4; do cp "$W/$p.out" "$OUT/$p.txt" 2>/dev/null && head -n 3 "$OUT/$p.txt"; done
 # a chat's second turn through the prompt cache, and without it (the same checkpoint, bfloat16)
 step follow_up 60 python3 benchmarks/follow_up_bench.py --model "$CKPT" --device "$DEVICE" --image "$IMAGE" --reps 2
 tail -n 1 "$W/follow_up.err"; tail -n 1 "$W/follow_up.out"

@@ -51,10 +51,11 @@ def main(paths: list[str]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     for path in map(Path, paths):
         report = load_report(path) if path.is_file() else None
-        if report and report.get("int8_accuracy"):
-            a = report["int8_accuracy"]
-            print(f"{path.stem}: int8 top-1 agreement {100 * a['top1_agreement']:.1f}%, logit cosine mean "
-                  f"{a['logit_cosine_mean']:.4f} min {a['logit_cosine_min']:.4f} over {a['positions']} positions")
+        if report and report.get("quantization_accuracy"):
+            a = report["quantization_accuracy"]
+            print(f"{path.stem}: {report['quantize']} top-1 agreement {100 * a['top1_agreement']:.1f}%, "
+                  f"logit cosine mean {a['logit_cosine_mean']:.4f} min {a['logit_cosine_min']:.4f} "
+                  f"over {a['positions']} positions")
 
 
 if __name__ == "__main__":

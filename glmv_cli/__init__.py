@@ -5,7 +5,7 @@ Two Python entry points, both cheap to import (torch is imported on first use):
 * `glmv_cli.Session(model)`: what the CLI itself uses. Load once, ask many times, get a stream of
   typed events (Progress, Note, Thinking, Answer, Done) or a collected Result; `session.conversation()`
   keeps a multi-turn history. See glmv_cli/app/session.py.
-* `glmv_cli.load(path_or_repo_id, device=..., dtype=..., quantize=None|"int8")`: the bare model and
+* `glmv_cli.load(path_or_repo_id, device=..., dtype=..., quantize=None|"int8"|"int4")`: the bare model and
   token generation on processor-style tensors (see api.py).
 """
 

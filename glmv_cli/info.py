@@ -36,14 +36,15 @@ def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
 def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype) -> list[str]:
     """The weights' bytes on `dev` per setting (load_model's own count), the KV cache's per token,
     and on a GPU whether each setting fits its free memory."""
-    # int8 leaves norms and convolutions (on a CPU the vision tower too) in the dtype it would run in
-    settings = [("bfloat16", torch.bfloat16, None), ("float32", torch.float32, None), ("int8", dt, "int8")]
+    # int8 and int4 leave norms and convolutions (on a CPU the vision tower too) in the dtype it would run in
+    settings = [("bfloat16", torch.bfloat16, None), ("float32", torch.float32, None), ("int8", dt, "int8"),
+                ("int4", dt, "int4")]
     sizes = {label: memory.weight_bytes(cfg, d, q, dev) for label, d, q in settings}
     t = cfg.text
     per_token = t.kv_bytes(1, dt.itemsize)
     lines = [
         "weights      " + ", ".join(f"{label} {memory.size(n)}" for label, n in sizes.items())
-        + f" (--quantize int8, the rest in {str(dt).removeprefix('torch.')})",
+        + f" (--quantize int8 or int4, the rest in {str(dt).removeprefix('torch.')})",
         f"kv cache     {memory.size(per_token)} a token in {str(dt).removeprefix('torch.')} "
         f"({memory.size(per_token * 8192)} for 8,192 tokens)",
     ]

@@ -23,7 +23,8 @@ from glmv_cli import memory
 from glmv_cli.errors import ModelError
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
-from glmv_cli.model.quant import Int8Embedding, Int8Linear, swap_int8
+from glmv_cli.model.quant import Int8Embedding, Int8Linear, swap_quantized
+from glmv_cli.model.quant_int4 import Int4Linear, scale_dtype
 from glmv_cli.model.rope import inverse_frequencies
 from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
 from glmv_cli.streaming import host_ring, read_parallel, stream_into
@@ -169,7 +170,8 @@ def reset_rope_buffers(model: Glm4v) -> None:
     model.visual.inv_freq = inverse_frequencies(vision.head_dim // 2, vision.rope_theta).to(device)
 
 
-QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_CHOICES = ("int8", "int4")
+QUANTIZED = (Int8Linear, Int8Embedding, Int4Linear)
 QUANTIZE_BLOCK_BYTES = 64 * 2**20  # float32 rows read and quantized at a time (CPU)
 QUANTIZE_STREAM_BYTES = 128 * 2**20  # file bytes streamed to an accelerator and quantized there at a time
 # (the float copy and the int8 rows of a block add ~2.5x that to the GPU peak while loading)
@@ -177,7 +179,7 @@ QUANTIZE_STREAM_BYTES = 128 * 2**20  # file bytes streamed to an accelerator and
 
 def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device,
                    ring: list[torch.Tensor] | None = None) -> None:
-    """A float weight from the file into an Int8Linear or Int8Embedding, in blocks of rows. With a
+    """A float weight from the file into an Int8Linear, Int8Embedding or Int4Linear, in blocks of rows. With a
     `ring` (an accelerator) each block streams through the pinned buffers into a device block in the
     file's dtype, quantized there: tensor by tensor through pageable memory took 24 s for
     GLM-4.1V-9B on an H200 machine, three times the bfloat16 load."""
@@ -198,19 +200,19 @@ def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torc
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None) -> Glm4v:
     """Build on meta, allocate on the target, stream every tensor in; no second copy. With
-    quantize="int8" the text decoder's linear weights are quantized one tensor at a time as they
-    are read (model/quant.py), so memory never holds the float model."""
+    quantize="int8" (or "int4") the text decoder's linear weights are quantized one tensor at a time
+    as they are read (model/quant.py, quant_int4.py), so memory never holds the float model."""
     device, began = torch.device(device), time.perf_counter()
     config = Glm4vConfig.from_folder(folder)
     where = index_tensors(weight_files(folder))
     with torch.device("meta"):
         check_keys(Glm4v(config), where)
     model = meta_model(config, dtype, quantize, device)
-    int8 = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (Int8Linear, Int8Embedding))}
+    quantized = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, QUANTIZED)}
     room = memory.device_room(device)  # free and total memory; None where not known
     memory.check_fits(memory.tensor_bytes(model), config, dtype, quantize, device, room)
     try:
-        return _fill(model, folder, where, int8, device, began)
+        return _fill(model, folder, where, quantized, device, began)
     except Exception as e:
         if not memory.is_out_of_memory(e):
             raise
@@ -220,27 +222,31 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
 
 def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, device: torch.device) -> Glm4v:
     """The model load_model fills, on the meta device: in `dtype`, with quantize="int8" its int8
-    layers swapped in (the vision tower's too on an accelerator), each with its scales."""
+    layers swapped in (the vision tower's too on an accelerator), each with its scales; with "int4"
+    the text decoder's linear layers in int4 (their scales in the dtype they run in)."""
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ModelError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZE_CHOICES)}")
     with torch.device("meta"):
         model = Glm4v(config)
-    if quantize == "int8":
-        swap_int8(model, vision=torch.device(device).type != "cpu")
+    if quantize:
+        swap_quantized(model, quantize, vision=torch.device(device).type != "cpu")
     model = model.to(dtype=dtype)  # int8 buffers keep their dtype
     for module in model.modules():  # .to(dtype) turned the float32 scales of embeddings too
         if isinstance(module, Int8Embedding):
             module.dtype, module.scales = dtype, module.scales.float()
+        elif isinstance(module, Int4Linear):
+            module.scales = module.scales.to(scale_dtype(device, dtype))
     reset_rope_buffers(model)  # float32 (their values are computed again once the model has storage)
     return model
 
 
-def _fill(model: Glm4v, folder: Path, where: dict, int8: set[str], device: torch.device, began: float) -> Glm4v:
+def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: torch.device, began: float
+          ) -> Glm4v:
     """Give the meta model storage on `device` and read every tensor into it."""
     model = model.to_empty(device=device)
     attentions = [layer.self_attn for layer in model.language_model.layers]
-    for attn in attentions:  # q/k/v read straight into the fused projection's views (int8: after)
-        if not isinstance(attn.q_proj, Int8Linear):
+    for attn in attentions:  # q/k/v read straight into the fused projection's views (int8: after;
+        if not isinstance(attn.q_proj, QUANTIZED):  # int4: never, its CPU layout is not one of rows)
             attn.fuse_qkv(empty=True)
     params = model.state_dict()
     by_file: dict[Path, list[str]] = {}
@@ -253,10 +259,10 @@ def _fill(model: Glm4v, folder: Path, where: dict, int8: set[str], device: torch
         t0 = time.perf_counter()
         with TensorReader(path) as reader:
             for name in sorted(names, key=lambda n: where[n][1].offset):
-                if name in int8:
+                if name in quantized:
                     layer = model.get_submodule(name.removesuffix(".weight"))
                     read_quantized(reader, where[name][1], layer, device, ring)
-        rest = [(where[n][1], params[n]) for n in names if n not in int8]
+        rest = [(where[n][1], params[n]) for n in names if n not in quantized]
         if ring is None:  # into CPU tensors: straight from the file, several threads at once
             read_parallel(path, rest)
         else:  # to an accelerator: pinned chunks, reads and copies overlapped
@@ -267,7 +273,9 @@ def _fill(model: Glm4v, folder: Path, where: dict, int8: set[str], device: torch
     del ring
     reset_rope_buffers(model)
     for attn in attentions:
-        if attn.qkv_proj is None:  # (int8 layers: their scales change dtype once read, see Int8Linear.ready)
+        parts = (attn.q_proj, attn.k_proj, attn.v_proj)
+        if attn.qkv_proj is None and all(isinstance(p, Int8Linear) for p in parts):  # (their scales change
+            # dtype once read, see Int8Linear.ready)
             attn.fuse_qkv()
     log.info("model loaded in %.2f s", time.perf_counter() - began)
     return model.eval().requires_grad_(False)

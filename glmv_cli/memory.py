@@ -1,7 +1,7 @@
 """Device memory: what a model's weights take, whether they fit, and out-of-memory failures as one line.
 
 `weight_bytes` is exact: it builds the meta-device model `load_model` builds (the dtype, the int8
-layers and their scales) and counts its tensors. `check_fits` compares that with the device's free
+or int4 layers and their scales) and counts its tensors. `check_fits` compares that with the device's free
 memory before a byte is read, so a 12 GB card told to load GLM-4.1V-9B in bfloat16 (19.2 GiB) says
 so at once, with the flag that fits (`--quantize int8`: 9.6 GiB), instead of failing a minute into
 the load with the allocator's message; on a CPU, a 16 GB laptop is told the same before Linux's OOM
@@ -127,20 +127,20 @@ def _room_text(device: torch.device, room: Room) -> str:
 
 
 def _setting(dtype: torch.dtype, quantize: str | None) -> str:
-    return "int8" if quantize else str(dtype).removeprefix("torch.")
+    return quantize or str(dtype).removeprefix("torch.")
 
 
 def what_fits(config, dtype: torch.dtype, quantize: str | None, device: torch.device, free: int | None,
               warn: bool = False, where: str = "") -> str:
-    """Advice: the first of --dtype bfloat16 (from float32) and --quantize int8 whose weights fit
-    in `free` bytes (None: not known, the first of them), else freeing memory."""
+    """Advice: the first of --dtype bfloat16 (from float32), --quantize int8 and --quantize int4
+    whose weights fit in `free` bytes (None: not known, the first of them), else freeing memory."""
     options = []
     if dtype == torch.float32:
         options.append(("--dtype bfloat16", torch.bfloat16, quantize))
-    if not quantize and dtype == torch.float32:
-        options.append(("--dtype bfloat16 --quantize int8", torch.bfloat16, "int8"))
-    elif not quantize:
-        options.append(("--quantize int8", dtype, "int8"))
+    narrower = {None: ("int8", "int4"), "int8": ("int4",)}.get(quantize, ())
+    for q in narrower:
+        options.append((f"--dtype bfloat16 --quantize {q}" if dtype == torch.float32 else f"--quantize {q}",
+                        torch.bfloat16 if dtype == torch.float32 else dtype, q))
     for flag, dt, q in options:
         need = weight_bytes(config, dt, q, device)
         if free is None or need <= free:

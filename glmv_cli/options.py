@@ -24,10 +24,11 @@ Device = Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option(
 Dtype = Annotated[Literal["auto", "bfloat16", "float16", "float32"], typer.Option(
     rich_help_panel=MODEL, envvar="GLMV_DTYPE",
     help="auto: the checkpoint's dtype (float16 becomes float32 on CPU).")]
-Quantize = Annotated[Literal["int8"] | None, typer.Option(
+Quantize = Annotated[Literal["int8", "int4"] | None, typer.Option(
     rich_help_panel=MODEL, show_default=False, envvar="GLMV_QUANTIZE",
-    help="Weight-only int8 for the text decoder: ~4x fewer bytes per token than float32, faster decoding "
-         "on memory-bound machines; a small accuracy cost.")]
+    help="Weight-only int8 for the text decoder: half of bfloat16's bytes per token, faster decoding on "
+         "memory-bound machines, a small accuracy cost. int4 (its linear layers in 4 bits, per group of "
+         "128): a quarter, so GLM-4.1V-9B fits 8 GB; a larger accuracy cost.")]
 Compile = Annotated[bool, typer.Option(
     "--compile", rich_help_panel=MODEL,
     help="torch.compile the one-token decode step: faster decoding after a one-off compile (tens of "

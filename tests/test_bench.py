@@ -37,7 +37,7 @@ def test_bench_reports_int8_accuracy_and_compile_time(tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["quantize"] == "int8" and report["compile"] is True and report["reference"] is None
     assert report["ours"]["compile_s"] > 0 and report["ours"]["decode_tok_s"] > 0
-    acc = report["int8_accuracy"]
+    acc = report["quantization_accuracy"]
     assert 0 <= acc["top1_agreement"] <= 1 and acc["positions"] > 10 and acc["logit_cosine_min"] > 0.9
     from glmv_cli.bench.__main__ import decode_bytes_per_token
 

@@ -39,7 +39,7 @@ from glmv_cli.stream import Answer, StreamParser, Thinking
 
 PROMPT_OOM_ADVICE = ("send less: smaller images (--max-pixels), fewer pages (--pages) or frames (--max-frames), "
                      "a shorter context (--max-context) or answer (--max-new-tokens); or load the weights with "
-                     "--quantize int8 to leave more room")
+                     "--quantize int8 or int4 to leave more room")
 DEFAULT_MAX_NEW_TOKENS = 8192  # thinking models need room; capped by what the context leaves
 PROMPT_OVERHEAD = 64  # template tokens around a turn, for the PDF page budget
 

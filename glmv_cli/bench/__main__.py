@@ -40,23 +40,20 @@ def bench_checkpoint(shape: str, dtype: str, root: Path, device: torch.device) -
     return folder
 
 
-def decode_bytes_per_token(folder: Path, dtype: torch.dtype, quantize: str | None = None) -> int:
-    """Weight bytes one decode step reads: every decoder and lm_head weight (int8 ones: a byte
-    each plus a float32 scale per row), one embedding row."""
-    from glmv_cli.loading import index_tensors, weight_files
+def decode_bytes_per_token(folder: Path, dtype: torch.dtype, quantize: str | None = None,
+                           device: torch.device | str = "cpu") -> int:
+    """Weight bytes one decode step reads: every tensor of the text decoder and the LM head as
+    load_model lays them out (int8 and int4 codes with their scales), and one embedding row."""
+    from glmv_cli.loading import meta_model
+    from glmv_cli.model.config import Glm4vConfig
 
-    size = torch.empty((), dtype=dtype).element_size()
+    model = meta_model(Glm4vConfig.from_folder(folder), dtype, quantize, torch.device(device))
     total = 0
-    for name, (_, entry) in index_tensors(weight_files(folder)).items():
-        if name.startswith("model.visual."):
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if name.startswith("model.visual.") or name.endswith("inv_freq"):
             continue
-        count = int(np.prod(entry.shape))
-        if name.endswith("embed_tokens.weight"):
-            total += entry.shape[1] * (1 if quantize == "int8" else size)
-        elif quantize == "int8" and len(entry.shape) == 2:  # the decoder's linear weights and lm_head
-            total += count + entry.shape[0] * 4
-        else:
-            total += count * size
+        size = t.numel() * t.element_size()
+        total += size // t.shape[0] if ".embed_tokens." in name else size  # one row (and its scale)
     return total
 
 
@@ -76,11 +73,11 @@ def table(result: dict) -> str:
                  f"({100 * result['bandwidth_utilization']:.0f}%)")
     if result["compile"]:
         lines.append(f"compiling the decode step took {result['ours']['compile_s']:.1f} s (once, not in decode_tok_s)")
-    acc = result.get("int8_accuracy")
+    acc = result.get("quantization_accuracy")
     if acc:
-        lines.append(f"int8 against unquantized: top-1 agreement {100 * acc['top1_agreement']:.1f}%, logit cosine "
-                     f"mean {acc['logit_cosine_mean']:.4f} / min {acc['logit_cosine_min']:.4f} "
-                     f"over {acc['positions']} positions")
+        lines.append(f"{result['quantize']} against unquantized: top-1 agreement "
+                     f"{100 * acc['top1_agreement']:.1f}%, logit cosine mean {acc['logit_cosine_mean']:.4f} / "
+                     f"min {acc['logit_cosine_min']:.4f} over {acc['positions']} positions")
     return "\n".join(lines)
 
 
@@ -97,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("GLMV_BENCH_CACHE",
                                                                          Path.home() / ".cache" / "glmv" / "bench")))
     ap.add_argument("--skip-reference", action="store_true")
-    ap.add_argument("--quantize", choices=["int8"], default=None, help="ours with int8 weights (and its accuracy cost)")
+    ap.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                    help="ours with int8 or int4 weights (and its accuracy cost)")
     ap.add_argument("--compile", action="store_true", help="ours with the torch.compile'd decode step")
     ap.add_argument("--eager", action="store_true", help="ours without CUDA graphs (their default on CUDA)")
     args = ap.parse_args(argv)
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         prompts = [our_preprocessor(folder, image, text)(), our_preprocessor(folder, None, prompt_text(48))()]
         accuracy = quantization_accuracy(folder, prompts, device=device, dtype=dtype, quantize=args.quantize)
     weight_bw = weight_read_bandwidth(device, dtype)
-    per_token = decode_bytes_per_token(folder, dtype, args.quantize)
+    per_token = decode_bytes_per_token(folder, dtype, args.quantize, device)
     achieved = per_token * ours.decode_tok_s / 1e9
     result = {
         "shape": args.shape, "dtype": args.dtype, "device": str(device), "threads": torch.get_num_threads(),
@@ -131,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
         "weight_bytes_per_token": per_token, "bandwidth_gbs_measured": round(weight_bw, 2),
         "copy_bandwidth_gbs": round(copy_bandwidth(device), 2), "ours_bandwidth_gbs": round(achieved, 2),
         "bandwidth_utilization": round(achieved / weight_bw, 3),
-        "quantize": args.quantize, "compile": args.compile, "eager": args.eager, "int8_accuracy": accuracy,
+        "quantize": args.quantize, "compile": args.compile, "eager": args.eager,
+        "quantization_accuracy": accuracy,
     }
     if reference:
         print(table(result), file=sys.stderr)

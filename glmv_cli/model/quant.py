@@ -12,6 +12,7 @@ spends its bandwidth, and the token embedding (Int8Embedding: a row and its scal
 accelerator also the vision tower's linear layers, so that GLM-4.1V-9B fits a 12 GB card (in
 bfloat16 they are 1.8 of its 11.8 GB; on a CPU they stay in the model's dtype, where its float32
 GEMMs are faster than the int8 kernel's bfloat16 path). Convolutions and norms are never quantized.
+`--quantize int4` puts the text decoder's linear layers in int4 instead (model/quant_int4.py).
 """
 
 from __future__ import annotations
@@ -125,13 +126,20 @@ def quantizable(model: nn.Module, vision: bool = False) -> list[str]:
     return names
 
 
-def swap_int8(model: nn.Module, vision: bool = False) -> list[str]:
+def swap_quantized(model: nn.Module, scheme: str = "int8", vision: bool = False) -> list[str]:
     """Replace those layers by empty Int8Linear / Int8Embedding modules (works on the meta device);
-    their names."""
+    their names. With scheme "int4", the text decoder's linear layers become Int4Linear instead where
+    their shape allows (model/quant_int4.py); the LM head, the embedding and the vision tower stay int8."""
+    from glmv_cli.model.quant_int4 import Int4Linear, group_size
+
     names = quantizable(model, vision)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = getattr(parent, child)
-        setattr(parent, child, (Int8Embedding if isinstance(layer, nn.Embedding) else Int8Linear).like(layer))
+        group = group_size(layer.in_features, layer.out_features) if isinstance(layer, nn.Linear) else None
+        if scheme == "int4" and group and name.startswith("model.language_model.layers."):
+            setattr(parent, child, Int4Linear.like(layer, group))
+        else:
+            setattr(parent, child, (Int8Embedding if isinstance(layer, nn.Embedding) else Int8Linear).like(layer))
     return names

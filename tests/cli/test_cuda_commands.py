@@ -57,9 +57,9 @@ def test_tiny_checkpoint_same_ids_on_both_devices(tiny, files, gpu):
     assert dev.json["completion_ids"] == cpu.json["completion_ids"]
 
 
-@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--quantize", "int8", "--compile"]])  # (--compile
-# alone: tests/model/test_cuda.py, in process; each compiling CLI run costs the device call ~30 s)
-def test_int8_and_compile_run_on_the_device(tiny, files, gpu, flags):
+@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--quantize", "int4"], ["--quantize", "int8", "--compile"]])
+# (--compile alone: tests/model/test_cuda.py, in process; each compiling CLI run costs the device call ~30 s)
+def test_quantized_and_compiled_run_on_the_device(tiny, files, gpu, flags):
     run = run_glmv("ask", files["jpg"], "What is this?", "--model", tiny, *device_args(gpu), *flags,
                    "--max-new-tokens", "16", "--json", timeout=600)
     assert run.code == 0, run.err
@@ -82,4 +82,4 @@ def test_bench_runs_on_the_device(tmp_path, gpu):
     assert run.code == 0, run.err
     report = json.loads(run.out.strip().splitlines()[-1])
     assert report["device"].startswith(gpu.type) and report["ours"]["decode_tok_s"] > 0
-    assert report["int8_accuracy"]["top1_agreement"] >= 0.5
+    assert report["quantization_accuracy"]["top1_agreement"] >= 0.5

@@ -19,9 +19,10 @@ def test_info_states_the_memory_loading_takes(tiny):
     lines = dict(line.split(None, 1) for line in run.out.splitlines())
     cfg, cpu = Glm4vConfig.from_folder(tiny), torch.device("cpu")
     sizes = [memory.size(memory.weight_bytes(cfg, dt, q, cpu))
-             for dt, q in ((torch.bfloat16, None), (torch.float32, None), (torch.float32, "int8"))]
-    assert lines["weights"] == (f"bfloat16 {sizes[0]}, float32 {sizes[1]}, int8 {sizes[2]} "
-                                "(--quantize int8, the rest in float32)")
+             for dt, q in ((torch.bfloat16, None), (torch.float32, None), (torch.float32, "int8"),
+                           (torch.float32, "int4"))]
+    assert lines["weights"] == (f"bfloat16 {sizes[0]}, float32 {sizes[1]}, int8 {sizes[2]}, int4 {sizes[3]} "
+                                "(--quantize int8 or int4, the rest in float32)")
     per_token = 2 * cfg.text.num_layers * cfg.text.num_kv_heads * cfg.text.head_dim * 4
     assert lines["kv"].startswith(f"cache     {memory.size(per_token)} a token in float32")
     assert lines["would"] == "run on cpu in float32"
@@ -30,7 +31,7 @@ def test_info_states_the_memory_loading_takes(tiny):
         total, verdicts = re.fullmatch(r"[\d.]+ \w+ of ([\d.]+ \w+) on cpu \((.*)\): (.*) \(leaving 1.0 GiB "
                                        r"for the prompt\)", lines["free"]).group(1, 3)
         assert total == memory.size(room.total) and f"on cpu ({room.where})" in lines["free"]
-        assert verdicts == "bfloat16 fits, float32 fits, int8 fits"  # a tiny checkpoint
+        assert verdicts == "bfloat16 fits, float32 fits, int8 fits, int4 fits"  # a tiny checkpoint
 
 
 def test_info_on_a_gpu_says_which_setting_fits(tiny, monkeypatch):
@@ -40,7 +41,8 @@ def test_info_on_a_gpu_says_which_setting_fits(tiny, monkeypatch):
     monkeypatch.setattr(memory, "device_name", lambda device: "cuda (a small card)")
     free = info._memory(cfg, cuda, torch.bfloat16)[-1]
     assert free == (f"free         {memory.size(int8 + memory.HEADROOM)} of 2.0 GiB on cuda (a small card): "
-                    "bfloat16 does not fit, float32 does not fit, int8 fits (leaving 1.0 GiB for the prompt)")
+                    "bfloat16 does not fit, float32 does not fit, int8 fits, int4 fits (leaving 1.0 GiB for the "
+                    "prompt)")
 
 
 def test_model_settings_come_from_the_environment(tiny):
@@ -51,8 +53,8 @@ def test_model_settings_come_from_the_environment(tiny):
     assert run.out.splitlines()[-1] == "would run on cpu in bfloat16"
     run = run_glmv("info", "--model", tiny, "--dtype", "float32", env=glmv_env(GLMV_DTYPE="bfloat16"))
     assert run.out.splitlines()[-1] == "would run on cpu in float32"
-    run = run_glmv("ask", "--model", tiny, "hi", env=glmv_env(GLMV_QUANTIZE="int4"))
-    assert run.code == 2 and "(env var: 'GLMV_QUANTIZE')" in run.err and "'int4' is not one of 'int8'" in run.err
+    run = run_glmv("ask", "--model", tiny, "hi", env=glmv_env(GLMV_QUANTIZE="int3"))
+    assert run.code == 2 and "(env var: 'GLMV_QUANTIZE')" in run.err and "'int3' is not one of 'int8'" in run.err
     if not torch.cuda.is_available():
         run = run_glmv("ask", "--model", tiny, "hi", env=glmv_env(GLMV_DEVICE="cuda"))
         assert run.code == 2 and run.err.startswith("glmv: error: --device cuda: no CUDA device"), run.err

@@ -2,7 +2,7 @@
 logic): parity with transformers on the device (float32 with TF32 off on both sides, bfloat16 by
 top-1 agreement and cosine), CUDA-graph, eager and compiled decoding giving the same greedy
 tokens, graphs reused between requests, streamed loading landing the same weights as CPU loading,
-int8 through the Triton kernel, and memory: the predicted weight bytes against the device's
+int8 and int4 through their Triton kernels, and memory: the predicted weight bytes against the device's
 counters, a full GPU refusing a load and failing one question alone."""
 
 from __future__ import annotations
@@ -159,6 +159,43 @@ def test_int8_on_the_device_agrees_with_float32(tiny_folder, ours, prompt_inputs
     assert decoded == tokens(glm8, inputs, n=16, graph=False)
 
 
+def test_int4_kernel_is_the_dequantized_product(gpu):
+    """9B's decode shapes (groups of 128; 13696 columns end in a partial block) and a ragged one."""
+    needs_cuda(gpu)
+    from glmv_cli.kernels.int4_gemv import TUNED, int4_gemv
+    from glmv_cli.model.quant_int4 import dequantize_int4, quantize_int4
+
+    g = torch.Generator(device=gpu).manual_seed(0)
+    for M, N, K, group in [(1, 4096, 4096, 128), (1, 27392, 4096, 128), (1, 4096, 13696, 128), (3, 1000, 352, 32)]:
+        packed, scales = quantize_int4(torch.randn(N, K, device=gpu, generator=g), group, torch.bfloat16)
+        x = torch.randn(M, K, device=gpu, generator=g, dtype=torch.bfloat16)
+        bias = torch.randn(N, device=gpu, generator=g, dtype=torch.bfloat16)
+        y = int4_gemv(x, packed, scales, bias).float()
+        ref = x.double() @ dequantize_int4(packed, scales, torch.float64).T + bias.double()
+        rel = ((y.double() - ref).norm() / ref.norm()).item()
+        assert rel < 1e-2 and not y.isnan().any(), rel
+        assert any(key[:2] == (N, K) for key in TUNED), (N, K)  # measured, not guessed
+
+
+def test_int4_on_the_device_stays_close_to_float32(tiny_folder, ours, prompt_inputs, gpu):
+    """As on the CPU (tests/model/test_int4.py): most greedy choices kept on these random weights;
+    the decode step through the Triton kernel in a CUDA graph gives the eager step's tokens."""
+    from glmv_cli.model.quant_int4 import Int4Linear
+
+    glm4 = glmv_cli.load(tiny_folder, device=gpu, dtype="float32", quantize="int4")
+    assert isinstance(glm4.model.language_model.layers[0].mlp.down_proj, Int4Linear)
+    agree = total = 0
+    for name in ("text", "image", "video"):
+        inputs = model_kwargs(prompt_inputs(name))
+        a, b = ours.model(**inputs)[0], glm4.model(**inputs)[0]
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0]
+        assert F.cosine_similarity(a, b, dim=-1).min() > 0.9
+    assert agree / total >= 0.5
+    inputs = model_kwargs(prompt_inputs("image"))
+    assert tokens(glm4, inputs, n=16) == tokens(glm4, inputs, n=16, graph=False)
+
+
 def assert_rounds_like(out: torch.Tensor, ref: torch.Tensor, unit: float, bitwise: bool) -> None:
     """Within `unit` (relative) of torch's result everywhere; with `bitwise`, the very same bits
     for 99% of the elements (the same roundings; a sum in another order moves a rare one)."""
@@ -259,7 +296,8 @@ def test_rope_kernel_matches_torch_on_the_device(gpu, dtype):
     assert (y == ref).float().mean() > 0.99  # no FMA: the same roundings as torch, almost all bit for bit
 
 
-@pytest.mark.parametrize("dtype,quantize", [("bfloat16", None), ("float32", "int8"), ("bfloat16", "int8")])
+@pytest.mark.parametrize("dtype,quantize", [("bfloat16", None), ("float32", "int8"), ("bfloat16", "int8"),
+                                            ("bfloat16", "int4")])
 def test_weight_bytes_are_what_the_device_holds(tiny_folder, gpu, dtype, quantize):
     """memory.weight_bytes (what `glmv info` and the check before loading use) against the model
     loaded on the device (int8 there quantizes the vision tower too), and the device's memory

@@ -114,8 +114,8 @@ def test_int8_generation_agrees_with_float32(glm, glm_int8, prompt_inputs):
 def test_unknown_quantization_is_a_clear_error(tiny_folder):
     from glmv_cli.errors import ModelError
 
-    with pytest.raises(ModelError, match="unknown quantization 'int4'"):
-        glmv_cli.load(tiny_folder, device="cpu", dtype="float32", quantize="int4")
+    with pytest.raises(ModelError, match="unknown quantization 'int3'; use int8 or int4"):
+        glmv_cli.load(tiny_folder, device="cpu", dtype="float32", quantize="int3")
 
 
 def test_int8_loading_in_row_blocks_equals_whole_matrix_quantization(tiny_folder, monkeypatch):

@@ -27,7 +27,8 @@ def config_9b() -> Glm4vConfig:
 
 
 @pytest.mark.parametrize("dtype,quantize", [(torch.float32, None), (torch.bfloat16, None), (torch.float32, "int8"),
-                                            (torch.bfloat16, "int8")])
+                                            (torch.bfloat16, "int8"), (torch.float32, "int4"),
+                                            (torch.bfloat16, "int4")])
 def test_weight_bytes_are_what_loading_allocates(tiny_folder, dtype, quantize):
     cpu = torch.device("cpu")
     model = load_model(tiny_folder, cpu, dtype, quantize)
@@ -59,8 +60,12 @@ def test_too_big_for_the_free_memory_names_the_setting_that_fits(config_9b):
         memory.check_fits(2 * bf16, config_9b, torch.float32, None, cuda, room=(23 * GiB, 24 * GiB))
     with pytest.raises(ModelError, match=r"\(float32\).*: --dtype bfloat16 --quantize int8 needs 9.6 GiB$"):
         memory.check_fits(2 * bf16, config_9b, torch.float32, None, cuda, room=(12 * GiB, 12 * GiB))
-    with pytest.raises(ModelError, match=r"\(int8\).*: close other programs using the GPU .* --device cpu$"):
-        memory.check_fits(bf16 // 2, config_9b, torch.bfloat16, "int8", cuda, room=(8 * GiB, 8 * GiB))
+    with pytest.raises(ModelError, match=r"\(bfloat16\).*7.5 GiB free of 8.0 GiB: --quantize int4 needs 6.1 GiB$"):
+        memory.check_fits(bf16, config_9b, torch.bfloat16, None, cuda, room=(int(7.5 * GiB), 8 * GiB))  # an 8 GB card
+    with pytest.raises(ModelError, match=r"\(int8\).*: --quantize int4 needs 6.1 GiB$"):
+        memory.check_fits(bf16 // 2, config_9b, torch.bfloat16, "int8", cuda, room=(int(7.5 * GiB), 8 * GiB))
+    with pytest.raises(ModelError, match=r"\(int4\).*: close other programs using the GPU .* --device cpu$"):
+        memory.check_fits(bf16 // 3, config_9b, torch.bfloat16, "int4", cuda, room=(4 * GiB, 4 * GiB))
 
 
 def test_weights_that_leave_little_room_are_a_warning(config_9b, caplog):
@@ -166,11 +171,17 @@ def test_on_a_cpu_too_big_is_refused_naming_what_binds_and_what_fits(config_9b):
         memory.check_fits(bf16, config_9b, torch.bfloat16, None, cpu, laptop)
     assert str(e.value) == ("the weights need 19.2 GiB (bfloat16) but this machine's memory has 14.1 GiB free of "
                             f"15.5 GiB: --quantize int8 needs {memory.size(int8)}")
-    container = memory.Room(8 * GiB, 8 * GiB, 0, CGROUP)
+    int4 = memory.weight_bytes(config_9b, torch.bfloat16, "int4", cpu)
+    container = memory.Room(8 * GiB, 8 * GiB, 0, CGROUP)  # an 8 GB container: int4 fits
     with pytest.raises(ModelError) as e:
         memory.check_fits(bf16, config_9b, torch.bfloat16, None, cpu, container)
     assert str(e.value).endswith("but the cgroup memory limit of this container or service has 8.0 GiB free of "
-                                 "8.0 GiB: raise the limit (docker run -m, systemd MemoryMax=) or close other "
+                                 f"8.0 GiB: --quantize int4 needs {memory.size(int4)}")
+    container = memory.Room(6 * GiB, 6 * GiB, 0, CGROUP)  # nothing fits
+    with pytest.raises(ModelError) as e:
+        memory.check_fits(bf16, config_9b, torch.bfloat16, None, cpu, container)
+    assert str(e.value).endswith("but the cgroup memory limit of this container or service has 6.0 GiB free of "
+                                 "6.0 GiB: raise the limit (docker run -m, systemd MemoryMax=) or close other "
                                  "programs in it")
     with pytest.raises(ModelError, match=r"set by ulimit -v has 4.0 GiB free of 6.0 GiB: "
                                          r"raise it \(ulimit -v unlimited\)$"):

@@ -62,6 +62,23 @@ def test_int8_linear_is_the_dequantized_product():
     torch.testing.assert_close(q8(x), expected, rtol=2e-2, atol=2e-2)  # bfloat16 activations on CPU
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_int8_linear_on_a_prompt_is_the_dequantized_product(native, monkeypatch):
+    """A prompt's many rows: dequantized into a bfloat16 GEMM where the CPU multiplies bfloat16
+    natively, torch's int8 kernel elsewhere; the same product either way."""
+    import glmv_cli.model.quant as quant
+
+    monkeypatch.setattr(quant, "native_bfloat16", lambda: native)
+    lin = torch.nn.Linear(256, 48, bias=True)
+    q8 = Int8Linear.like(lin)
+    q8.set_weight(lin.weight.detach())
+    q8.bias.data.copy_(lin.bias.detach())
+    x = torch.randn(1, quant.CPU_GEMM_ROWS + 5, 256)
+    q, scales = quantize_int8(lin.weight.detach())
+    expected = F.linear(x, q.float() * scales[:, None], lin.bias)
+    torch.testing.assert_close(q8(x), expected, rtol=2e-2, atol=5e-2)
+
+
 def test_int8_loads_the_text_decoder_and_embedding_in_int8(glm_int8, tiny_folder):
     from safetensors.torch import load_file
 

@@ -3,14 +3,16 @@
 Each group of GROUP consecutive inputs of an output channel (row) gets a scale and a zero point,
 asymmetric: w ~= (q - 8) * s + z with q in 0..15, s = (max - min) / 15, z = min + 8 * s (rounding
 to nearest, no calibration data: what runs on any checkpoint at load time). Two values share a
-byte. GLM-4.1V-9B's decoder then takes 4.4 GB instead of 17.4 GB in bfloat16, so the model fits an
-8 GB card or laptop, and a bandwidth-bound decode step reads half of int8's bytes.
+byte. GLM-4.1V-9B's decoder layers then take 4.3 GB instead of 16.3 GB in bfloat16, so the model
+fits an 8 GB card or laptop, and a bandwidth-bound decode step reads half of int8's bytes.
 
 On a CPU the product runs in torch's int4 weight-packed kernel (`_weight_int4pack_mm_for_cpu`,
 bfloat16 activations: its float32 path is 50x slower), the weight repacked into its layout once
-loaded. Elsewhere the weight stays as loaded: a decode step's few rows go through a Triton kernel
-that reads the packed bytes once (glmv_cli/kernels/int4_gemv.py); a prompt's many rows, and
-devices without Triton, dequantize and run F.linear (a GEMM, bound by arithmetic).
+loaded; a prompt's many rows, where the CPU has native bfloat16, read the codes back out of that
+layout into a dequantized bfloat16 GEMM (as int8 does, quant.py). Elsewhere the weight stays as
+loaded: a decode step's few rows go through a Triton kernel that reads the packed bytes once
+(glmv_cli/kernels/int4_gemv.py); a prompt's many rows, and devices without Triton, dequantize and
+run F.linear (a GEMM, bound by arithmetic).
 
 Only the text decoder's linear layers take int4 (where batch-1 decoding spends its bandwidth); the
 LM head and the token embedding stay int8 (`--quantize int4` is int8 there), as most int4 schemes
@@ -19,12 +21,15 @@ keep the output layer wider. A layer whose shape the kernels cannot take stays i
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from glmv_cli.kernels import int4_gemv
 from glmv_cli.model.layers import kernels_for
+from glmv_cli.model.quant import CPU_GEMM_ROWS, native_bfloat16
 
 GROUPS = (128, 64, 32)  # the group size: the largest of these dividing the layer's inputs
 CPU_ROW_BLOCK = 1024  # rows repacked at a time on a CPU (its layout is local to blocks of 64 rows on AVX-512)
@@ -72,6 +77,32 @@ def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, dtype: torch.dty
     return w.view(N, -1)
 
 
+def unpack_cpu_layout(packed: torch.Tensor, block: int) -> torch.Tensor:
+    """The codes (N, K) uint8 of a weight in torch's CPU int4 layout: per block of `block` rows, K
+    runs of block/2 bytes, byte d of run k holding row d's code k (low nibble) and row d + block/2's
+    (high). N must be a multiple of `block` (see cpu_block)."""
+    N, K = packed.shape[0], 2 * packed.shape[1]
+    runs = packed.reshape(N // block, K, block // 2)
+    return torch.cat([runs & 15, runs >> 4], dim=2).transpose(1, 2).reshape(N, K)
+
+
+@functools.cache
+def cpu_block() -> int | None:
+    """The row block of torch's CPU int4 layout on this machine (64 with AVX-512), found by packing
+    a probe and reading it back; None where no guess reads back (the layout is the kernel's own and
+    may change with the CPU or torch): then prompts stay in the kernel."""
+    g = torch.Generator().manual_seed(0)
+    for block in (64, 32, 16):
+        probe = torch.randint(0, 16, (2 * block, 64), generator=g, dtype=torch.int32)
+        try:
+            packed = torch._convert_weight_to_int4pack_for_cpu(probe, 1)
+        except RuntimeError:
+            return None
+        if packed.shape == (2 * block, 32) and torch.equal(unpack_cpu_layout(packed, block).to(torch.int32), probe):
+            return block
+    return None
+
+
 class Int4Linear(nn.Module):
     """A drop-in for nn.Linear holding packed int4 codes and per-group scales (buffers)."""
 
@@ -114,11 +145,27 @@ class Int4Linear(nn.Module):
         self.set_rows(0, weight)
         self.ready()
 
+    def readable_on_cpu(self) -> bool:
+        """Whether a prompt runs faster as a dequantized bfloat16 GEMM here, and the codes can be
+        read back out of the CPU layout."""
+        block = cpu_block()
+        return native_bfloat16() and block is not None and self.out_features % block == 0
+
+    def dequantized_from_cpu_layout(self) -> torch.Tensor:
+        """The (N, K) bfloat16 weight, from the codes in the CPU kernel's layout (in place after
+        the unpacking: one bfloat16 matrix)."""
+        w = unpack_cpu_layout(self.weight, cpu_block()).to(torch.bfloat16).view(self.out_features, -1, self.group)
+        s, z = self.scales[..., 0].t(), self.scales[..., 1].t()  # (N, K/group): the scales are (K/group, N, 2)
+        return w.sub_(8).mul_(s[..., None]).add_(z[..., None]).view(self.out_features, -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.cpu_layout:
-            y = torch._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.weight, self.group, self.scales)
+            if x2.shape[0] >= CPU_GEMM_ROWS and self.readable_on_cpu():
+                y = F.linear(x2.to(torch.bfloat16), self.dequantized_from_cpu_layout())
+            else:
+                y = torch._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.weight, self.group, self.scales)
             y = y.to(x.dtype)
             if self.bias is not None:
                 y = y.add_(self.bias)

@@ -125,4 +125,20 @@ def model_kwargs(inputs: dict) -> dict:
     return {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
 
 
+def agreement(exact, quantized, prompt_inputs, prompts=("text", "image", "video")) -> tuple[float, float]:
+    """(share of positions whose greedy token agrees, least logit cosine) of two loaded models
+    (glmv_cli.load's) over the prompts: what quantization keeps of the unquantized model."""
+    import torch.nn.functional as F
+
+    agree = total = 0
+    least = 1.0
+    for name in prompts:
+        inputs = model_kwargs(prompt_inputs(name))
+        a, b = exact.model(**inputs)[0], quantized.model(**inputs)[0]  # (S, V)
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0]
+        least = min(least, float(F.cosine_similarity(a.float(), b.float(), dim=-1).min()))
+    return agree / total, least
+
+
 torch.manual_seed(0)

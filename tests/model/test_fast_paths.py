@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import glmv_cli
 from glmv_cli.generate import Generation, compiled_step
 from glmv_cli.model.quant import Int8Linear, quantize_int8
-from tests.model.conftest import model_kwargs
+from tests.model.conftest import agreement, model_kwargs
 
 
 @pytest.fixture(scope="module")
@@ -114,16 +114,8 @@ def test_int8_covers_the_vision_tower_only_off_the_cpu(tiny_folder):
 
 def test_int8_generation_agrees_with_float32(glm, glm_int8, prompt_inputs):
     """On peaked logits (the test checkpoints scale the LM head up), int8 keeps the greedy choice."""
-    agree = total = 0
-    cosines = []
-    for prompt in ("text", "image", "video"):
-        inputs = model_kwargs(prompt_inputs(prompt))
-        a, b = glm.model(**inputs)[0], glm_int8.model(**inputs)[0]  # (S, V)
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        total += a.shape[0]
-        cosines.append(F.cosine_similarity(a, b, dim=-1).min())
-    assert agree / total >= 0.95, agree / total
-    assert min(cosines) > 0.99
+    agree, least = agreement(glm, glm_int8, prompt_inputs)
+    assert agree >= 0.95 and least > 0.99, (agree, least)
     inputs = model_kwargs(prompt_inputs("image"))
     assert len(tokens(glm_int8, inputs, n=8)) > 0  # end to end through the cache
 

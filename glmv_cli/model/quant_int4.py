@@ -86,6 +86,16 @@ def unpack_cpu_layout(packed: torch.Tensor, block: int) -> torch.Tensor:
     return torch.cat([runs & 15, runs >> 4], dim=2).transpose(1, 2).reshape(N, K)
 
 
+def pack_cpu_layout(codes: torch.Tensor, block: int) -> torch.Tensor:
+    """codes (N, K) uint8 -> torch's CPU int4 layout (N, K/2) uint8, the inverse of
+    unpack_cpu_layout: what `_convert_weight_to_int4pack_for_cpu` writes, 3x faster (it wants the
+    codes as int32 first)."""
+    N, K = codes.shape
+    runs = codes.view(N // block, block, K)
+    half = block // 2
+    return (runs[:, :half] | (runs[:, half:] << 4)).transpose(1, 2).reshape(N, K // 2)
+
+
 @functools.cache
 def cpu_block() -> int | None:
     """The row block of torch's CPU int4 layout on this machine (64 with AVX-512), found by packing
@@ -134,9 +144,13 @@ class Int4Linear(nn.Module):
         of rows at a time, and lay the scales out as it reads them ((K/group, N, 2))."""
         if self.weight.device.type != "cpu" or self.cpu_layout:
             return
+        block = cpu_block()  # (CPU_ROW_BLOCK is a multiple of every block it may find)
         for start in range(0, self.out_features, CPU_ROW_BLOCK):
             rows = self.weight[start:start + CPU_ROW_BLOCK]
-            rows.copy_(torch._convert_weight_to_int4pack_for_cpu(codes(rows).to(torch.int32), 1))
+            if block and self.out_features % block == 0:
+                rows.copy_(pack_cpu_layout(codes(rows), block))
+            else:
+                rows.copy_(torch._convert_weight_to_int4pack_for_cpu(codes(rows).to(torch.int32), 1))
         self.scales = self.scales.transpose(0, 1).to(torch.bfloat16).contiguous()
         self.cpu_layout = True
 

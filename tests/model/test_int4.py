@@ -72,9 +72,9 @@ def test_int4_linear_on_a_cpu_is_the_dequantized_product(in_features, out_featur
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=3e-2)
 
 
-def test_the_cpu_layout_reads_back():
+def test_the_cpu_layout_reads_back_and_is_written_as_torch_writes_it():
     """The block cpu_block() found by its probe reads back weights of other shapes too (9B's q/k/v
-    have 256 rows, its gate/up 27,392)."""
+    have 256 rows, its gate/up 27,392), and glmv's packing (loading's) writes torch's bytes."""
     block = quant_int4.cpu_block()
     if torch.backends.cpu.get_cpu_capability() == "AVX512":
         assert block == 64  # torch 2.13's layout with AVX-512 (so a wrong reading fails here, not skips)
@@ -85,6 +85,7 @@ def test_the_cpu_layout_reads_back():
         q = torch.randint(0, 16, (rows, cols), generator=g, dtype=torch.int32)
         packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
         assert torch.equal(quant_int4.unpack_cpu_layout(packed, block).to(torch.int32), q)
+        assert torch.equal(quant_int4.pack_cpu_layout(q.to(torch.uint8), block), packed)  # and is written
 
 
 @pytest.mark.parametrize("native,out_features", [(True, 192), (False, 192), (True, 48)])

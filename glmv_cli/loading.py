@@ -223,13 +223,14 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
 def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, device: torch.device) -> Glm4v:
     """The model load_model fills, on the meta device: in `dtype`, with quantize="int8" its int8
     layers swapped in (the vision tower's too on an accelerator), each with its scales; with "int4"
-    the text decoder's linear layers in int4 (their scales in the dtype they run in)."""
+    the text decoder's linear layers in int4 (their scales in the dtype they run in) and the vision
+    tower's in int8 on every device (int4 is for fitting)."""
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ModelError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZE_CHOICES)}")
     with torch.device("meta"):
         model = Glm4v(config)
     if quantize:
-        swap_quantized(model, quantize, vision=torch.device(device).type != "cpu")
+        swap_quantized(model, quantize, vision=torch.device(device).type != "cpu" or quantize == "int4")
     model = model.to(dtype=dtype)  # int8 buffers keep their dtype
     for module in model.modules():  # .to(dtype) turned the float32 scales of embeddings too
         if isinstance(module, Int8Embedding):

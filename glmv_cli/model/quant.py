@@ -148,7 +148,8 @@ def quantizable(model: nn.Module, vision: bool = False) -> list[str]:
 def swap_quantized(model: nn.Module, scheme: str = "int8", vision: bool = False) -> list[str]:
     """Replace those layers by empty Int8Linear / Int8Embedding modules (works on the meta device);
     their names. With scheme "int4", the text decoder's linear layers become Int4Linear instead where
-    their shape allows (model/quant_int4.py); the LM head, the embedding and the vision tower stay int8."""
+    their shape allows (model/quant_int4.py); the LM head, the embedding and the vision tower stay int8
+    (load_model asks for the vision tower with int4 on every device)."""
     from glmv_cli.model.quant_int4 import Int4Linear, group_size
 
     names = quantizable(model, vision)

@@ -16,7 +16,9 @@ run F.linear (a GEMM, bound by arithmetic).
 
 Only the text decoder's linear layers take int4 (where batch-1 decoding spends its bandwidth); the
 LM head and the token embedding stay int8 (`--quantize int4` is int8 there), as most int4 schemes
-keep the output layer wider. A layer whose shape the kernels cannot take stays int8 (quant.py).
+keep the output layer wider, and so do the vision tower's linear layers, on a CPU too (int8 keeps
+them in the model's dtype there, for speed; int4 is for fitting: 0.9 GB less for GLM-4.1V-9B). A
+layer whose shape the kernels cannot take stays int8 (quant.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 
@@ -231,6 +232,22 @@ def info(model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "aut
     from glmv_cli.info import describe
 
     typer.echo(describe(model_name(model), device=device, dtype=dtype))
+
+
+@app.command(epilog=_examples(
+    "glmv quantize ~/models/glm41v-int4 --quantize int4 && glmv ask photo.jpg \"...\" --model ~/models/glm41v-int4",
+    "glmv quantize ~/models/flash-int8 --model ~/models/GLM-4.6V-Flash --quantize int8"))
+def quantize(
+    out: Annotated[Path, typer.Argument(help="A new folder for the stored checkpoint.", show_default=False)],
+    model: o.Model = None,
+    quantize: Annotated[Literal["int8", "int4"], typer.Option(help="The scheme to store (see glmv ask --help).")]
+    = "int4",
+) -> None:
+    """Store a checkpoint in int8 or int4: every later load reads a third (int4) or half (int8) of
+    the bytes and quantizes nothing. Load it with --model OUT (no --quantize needed)."""
+    from glmv_cli.commands import store_quantized
+
+    store_quantized(model_name(model), out, quantize)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -422,3 +422,25 @@ def output_options(json=False, jsonl=False, hide_reasoning=False, extract=False,
         raise InputError("choose one of --json and --jsonl")
     return OutputOptions(json=json, jsonl=jsonl, hide_reasoning=hide_reasoning, extract=extract,
                          draw_boxes=draw_boxes, verbose=verbose, system=system)
+
+
+def store_quantized(model: str, out: Path, quantize: str) -> None:
+    """`glmv quantize`: write the stored checkpoint, a status line per tensor; the folder and its
+    size on stdout at the end (what a script passes to --model next)."""
+    from glmv_cli.loading import resolve_checkpoint, weight_files
+    from glmv_cli.memory import size
+    from glmv_cli.quantized import save_quantized
+
+    term = render.Terminal()
+    folder = resolve_checkpoint(model)
+
+    def progress(i: int, n: int) -> None:
+        term.status(f"quantizing {model} to {quantize}: tensor {i + 1} of {n}")
+
+    paths = save_quantized(folder, Path(out), quantize, progress=progress)
+    term.clear_status()
+    total = sum(p.stat().st_size for p in paths)
+    source = sum(p.stat().st_size for p in weight_files(folder))
+    term.line("", f"stored {model} in {quantize}: {size(total)} of weights instead of {size(source)}; "
+                  f"load it with --model {out}")
+    term.write_out(f"{out}\n")

@@ -7,16 +7,19 @@ import math
 import torch
 
 from glmv_cli import memory
-from glmv_cli.loading import index_tensors, pick_device, pick_dtype, resolve_checkpoint, weight_files
+from glmv_cli.loading import pick_device, pick_dtype, resolve_checkpoint, stored_quantization
 from glmv_cli.model.config import Glm4vConfig
+from glmv_cli.model.glm4v import Glm4v
 
 
 def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
     folder = resolve_checkpoint(name)
     cfg = Glm4vConfig.from_folder(folder)
-    tensors = index_tensors(weight_files(folder))
-    params = sum(math.prod(entry.shape) for _, entry in tensors.values())
-    vision = sum(math.prod(e.shape) for k, (_, e) in tensors.items() if k.startswith("model.visual."))
+    with torch.device("meta"):  # the model's parameters (a stored checkpoint's files hold packed codes)
+        shapes = {k: v.shape for k, v in Glm4v(cfg).state_dict().items()}
+    params = sum(math.prod(shape) for shape in shapes.values())
+    vision = sum(math.prod(shape) for k, shape in shapes.items() if k.startswith("model.visual."))
+    stored = stored_quantization(folder)
     dev = pick_device(device)
     dt = pick_dtype(dtype, folder, dev)
     t, v = cfg.text, cfg.vision
@@ -26,25 +29,28 @@ def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
         f"model        {cfg.model_type}: decoder {t.num_layers} layers, hidden {t.hidden_size}, "
         f"{t.num_heads} heads / {t.num_kv_heads} kv, vocab {t.vocab_size}, context {t.max_position_embeddings}",
         f"vision       {v.depth} blocks, hidden {v.hidden_size}, patch {v.patch_size}, merge {v.spatial_merge_size}",
-        f"parameters   {_count(params)} (vision {_count(vision)})",
-        *_memory(cfg, dev, dt),
+        f"parameters   {_count(params)} (vision {_count(vision)})"
+        + (f", stored in {stored} (glmv quantize)" if stored else ""),
+        *_memory(cfg, dev, dt, stored),
         f"would run on {dev} in {str(dt).removeprefix('torch.')}",
     ]
     return "\n".join(lines)
 
 
-def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype) -> list[str]:
-    """The weights' bytes on `dev` per setting (load_model's own count), the KV cache's per token,
-    and on a GPU whether each setting fits its free memory."""
+def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype, stored: str | None = None) -> list[str]:
+    """The weights' bytes on `dev` per setting (load_model's own count; a stored checkpoint has
+    one), the KV cache's per token, and whether each setting fits the free memory."""
     # int8 and int4 leave norms and convolutions (on a CPU the vision tower too) in the dtype it would run in
-    settings = [("bfloat16", torch.bfloat16, None), ("float32", torch.float32, None), ("int8", dt, "int8"),
-                ("int4", dt, "int4")]
-    sizes = {label: memory.weight_bytes(cfg, d, q, dev) for label, d, q in settings}
+    settings = ([(stored, dt, stored)] if stored else
+                [("bfloat16", torch.bfloat16, None), ("float32", torch.float32, None), ("int8", dt, "int8"),
+                 ("int4", dt, "int4")])
+    sizes = {label: memory.weight_bytes(cfg, d, q, dev, stored=bool(stored)) for label, d, q in settings}
     t = cfg.text
     per_token = t.kv_bytes(1, dt.itemsize)
     lines = [
         "weights      " + ", ".join(f"{label} {memory.size(n)}" for label, n in sizes.items())
-        + f" (--quantize int8 or int4, the rest in {str(dt).removeprefix('torch.')})",
+        + (f" (the rest in {str(dt).removeprefix('torch.')})" if stored else
+           f" (--quantize int8 or int4, the rest in {str(dt).removeprefix('torch.')})"),
         f"kv cache     {memory.size(per_token)} a token in {str(dt).removeprefix('torch.')} "
         f"({memory.size(per_token * 8192)} for 8,192 tokens)",
     ]

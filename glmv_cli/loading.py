@@ -171,6 +171,7 @@ def reset_rope_buffers(model: Glm4v) -> None:
 
 
 QUANTIZE_CHOICES = ("int8", "int4")
+STORED_FORMAT = 1  # the layout of a stored checkpoint's quantized tensors (below); a change bumps it
 QUANTIZED = (Int8Linear, Int8Embedding, Int4Linear)
 QUANTIZE_BLOCK_BYTES = 64 * 2**20  # float32 rows read and quantized at a time (CPU)
 QUANTIZE_STREAM_BYTES = 128 * 2**20  # file bytes streamed to an accelerator and quantized there at a time
@@ -198,39 +199,64 @@ def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torc
     layer.ready()
 
 
+STORED_KEY = "glmv_quantization"  # config.json of a checkpoint `glmv quantize` wrote: {"scheme": "int4", ...}
+
+
+def stored_quantization(folder: Path) -> str | None:
+    """The scheme a checkpoint's weights are stored in (`glmv quantize` wrote it), None for a float
+    checkpoint."""
+    raw = json.loads((folder / "config.json").read_text())
+    stored = raw.get(STORED_KEY)
+    if stored is None:
+        return None
+    scheme = stored.get("scheme") if isinstance(stored, dict) else None
+    if scheme not in QUANTIZE_CHOICES or stored.get("format") != STORED_FORMAT:
+        raise ModelError(f"{folder} holds weights quantized as {stored!r}, which this glmv does not read; "
+                         "quantize the original checkpoint again with this version (glmv quantize)")
+    return scheme
+
+
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None) -> Glm4v:
     """Build on meta, allocate on the target, stream every tensor in; no second copy. With
     quantize="int8" (or "int4") the text decoder's linear weights are quantized one tensor at a time
-    as they are read (model/quant.py, quant_int4.py), so memory never holds the float model."""
+    as they are read (model/quant.py, quant_int4.py), so memory never holds the float model. A
+    checkpoint `glmv quantize` wrote is read as it is stored (its own scheme; quantize may name it)."""
     device, began = torch.device(device), time.perf_counter()
     config = Glm4vConfig.from_folder(folder)
     where = index_tensors(weight_files(folder))
+    stored = stored_quantization(folder)
+    if stored and quantize not in (None, stored):
+        raise ModelError(f"{folder} is stored in {stored} (glmv quantize): load it without --quantize, or "
+                         f"quantize the original checkpoint to {quantize}")
+    quantize = stored or quantize
+    model = meta_model(config, dtype, quantize, device, stored=bool(stored))
     with torch.device("meta"):
-        check_keys(Glm4v(config), where)
-    model = meta_model(config, dtype, quantize, device)
-    quantized = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, QUANTIZED)}
+        check_keys(model if stored else Glm4v(config), where)
+    quantized = set() if stored else {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, QUANTIZED)}
     room = memory.device_room(device)  # free and total memory; None where not known
-    memory.check_fits(memory.tensor_bytes(model), config, dtype, quantize, device, room)
+    memory.check_fits(memory.tensor_bytes(model), config, dtype, quantize, device, room, stored=bool(stored))
     try:
         return _fill(model, folder, where, quantized, device, began)
     except Exception as e:
         if not memory.is_out_of_memory(e):
             raise
-        advice = memory.what_fits(config, dtype, quantize, device, room[0] if room else None)
+        advice = memory.what_fits(config, dtype, quantize, device, room[0] if room else None, stored=bool(stored))
         raise memory.out_of_memory(e, device, "loading the weights", advice, ModelError) from e
 
 
-def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, device: torch.device) -> Glm4v:
+def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, device: torch.device,
+               stored: bool = False) -> Glm4v:
     """The model load_model fills, on the meta device: in `dtype`, with quantize="int8" its int8
     layers swapped in (the vision tower's too on an accelerator), each with its scales; with "int4"
     the text decoder's linear layers in int4 (their scales in the dtype they run in) and the vision
-    tower's in int8 on every device (int4 is for fitting)."""
+    tower's in int8 on every device (int4 is for fitting). `stored`: as `glmv quantize` stores it,
+    the vision tower quantized on every device (the file's layout)."""
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ModelError(f"unknown quantization {quantize!r}; use {' or '.join(QUANTIZE_CHOICES)}")
     with torch.device("meta"):
         model = Glm4v(config)
     if quantize:
-        swap_quantized(model, quantize, vision=torch.device(device).type != "cpu" or quantize == "int4")
+        swap_quantized(model, quantize, vision=stored or torch.device(device).type != "cpu" or quantize == "int4")
     model = model.to(dtype=dtype)  # int8 buffers keep their dtype
     for module in model.modules():  # .to(dtype) turned the float32 scales of embeddings too
         if isinstance(module, Int8Embedding):
@@ -273,6 +299,9 @@ def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: 
                  path.stat().st_size / 1e9 / max(seconds, 1e-9))
     del ring
     reset_rope_buffers(model)
+    for name, module in model.named_modules():  # a stored checkpoint's layers, read as stored: their last
+        if isinstance(module, QUANTIZED) and f"{name}.weight" not in quantized:  # step (a CPU's layout)
+            module.ready()
     for attn in attentions:
         parts = (attn.q_proj, attn.k_proj, attn.v_proj)
         if attn.qkv_proj is None and all(isinstance(p, Int8Linear) for p in parts):  # (their scales change

@@ -43,12 +43,14 @@ def tensor_bytes(model: nn.Module) -> int:
     return total
 
 
-def weight_bytes(config, dtype: torch.dtype, quantize: str | None, device: torch.device) -> int:
-    """What `load_model(folder, device, dtype, quantize)` allocates for the weights, in bytes."""
+def weight_bytes(config, dtype: torch.dtype, quantize: str | None, device: torch.device, stored: bool = False
+                 ) -> int:
+    """What `load_model(folder, device, dtype, quantize)` allocates for the weights, in bytes
+    (`stored`: of a checkpoint `glmv quantize` stored in `quantize`)."""
     from glmv_cli.loading import meta_model
     from glmv_cli.model.quant import Int8Linear
 
-    model = meta_model(config, dtype, quantize, device)
+    model = meta_model(config, dtype, quantize, device, stored=stored)
     total = tensor_bytes(model)
     if device.type == "cpu":  # Int8Linear.ready() keeps a CPU layer's scales in bfloat16
         total -= sum(m.scales.numel() * (m.scales.element_size() - 2) for m in model.modules()
@@ -88,7 +90,7 @@ def size(n: float) -> str:
 
 
 def check_fits(need: int, config, dtype: torch.dtype, quantize: str | None, device: torch.device,
-               room: tuple | None) -> None:
+               room: tuple | None, stored: bool = False) -> None:
     """Raises a ModelError naming a setting that fits when `need` bytes of weights cannot fit the
     device's free memory (`room`: a Room or its (free, total); None where not known); warns when
     they leave less than HEADROOM for the questions, or fit only by swapping."""
@@ -97,18 +99,20 @@ def check_fits(need: int, config, dtype: torch.dtype, quantize: str | None, devi
     room = Room(*room)
     free = room.free
     short = f"the weights need {size(need)} ({_setting(dtype, quantize)}) but {_room_text(device, room)}"
+    def advice(free: int, **kw) -> str:
+        return what_fits(config, dtype, quantize, device, free, stored=stored, **kw)
+
     if need > free and device.type == "mps":  # unified memory: it may still run, swapping
-        log.warning("%s: expect heavy swapping or an out-of-memory error; %s", short,
-                    what_fits(config, dtype, quantize, device, free))
+        log.warning("%s: expect heavy swapping or an out-of-memory error; %s", short, advice(free))
     elif need > free and need + HEADROOM <= free + room.swap:
         log.warning("%s: the rest would go to swap, and every token reads every weight, so expect minutes a "
-                    "token; %s", short, what_fits(config, dtype, quantize, device, free, where=room.where))
+                    "token; %s", short, advice(free, where=room.where))
     elif need > free:
-        raise ModelError(f"{short}: {what_fits(config, dtype, quantize, device, free, where=room.where)}")
+        raise ModelError(f"{short}: {advice(free, where=room.where)}")
     elif free - need < HEADROOM:
         log.warning("the weights (%s) leave %s free on %s: a large image, PDF or video may run out of memory; "
                     "%s", size(need), size(free - need), room_name(device, room),
-                    what_fits(config, dtype, quantize, device, free - HEADROOM, warn=True, where=room.where))
+                    advice(free - HEADROOM, warn=True, where=room.where))
 
 
 def room_name(device: torch.device, room: Room) -> str:
@@ -131,18 +135,18 @@ def _setting(dtype: torch.dtype, quantize: str | None) -> str:
 
 
 def what_fits(config, dtype: torch.dtype, quantize: str | None, device: torch.device, free: int | None,
-              warn: bool = False, where: str = "") -> str:
+              warn: bool = False, where: str = "", stored: bool = False) -> str:
     """Advice: the first of --dtype bfloat16 (from float32), --quantize int8 and --quantize int4
     whose weights fit in `free` bytes (None: not known, the first of them), else freeing memory."""
     options = []
     if dtype == torch.float32:
         options.append(("--dtype bfloat16", torch.bfloat16, quantize))
-    narrower = {None: ("int8", "int4"), "int8": ("int4",)}.get(quantize, ())
+    narrower = () if stored else {None: ("int8", "int4"), "int8": ("int4",)}.get(quantize, ())
     for q in narrower:
         options.append((f"--dtype bfloat16 --quantize {q}" if dtype == torch.float32 else f"--quantize {q}",
                         torch.bfloat16 if dtype == torch.float32 else dtype, q))
     for flag, dt, q in options:
-        need = weight_bytes(config, dt, q, device)
+        need = weight_bytes(config, dt, q, device, stored)
         if free is None or need <= free:
             return f"{flag} would leave more ({size(need)} of weights)" if warn else f"{flag} needs {size(need)}"
     if device.type == "mps":

@@ -1,0 +1,114 @@
+"""`glmv quantize`: a checkpoint stored in int8 or int4, so every later load reads a third (int4)
+or half (int8) of the bytes and quantizes nothing.
+
+`--quantize int4` quantizes GLM-4.1V-9B's 20.6 GB of bfloat16 weights as they are read, in every
+process: every `glmv ask` on a laptop reads the 20.6 GB (more than a 16 GB laptop's page cache
+keeps) and spends tens of seconds on the arithmetic. A stored checkpoint holds the codes and scales
+`load_model` would have made, under the original key names plus `.scales`, with `config.json`
+marking the scheme (loading.STORED_KEY); loading reads them straight into the model.
+
+The layout is the device-independent one: int4 codes two a byte with bfloat16 scales and zero
+points per group (model/quant_int4.py), int8 codes with a scale per row, and the vision tower's
+linear layers in int8 (on a CPU too: what fits is the point). A CPU repacks int4 codes for its
+kernel once they are read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+
+from glmv_cli.errors import GlmvError, ModelError
+from glmv_cli.loading import (
+    INDEX_FILE,
+    QUANTIZE_BLOCK_BYTES,
+    QUANTIZED,
+    STORED_FORMAT,
+    STORED_KEY,
+    check_keys,
+    checkpoint_dtype,
+    index_tensors,
+    meta_model,
+    stored_quantization,
+    weight_files,
+)
+from glmv_cli.model.config import Glm4vConfig
+from glmv_cli.model.glm4v import Glm4v
+from glmv_cli.model.quant import quantize_int8
+from glmv_cli.model.quant_int4 import GROUPS, Int4Linear, quantize_int4
+from glmv_cli.safetensors_io import DTYPE_NAMES, TensorReader, write_safetensors
+
+log = logging.getLogger(__name__)
+
+
+def save_quantized(src: Path, dst: Path, quantize: str, progress=None) -> list[Path]:
+    """Write `src` (a float checkpoint folder) to the new folder `dst` with its weights in
+    `quantize` ("int8" or "int4"); its tokenizer, templates and processor configs are copied.
+    `progress(index, total)` is called as each tensor is written. The weight files written."""
+    src, dst = Path(src), Path(dst)
+    if stored_quantization(src):
+        raise ModelError(f"{src} is already stored in {stored_quantization(src)}; quantize the original checkpoint")
+    if dst.exists() and any(dst.iterdir()):
+        raise GlmvError(f"{dst} exists and is not empty; name a new folder")
+    config = Glm4vConfig.from_folder(src)
+    dtype = checkpoint_dtype(src)
+    where = index_tensors(weight_files(src))
+    with torch.device("meta"):
+        check_keys(Glm4v(config), where)
+    model = meta_model(config, dtype, quantize, torch.device("cpu"), stored=True)
+    specs = {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
+    order = {name: i for i, name in enumerate(specs)}
+    dst.mkdir(parents=True, exist_ok=True)
+    made: dict[str, dict[str, torch.Tensor]] = {}  # the last quantized layer's tensors, by leaf name
+    with ExitStack() as stack:
+        readers = {path: stack.enter_context(TensorReader(path)) for path in {p for p, _ in where.values()}}
+
+        def source(name: str) -> torch.Tensor:
+            path, entry = where[name]
+            tensor = torch.empty(entry.shape, dtype=entry.dtype)
+            readers[path].read_into(entry, tensor)
+            return tensor
+
+        def fill(name: str) -> torch.Tensor:
+            owner, _, leaf = name.rpartition(".")
+            layer = model.get_submodule(owner)
+            if progress:
+                progress(order[name], len(order))
+            if isinstance(layer, QUANTIZED) and leaf in ("weight", "scales"):
+                if owner not in made:
+                    made.clear()
+                    made[owner] = _quantized(layer, source(f"{owner}.weight"))
+                return made[owner][leaf]
+            return source(name)
+
+        paths = write_safetensors(dst, specs, fill)
+    raw = json.loads((src / "config.json").read_text())
+    raw[STORED_KEY] = {"scheme": quantize, "format": STORED_FORMAT, "group": GROUPS[0],
+                       "dtype": DTYPE_NAMES[dtype]}
+    (dst / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    weights = {p.name for p in weight_files(src)} | {INDEX_FILE, "config.json"}
+    for path in src.iterdir():
+        if path.is_file() and path.name not in weights:
+            shutil.copy2(path, dst / path.name)
+    return paths
+
+
+def _quantized(layer, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The layer's codes and scales for a float weight, a block of rows at a time (no float32
+    copy of a whole large matrix)."""
+    step = max(1, QUANTIZE_BLOCK_BYTES // (4 * weight.shape[1]))
+    codes, scales = [], []
+    for start in range(0, weight.shape[0], step):
+        rows = weight[start:start + step]
+        if isinstance(layer, Int4Linear):
+            q, s = quantize_int4(rows, layer.group, layer.scales.dtype)
+        else:
+            q, s = quantize_int8(rows)
+        codes.append(q)
+        scales.append(s.to(layer.scales.dtype))
+    return {"weight": torch.cat(codes), "scales": torch.cat(scales)}

@@ -184,6 +184,18 @@ def test_int4_on_the_device_stays_close_to_float32(tiny_folder, ours, prompt_inp
     assert tokens(glm4, inputs, n=16) == tokens(glm4, inputs, n=16, graph=False)
 
 
+def test_a_stored_int4_checkpoint_loads_on_the_device_as_quantizing_there(tiny_folder, prompt_inputs, gpu, tmp_path):
+    """glmv quantize's folder, streamed to the device as stored: the logits of quantizing while
+    loading there (in bfloat16, the real checkpoints' dtype, whose scales the file holds)."""
+    from glmv_cli.quantized import save_quantized
+
+    save_quantized(tiny_folder, tmp_path / "int4", "int4")
+    stored = glmv_cli.load(tmp_path / "int4", device=gpu, dtype="bfloat16")
+    fly = glmv_cli.load(tiny_folder, device=gpu, dtype="bfloat16", quantize="int4")
+    inputs = model_kwargs(prompt_inputs("image"))
+    torch.testing.assert_close(stored.model(**inputs), fly.model(**inputs), rtol=1e-3, atol=1e-3)
+
+
 def assert_rounds_like(out: torch.Tensor, ref: torch.Tensor, unit: float, bitwise: bool) -> None:
     """Within `unit` (relative) of torch's result everywhere; with `bitwise`, the very same bits
     for 99% of the elements (the same roundings; a sum in another order moves a rare one)."""

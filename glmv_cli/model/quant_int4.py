@@ -58,7 +58,8 @@ def quantize_int4(weight: torch.Tensor, group: int, dtype: torch.dtype = torch.f
     N, K = weight.shape
     w = weight.to(torch.float32, copy=True).view(N, K // group, group)  # worked on in place below
     low, high = w.amin(dim=2), w.amax(dim=2)
-    s = ((high - low).clamp(min=1e-12) / 15).to(dtype)
+    s = ((high - low) / 15).clamp(min=max(1e-12, torch.finfo(dtype).tiny)).to(dtype)  # (a constant group:
+    # a step that float16 still holds, so no code divides by zero)
     z = (low + 8 * s.float()).to(dtype)
     q = w.sub_(z.float()[..., None]).div_(s.float()[..., None]).add_(8).round_().clamp_(0, 15).to(torch.uint8)
     q = q.view(N, K)

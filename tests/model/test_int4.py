@@ -46,6 +46,17 @@ def test_codes_round_trip_within_half_a_step_of_their_group():
     assert torch.equal(q[:, 0::2], packed & 15) and torch.equal(q[:, 1::2], packed >> 4)  # even code, low nibble
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_a_constant_group_keeps_its_value_in_every_scale_dtype(dtype):
+    w = torch.randn(16, 64)
+    w[2, :32] = 0.25  # a group of one value: a zero step would divide by zero (float16 flushes 1e-13 to 0)
+    w[3, 32:] = 0.0
+    packed, scales = quantize_int4(w, 32, dtype)
+    back = dequantize_int4(packed, scales, torch.float32)
+    assert torch.isfinite(back).all()
+    assert (back[2, :32] - 0.25).abs().max() < 1e-3 and back[3, 32:].abs().max() < 1e-3
+
+
 def test_group_size_takes_the_largest_that_divides_and_refuses_what_the_kernels_cannot():
     assert group_size(4096, 27392) == 128 and group_size(13696, 4096) == 128  # GLM-4.1V-9B's shapes
     assert group_size(192, 64) == 64 and group_size(96, 64) == 32

@@ -44,10 +44,12 @@ def decode_bytes_per_token(folder: Path, dtype: torch.dtype, quantize: str | Non
                            device: torch.device | str = "cpu") -> int:
     """Weight bytes one decode step reads: every tensor of the text decoder and the LM head as
     load_model lays them out (int8 and int4 codes with their scales), and one embedding row."""
-    from glmv_cli.loading import meta_model
+    from glmv_cli.loading import meta_model, stored_quantization
     from glmv_cli.model.config import Glm4vConfig
 
-    model = meta_model(Glm4vConfig.from_folder(folder), dtype, quantize, torch.device(device))
+    stored = stored_quantization(folder)  # (a --checkpoint glmv quantize wrote)
+    model = meta_model(Glm4vConfig.from_folder(folder), dtype, stored or quantize, torch.device(device),
+                       stored=bool(stored))
     total = 0
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if name.startswith("model.visual.") or name.endswith("inv_freq"):

@@ -15,11 +15,13 @@ Runs in Triton's CPU interpreter too (TRITON_INTERPRET=1), which is how the test
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 
 from glmv_cli.kernels.int8_gemv import _cuda_time, available  # noqa: F401  (available: re-exported)
 
+log = logging.getLogger(__name__)
 MAX_ROWS = 8  # more activation rows (a prompt) are a GEMM: dequantize and use the tensor cores
 
 
@@ -100,6 +102,30 @@ def int4_gemv(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torc
     q, scales = q.contiguous(), scales.contiguous()
     group = 2 * q.shape[1] // scales.shape[1]
     return _launch(x, q, scales, bias, group, config or tuned_config(x, q, scales, bias, group))
+
+
+_FAILED: list[str] = []  # why the kernel could not run in this process, once it could not
+
+
+def usable() -> bool:
+    return not _FAILED
+
+
+def int4_gemv_or_none(x, q, scales, bias=None) -> torch.Tensor | None:
+    """int4_gemv, or None (and never again in this process) where the kernel fails to compile or
+    launch: it has not yet run on every GPU and Triton version, and a slower answer beats none.
+    Out-of-memory errors still propagate (they are the request's, not the kernel's)."""
+    try:
+        return int4_gemv(x, q, scales, bias)
+    except Exception as e:  # noqa: BLE001  (Triton's compile errors have no common base class)
+        from glmv_cli.memory import is_out_of_memory
+
+        if is_out_of_memory(e) or (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            raise
+        _FAILED.append(f"{type(e).__name__}: {e}")
+        log.warning("the int4 Triton kernel failed (%s); int4 products dequantize instead, which is slower",
+                    _FAILED[0].splitlines()[0][:300])
+        return None
 
 
 def _launch(x, q, scales, bias, group: int, config: tuple[int, int, int]) -> torch.Tensor:

@@ -186,8 +186,10 @@ class Int4Linear(nn.Module):
             y = y.to(x.dtype)
             if self.bias is not None:
                 y = y.add_(self.bias)
-        elif kernels_for(x) and x2.shape[0] <= int4_gemv.MAX_ROWS:
-            y = int4_gemv.int4_gemv(x2, self.weight, self.scales, self.bias)
+        elif kernels_for(x) and x2.shape[0] <= int4_gemv.MAX_ROWS and int4_gemv.usable():
+            y = int4_gemv.int4_gemv_or_none(x2, self.weight, self.scales, self.bias)
+            if y is None:  # the kernel failed to build here (logged once): the dequantizing product
+                y = F.linear(x2, dequantize_int4(self.weight, self.scales, x.dtype), self.bias)
         else:
             y = F.linear(x2, dequantize_int4(self.weight, self.scales, x.dtype), self.bias)
         return y.view(*lead, self.out_features)

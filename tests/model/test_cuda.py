@@ -182,6 +182,10 @@ def test_int4_on_the_device_stays_close_to_float32(tiny_folder, ours, prompt_inp
     assert agree >= 0.5 and least > 0.9, (agree, least)
     inputs = model_kwargs(prompt_inputs("image"))
     assert tokens(glm4, inputs, n=16) == tokens(glm4, inputs, n=16, graph=False)
+    if gpu.type == "cuda":
+        from glmv_cli.kernels import int4_gemv
+
+        assert int4_gemv.usable()  # decoded through the kernel, not its fallback
 
 
 def test_a_stored_int4_checkpoint_loads_on_the_device_as_quantizing_there(tiny_folder, prompt_inputs, gpu, tmp_path):

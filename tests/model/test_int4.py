@@ -130,6 +130,35 @@ def test_int4_linear_without_the_cpu_layout_dequantizes():
     torch.testing.assert_close(layer(x), x @ dequantize_int4(packed, scales, torch.float32).T + lin.bias)
 
 
+def test_a_kernel_that_fails_to_build_falls_back_to_the_dequantized_product(monkeypatch, caplog):
+    """The Triton kernel has not run on every GPU and Triton version: where it fails, int4 answers
+    through the dequantizing product (slower, logged once) instead of failing every question."""
+    from glmv_cli.kernels import int4_gemv
+
+    pytest.importorskip("triton")
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # (kernels_for: the kernel path on a CPU tensor)
+    monkeypatch.setattr(int4_gemv, "int4_gemv", broken)
+    monkeypatch.setattr(int4_gemv, "_FAILED", [])
+    lin = torch.nn.Linear(128, 32)
+    layer = Int4Linear.like(lin, 64)
+    layer.set_rows(0, lin.weight.detach())  # the layout a GPU keeps
+    layer.bias.data.copy_(lin.bias.detach())
+    x = torch.randn(1, 128)
+    packed, scales = quantize_int4(lin.weight.detach(), 64)
+    expected = x @ dequantize_int4(packed, scales, torch.float32).T + lin.bias
+    with caplog.at_level("WARNING", logger="glmv_cli.kernels.int4_gemv"):
+        torch.testing.assert_close(layer(x), expected)
+        torch.testing.assert_close(layer(x), expected)
+    assert len(calls) == 1 and not int4_gemv.usable()  # tried once
+    assert len(caplog.records) == 1 and "PassManager::run failed" in caplog.text
+
+
 INTERPRETED_INT4_CHECK = textwrap.dedent("""
     import torch
     from glmv_cli.kernels.int4_gemv import CANDIDATES, int4_gemv

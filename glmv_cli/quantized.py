@@ -46,7 +46,7 @@ from glmv_cli.safetensors_io import DTYPE_NAMES, TensorReader, write_safetensors
 log = logging.getLogger(__name__)
 
 
-def save_quantized(src: Path, dst: Path, quantize: str, progress=None) -> list[Path]:
+def save_quantized(src: Path, dst: Path, quantize: str, progress=None, shard_bytes: int = 5 * 2**30) -> list[Path]:
     """Write `src` (a float checkpoint folder) to the new folder `dst` with its weights in
     `quantize` ("int8" or "int4"); its tokenizer, templates and processor configs are copied.
     `progress(index, total)` is called as each tensor is written. The weight files written."""
@@ -86,7 +86,7 @@ def save_quantized(src: Path, dst: Path, quantize: str, progress=None) -> list[P
                 return made[owner][leaf]
             return source(name)
 
-        paths = write_safetensors(dst, specs, fill)
+        paths = write_safetensors(dst, specs, fill, shard_bytes=shard_bytes)
     raw = json.loads((src / "config.json").read_text())
     raw[STORED_KEY] = {"scheme": quantize, "format": STORED_FORMAT, "group": GROUPS[0],
                        "dtype": DTYPE_NAMES[dtype]}

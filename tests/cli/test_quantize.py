@@ -72,6 +72,20 @@ def test_stored_layers_load_as_stored(tiny, stored):
         assert memory.weight_bytes(cfg, dtype, scheme, cpu, stored=True) == memory.tensor_bytes(glm.model)
 
 
+def test_sharded_checkpoints_in_and_out(tmp_path):
+    """GLM-4.1V-9B comes in four files and stores in two (5 GiB shards): a sharded source, and a
+    sharded, indexed result, load as one."""
+    from glmv_cli.quantized import save_quantized
+    from tests.reference import write_checkpoint
+
+    source = write_checkpoint(tmp_path / "sharded", shards=3, seed=4)
+    paths = save_quantized(source, tmp_path / "out", "int4", shard_bytes=200_000)
+    assert len(paths) > 1 and (tmp_path / "out" / "model.safetensors.index.json").is_file()
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9]])
+    stored = glmv_cli.load(tmp_path / "out", device="cpu").model(input_ids=ids)
+    assert torch.equal(stored, glmv_cli.load(source, device="cpu", quantize="int4").model(input_ids=ids))
+
+
 def test_what_a_stored_checkpoint_cannot_be_is_one_line(tiny, stored, tmp_path):
     run = run_glmv("ask", "hi", "--model", stored["int4"], "--quantize", "int8")
     assert run.code == 3 and run.err.count("\n") == 1, run.err

@@ -226,8 +226,8 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     where = index_tensors(weight_files(folder))
     stored = stored_quantization(folder)
     if stored and quantize not in (None, stored):
-        raise ModelError(f"{folder} is stored in {stored} (glmv quantize): load it without --quantize, or "
-                         f"quantize the original checkpoint to {quantize}")
+        raise ModelError(f"{folder} is stored in {stored} (glmv quantize): load it without --quantize (and "
+                         f"GLMV_QUANTIZE unset), or quantize the original checkpoint to {quantize}")
     quantize = stored or quantize
     model = meta_model(config, dtype, quantize, device, stored=bool(stored))
     with torch.device("meta"):

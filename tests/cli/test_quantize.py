@@ -14,7 +14,7 @@ from glmv_cli.loading import STORED_KEY
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.quant import Int8Linear
 from glmv_cli.model.quant_int4 import Int4Linear
-from tests.cli.conftest import run_glmv
+from tests.cli.conftest import glmv_env, run_glmv
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,9 @@ def test_sharded_checkpoints_in_and_out(tmp_path):
 def test_what_a_stored_checkpoint_cannot_be_is_one_line(tiny, stored, tmp_path):
     run = run_glmv("ask", "hi", "--model", stored["int4"], "--quantize", "int8")
     assert run.code == 3 and run.err.count("\n") == 1, run.err
-    assert "is stored in int4 (glmv quantize): load it without --quantize" in run.err
+    assert "is stored in int4 (glmv quantize): load it without --quantize (and GLMV_QUANTIZE unset)" in run.err
+    run = run_glmv("ask", "hi", "--model", stored["int4"], "--max-new-tokens", "2", env=glmv_env(GLMV_QUANTIZE="int4"))
+    assert run.code == 0, run.err  # naming its own scheme is fine (a laptop's GLMV_QUANTIZE=int4)
     run = run_glmv("quantize", tmp_path / "again", "--model", stored["int4"])
     assert run.code == 3 and "already stored in int4; quantize the original checkpoint" in run.err
     run = run_glmv("quantize", stored["int8"], "--model", tiny)  # over an existing checkpoint: nothing lost

@@ -19,7 +19,7 @@ import logging
 
 import torch
 
-from glmv_cli.kernels.int8_gemv import _cuda_time, available  # noqa: F401  (available: re-exported)
+from glmv_cli.kernels.int8_gemv import available, measured_config  # noqa: F401  (available: re-exported)
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 8  # more activation rows (a prompt) are a GEMM: dequantize and use the tensor cores
@@ -77,21 +77,12 @@ TUNED: dict[tuple, tuple[int, int, int]] = {}
 
 def tuned_config(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
                  group: int) -> tuple[int, int, int]:
-    """The block shape for this product: measured once per shape on CUDA (not while a CUDA graph is
-    being captured, nor with GLMV_INT8_TUNE=0), else block_sizes' guess."""
-    import os
-
+    """The block shape for this product, chosen as int8's is (int8_gemv.measured_config), among the
+    candidates whose pieces hold whole groups."""
     N, K = q.shape[0], 2 * q.shape[1]
-    key = (N, K, group, x.dtype, x.device)
-    if key in TUNED:
-        return TUNED[key]
-    guess = block_sizes(N, K, group)
-    if not x.is_cuda or torch.cuda.is_current_stream_capturing() or os.environ.get("GLMV_INT8_TUNE") == "0":
-        return guess
-    configs = [c for c in dict.fromkeys([guess, *CANDIDATES]) if c[1] % group == 0]
-    times = {c: _cuda_time(lambda c=c: _launch(x, q, scales, bias, group, c)) for c in configs}
-    TUNED[key] = min(configs, key=times.get)
-    return TUNED[key]
+    return measured_config(TUNED, (N, K, group, x.dtype, x.device), lambda: block_sizes(N, K, group),
+                           [c for c in CANDIDATES if c[1] % group == 0],
+                           lambda c: _launch(x, q, scales, bias, group, c), x, label=f"int4 GEMV {N}x{K}")
 
 
 def int4_gemv(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,

@@ -84,20 +84,28 @@ def tuned_config(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor, bias: t
     """The block shape for this product: measured once per shape on CUDA (not while a CUDA graph
     is being captured, nor with GLMV_INT8_TUNE=0: then block_sizes' guess)."""
     N, K = q.shape
-    key = (N, K, x.dtype, x.device)
-    if key in TUNED:
-        return TUNED[key]
-    guess = block_sizes(N, K)
+    return measured_config(TUNED, (N, K, x.dtype, x.device), lambda: block_sizes(N, K),
+                           candidates or TUNE_CANDIDATES, lambda c: _launch(x, q, scales, bias, c), x, timer,
+                           f"int8 GEMV {N}x{K}")
+
+
+def measured_config(table: dict, key: tuple, guess, candidates, run, x: torch.Tensor, timer=None,
+                    label: str = "GEMV") -> tuple[int, int, int]:
+    """table[key], else the fastest of guess() and `candidates` as `run(config)` measures them on
+    CUDA (kept in `table`), else guess(): on a CPU, while a CUDA graph is being captured, or with
+    GLMV_INT8_TUNE=0. Shared by the int8 and int4 kernels."""
+    if key in table:
+        return table[key]
+    first = guess()
     if timer is None:
         if not x.is_cuda or torch.cuda.is_current_stream_capturing() or os.environ.get("GLMV_INT8_TUNE") == "0":
-            return guess
+            return first
         timer = _cuda_time
-    configs = list(dict.fromkeys([guess, *(candidates or TUNE_CANDIDATES)]))
-    times = {c: timer(lambda c=c: _launch(x, q, scales, bias, c)) for c in configs}
-    TUNED[key] = min(configs, key=times.get)
-    log.info("int8 GEMV %dx%d: blocks %s (%s)", N, K, TUNED[key],
-             ", ".join(f"{c}: {1000 * t:.1f} us" for c, t in times.items()))
-    return TUNED[key]
+    configs = list(dict.fromkeys([first, *candidates]))
+    times = {c: timer(lambda c=c: run(c)) for c in configs}
+    table[key] = min(configs, key=times.get)
+    log.info("%s: blocks %s (%s)", label, table[key], ", ".join(f"{c}: {1000 * t:.1f} us" for c, t in times.items()))
+    return table[key]
 
 
 def _cuda_time(run, reps: int = 5) -> float:

@@ -180,10 +180,19 @@ QUANTIZE_STREAM_BYTES = 128 * 2**20  # file bytes streamed to an accelerator and
 
 def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device,
                    ring: list[torch.Tensor] | None = None) -> None:
-    """A float weight from the file into an Int8Linear, Int8Embedding or Int4Linear, in blocks of rows. With a
-    `ring` (an accelerator) each block streams through the pinned buffers into a device block in the
-    file's dtype, quantized there: tensor by tensor through pageable memory took 24 s for
-    GLM-4.1V-9B on an H200 machine, three times the bfloat16 load."""
+    """A float weight from the file into an Int8Linear, Int8Embedding or Int4Linear, ready to run
+    on `device` (quantize_rows, then the layer's last step)."""
+    quantize_rows(reader, entry, layer, device, ring)
+    layer.ready()
+
+
+def quantize_rows(reader: TensorReader, entry: TensorEntry, layer, device: torch.device,
+                  ring: list[torch.Tensor] | None = None) -> None:
+    """A float weight from the file quantized into a layer's codes and scales, in blocks of rows
+    (loading, and `glmv quantize`, which stores them as they are). With a `ring` (an accelerator)
+    each block streams through the pinned buffers into a device block in the file's dtype,
+    quantized there: tensor by tensor through pageable memory took 24 s for GLM-4.1V-9B on an
+    H200 machine, three times the bfloat16 load."""
     rows, row_bytes = entry.shape[0], entry.nbytes // max(1, entry.shape[0])
     step = max(1, (QUANTIZE_STREAM_BYTES // row_bytes) if ring is not None else
                QUANTIZE_BLOCK_BYTES // (4 * max(1, math.prod(entry.shape[1:]))))
@@ -196,7 +205,6 @@ def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torc
             block = torch.empty(part.shape, dtype=part.dtype)  # the file's dtype: converted on the device
             reader.read_into(part, block)
         layer.set_rows(start, block.to(device))
-    layer.ready()
 
 
 STORED_KEY = "glmv_quantization"  # config.json of a checkpoint `glmv quantize` wrote: {"scheme": "int4", ...}

@@ -26,7 +26,6 @@ import torch
 from glmv_cli.errors import GlmvError, ModelError
 from glmv_cli.loading import (
     INDEX_FILE,
-    QUANTIZE_BLOCK_BYTES,
     QUANTIZED,
     STORED_FORMAT,
     STORED_KEY,
@@ -34,13 +33,13 @@ from glmv_cli.loading import (
     checkpoint_dtype,
     index_tensors,
     meta_model,
+    quantize_rows,
     stored_quantization,
     weight_files,
 )
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
-from glmv_cli.model.quant import quantize_int8
-from glmv_cli.model.quant_int4 import GROUPS, Int4Linear, quantize_int4
+from glmv_cli.model.quant_int4 import GROUPS
 from glmv_cli.safetensors_io import DTYPE_NAMES, TensorReader, write_safetensors
 
 log = logging.getLogger(__name__)
@@ -80,9 +79,13 @@ def save_quantized(src: Path, dst: Path, quantize: str, progress=None, shard_byt
             if progress:
                 progress(order[name], len(order))
             if isinstance(layer, QUANTIZED) and leaf in ("weight", "scales"):
-                if owner not in made:
+                if owner not in made:  # quantized as loading does, on the CPU, without its last step
                     made.clear()
-                    made[owner] = _quantized(layer, source(f"{owner}.weight"))
+                    path, entry = where[f"{owner}.weight"]
+                    layer.to_empty(device="cpu")
+                    quantize_rows(readers[path], entry, layer, torch.device("cpu"))
+                    made[owner] = {"weight": layer.weight, "scales": layer.scales}
+                    layer.to_empty(device="meta")  # (one layer's codes in memory at a time)
                 return made[owner][leaf]
             return source(name)
 
@@ -97,18 +100,3 @@ def save_quantized(src: Path, dst: Path, quantize: str, progress=None, shard_byt
             shutil.copy2(path, dst / path.name)
     return paths
 
-
-def _quantized(layer, weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The layer's codes and scales for a float weight, a block of rows at a time (no float32
-    copy of a whole large matrix)."""
-    step = max(1, QUANTIZE_BLOCK_BYTES // (4 * weight.shape[1]))
-    codes, scales = [], []
-    for start in range(0, weight.shape[0], step):
-        rows = weight[start:start + step]
-        if isinstance(layer, Int4Linear):
-            q, s = quantize_int4(rows, layer.group, layer.scales.dtype)
-        else:
-            q, s = quantize_int8(rows)
-        codes.append(q)
-        scales.append(s.to(layer.scales.dtype))
-    return {"weight": torch.cat(codes), "scales": torch.cat(scales)}

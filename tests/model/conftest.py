@@ -119,6 +119,14 @@ def extended(inputs: dict, more: torch.Tensor) -> dict:
     return out
 
 
+@pytest.fixture(scope="module")
+def glm(tiny_folder):
+    """The tiny checkpoint loaded by glmv in float32, once per test module."""
+    import glmv_cli
+
+    return glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+
+
 def model_kwargs(inputs: dict) -> dict:
     """What a caller passes to our model: the processor's tensors minus mm_token_type_ids
     (our model derives the token types from the ids)."""

@@ -16,11 +16,6 @@ from tests.model.conftest import agreement, model_kwargs
 
 
 @pytest.fixture(scope="module")
-def glm(tiny_folder):
-    return glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def glm_int8(tiny_folder):
     return glmv_cli.load(tiny_folder, device="cpu", dtype="float32", quantize="int8")
 

@@ -14,11 +14,6 @@ from glmv_cli.generate import Sampling, apply_repetition_penalty, filter_top_k_t
 from tests.model.conftest import model_kwargs
 
 
-@pytest.fixture(scope="module")
-def glm(tiny_folder):
-    return glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
-
-
 def random_logits(seed=0, vocab=300):
     return torch.randn(1, vocab, generator=torch.Generator().manual_seed(seed)) * 3
 

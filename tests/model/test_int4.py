@@ -21,11 +21,6 @@ from tests.model.test_devices import interpreted
 
 
 @pytest.fixture(scope="module")
-def glm(tiny_folder):
-    return glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def glm_int4(tiny_folder):
     return glmv_cli.load(tiny_folder, device="cpu", dtype="float32", quantize="int4")
 

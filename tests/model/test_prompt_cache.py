@@ -7,17 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import glmv_cli
 from glmv_cli.generate import Generation, Sampling, StaticStep
 from glmv_cli.prompt_cache import Media, PromptCache, prompt_media
 from tests.model.conftest import extended, model_kwargs
 
 SAMPLED = Sampling(temperature=1.5, seed=3)  # random weights: greedy repeats one token; draws show any change
-
-
-@pytest.fixture(scope="module")
-def glm(tiny_folder):
-    return glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
 
 
 def generate(glm, inputs, n, cache=None, step=None, sampling=SAMPLED):

@@ -62,6 +62,7 @@ def ask(
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, each: o.Each = False,
     resume: o.Continue = False, verbose: o.Verbose = False,
@@ -90,7 +91,7 @@ def ask(
         c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                        video_backend),
         c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                             think_budget, max_context), out)
+                             think_budget, max_context, c.answer_format(schema, choices, regex)), out)
 
 
 @app.command(epilog=_examples(
@@ -108,6 +109,7 @@ def pdf(
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
@@ -129,7 +131,8 @@ def pdf(
     c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                   think_budget, max_context), out, map_reduce=map_reduce)
+                                   think_budget, max_context, c.answer_format(schema, choices, regex)),
+              out, map_reduce=map_reduce)
 
 
 @app.command(epilog=_examples(
@@ -144,6 +147,7 @@ def video(
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
@@ -164,7 +168,7 @@ def video(
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
                              video_backend=video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                   think_budget, max_context), out)
+                                   think_budget, max_context, c.answer_format(schema, choices, regex)), out)
 
 
 @app.command(epilog=_examples(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from glmv_cli import render
 from glmv_cli.app import attachments as att
+from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.session import Conversation, Done, GenerationOptions, Session, save_transcript
 from glmv_cli.errors import ContextFull, GlmvError, InputError, ModelError
@@ -403,10 +404,34 @@ def _label(item) -> str:
 # -- option values -> dataclasses ------------------------------------------------------------------
 
 def generation_options(max_new_tokens=None, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-                       seed=None, think_budget=None, max_context=None) -> GenerationOptions:
+                       seed=None, think_budget=None, max_context=None, format=None) -> GenerationOptions:
     return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                              repetition_penalty=repetition_penalty, seed=seed, think_budget=think_budget,
-                             max_context=max_context)
+                             max_context=max_context, format=format)
+
+
+def answer_format(schema: str | None = None, choice: list[str] | None = None,
+                  regex: str | None = None) -> AnswerFormat | None:
+    """--schema (a file or the JSON itself), --choice (repeated) or --regex, as an AnswerFormat."""
+    given = [name for name, v in (("--schema", schema), ("--choice", choice), ("--regex", regex)) if v]
+    if len(given) > 1:
+        raise InputError(f"{' and '.join(given)} each set the answer's format; give one of them")
+    if choice:
+        return AnswerFormat.choice(choice)
+    if regex:
+        return AnswerFormat.regex(regex)
+    if not schema:
+        return None
+    text = schema
+    if not schema.lstrip().startswith(("{", "[", "true")):  # not JSON: a file
+        path = Path(schema).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"--schema {schema}: no such file, and not a JSON schema either") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--schema {schema}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    return AnswerFormat.json_schema(text)
 
 
 def load_options(max_pixels=None, min_pixels=None, pages=None, dpi=None, with_text=False, password=None,

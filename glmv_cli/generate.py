@@ -56,11 +56,15 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.
     return logits
 
 
-def next_token(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator) -> torch.Tensor:
-    """(1, V) logits -> (1, 1) token id, on the logits' device."""
+def next_token(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator,
+               allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """(1, V) logits -> (1, 1) token id, on the logits' device; `allowed` (1, V) bool: the only ids
+    it may be."""
     logits = logits.float()
     if s.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, seen, s.repetition_penalty)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
     if s.greedy:
         return logits.argmax(-1, keepdim=True)
     logits = filter_top_k_top_p(logits / s.temperature, s.top_k, s.top_p)
@@ -116,14 +120,17 @@ class Generation:
 
     `forced(token)` (optional) names ids to feed in after a yielded token as if the model had
     written them (e.g. "</think><answer>" when a think budget runs out); they are yielded too and
-    count toward max_new_tokens. Once exhausted: `finish_reason` ("stop" | "length"),
+    count toward max_new_tokens. `steering` (optional) restricts what may be drawn: before each
+    draw `steering.mask(device)` gives a (1, V) bool tensor of the ids allowed (or None: any), and
+    `steering.feed(id)` is told every id that joins the sequence, forced ones included (e.g.
+    app.answer_format.AnswerSteering). Once exhausted: `finish_reason` ("stop" | "length"),
     `prefill_seconds` (prompt in, first token out) and `decode_seconds` (the rest). From the
     start of iteration: `cached_tokens`, the prompt tokens a prompt cache held.
     """
 
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
-                 step: Callable | None = None, prompt_cache: PromptCache | None = None):
+                 step: Callable | None = None, prompt_cache: PromptCache | None = None, steering=None):
         """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
         method compiled, see compiled_step); None decodes with the eager Glm4v.decode.
         `prompt_cache`: the KV cache an earlier generation left (prompt_cache.py); the prompt's
@@ -131,6 +138,7 @@ class Generation:
         if step is not None and not isinstance(step, StaticStep):
             step = StaticStep(model, step)
         self.model, self.inputs, self.forced, self.step = model, inputs, forced, step
+        self.steering = steering
         self.prompt_cache = prompt_cache
         self.cached_tokens = 0  # prompt tokens the prompt cache held: not run again
         self._found = None  # what the prompt cache holds of the prompt (matched once per iteration)
@@ -177,12 +185,14 @@ class Generation:
 
             # CUDA: queue the next step before reading the id, and read the id through pinned
             # memory behind an event, so the step queued after it runs while the host hands it on
-            queue_early = device.type == "cuda"
+            queue_early = device.type == "cuda" and self.steering is None  # (steering needs each id first)
+            steer = self.steering
             if queue_early:
                 host = torch.empty(1, dtype=torch.long, pin_memory=True)
                 ready = torch.cuda.Event()
             while step < self.max_new_tokens:
-                token = next_token(logits, seen, s, generator)  # (1, 1)
+                allowed = steer.mask(device) if steer is not None else None
+                token = next_token(logits, seen, s, generator, allowed)  # (1, 1)
                 if queue_early:
                     host.copy_(token.view(1), non_blocking=True)
                     ready.record(torch.cuda.current_stream(device))
@@ -203,6 +213,8 @@ class Generation:
                 if value in self.stop_ids:
                     self.finish_reason = "stop"
                     return
+                if steer is not None:
+                    steer.feed(value)
                 yield value
                 if more and not queue_early:
                     logits = decode_one(token)
@@ -218,7 +230,10 @@ class Generation:
                         for forced in extra:
                             pc.fed(forced)
                     pos, step = pos + len(extra), step + len(extra)
-                    yield from extra
+                    for forced in extra:
+                        if steer is not None:
+                            steer.feed(forced)
+                        yield forced
             self.finish_reason = "length"
         except Exception:
             if pc is not None:  # (out of memory, most often: free the cache too)

@@ -59,6 +59,15 @@ MaxContext = Annotated[int | None, typer.Option(
     min=1, rich_help_panel=GEN, show_default=False,
     help="Token budget for prompt + answer; PDFs are rendered at a lower DPI to fit "
          "\\[default: the model's context].")]
+Schema = Annotated[str | None, typer.Option(
+    rich_help_panel=GEN, show_default=False, metavar="FILE|JSON",
+    help="The answer is JSON matching this JSON schema (a .json file, or the schema itself; '{}' allows any "
+         "JSON). The model thinks freely, then each token of its answer keeps to the schema.")]
+Choice = Annotated[list[str] | None, typer.Option(
+    "--choice", rich_help_panel=GEN, show_default=False,
+    help="The answer is exactly one of these (repeat it: --choice yes --choice no).")]
+Regex = Annotated[str | None, typer.Option(rich_help_panel=GEN, show_default=False,
+                                           help="The answer matches this regular expression (whole).")]
 
 # -- output --
 Json = Annotated[bool, typer.Option("--json", rich_help_panel=OUT,

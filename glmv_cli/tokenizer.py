@@ -61,6 +61,10 @@ class Tokenizer:
         """The token string of one id, or None if out of range."""
         return self._tok.id_to_token(token_id)
 
+    def backend_json(self) -> str:
+        """The tokenizer as tokenizer.json's text (what other engines build their own view from)."""
+        return self._tok.to_str()
+
     def stream(self, skip_special_tokens: bool = False) -> StreamDecoder:
         """A fresh incremental decoder over this tokenizer."""
         return StreamDecoder(self, skip_special_tokens=skip_special_tokens)

@@ -10,12 +10,16 @@ pages rendered to PNGs, videos as video_url) and streamed to the server. The rea
 `reasoning`, else `reasoning_content`, else from the <think>/<answer> tags in the content (through
 the same StreamParser as a local run). vLLM and SGLang are asked for `skip_special_tokens: false`,
 without which GLM's tags vanish from the text; extras (top_k, repetition_penalty, think_budget) go
-only to servers that take them. Server errors become one GlmvError line with the local exit codes.
+only to servers that take them. An answer format goes as `response_format` (a JSON schema: every
+such server takes it) or in the server's own field (choice, regex, grammar: vLLM's and glmv's
+`structured_outputs`, SGLang's `regex` / `ebnf`). Server errors become one GlmvError line with the
+local exit codes.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterable, Iterator
 
@@ -32,6 +36,7 @@ TIMEOUT_S = 600.0
 TAG_SERVERS = ("vllm", "sglang")  # owned_by of servers that strip special tokens unless told not to
 EXTRAS = {"glmv": ("top_k", "repetition_penalty", "think_budget"), "vllm": ("top_k", "repetition_penalty"),
           "sglang": ("top_k", "repetition_penalty")}
+STRUCTURED_OUTPUTS = ("glmv", "vllm")  # servers that take vLLM's structured_outputs (choice, regex, grammar)
 
 
 class RemoteSession:
@@ -81,6 +86,17 @@ class RemoteSession:
                 body[name] = value
             else:
                 dropped.append(f"--{name.replace('_', '-')}")
+        fmt = gen.format
+        if fmt is not None and fmt.kind == "json":  # OpenAI's own field: every such server takes it
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": fmt.schema}}
+        elif fmt is not None and self.server in STRUCTURED_OUTPUTS:
+            body["structured_outputs"] = {fmt.kind: fmt.choices if fmt.kind == "choice" else fmt.spec}
+        elif fmt is not None and self.server == "sglang" and fmt.kind != "grammar":
+            body["regex"] = fmt.spec if fmt.kind == "regex" else "|".join(map(re.escape, fmt.choices))
+        elif fmt is not None and self.server == "sglang":
+            body["ebnf"] = fmt.spec
+        elif fmt is not None:
+            dropped.append({"choice": "--choice", "regex": "--regex", "grammar": "the grammar"}[fmt.kind])
         notes = [f"{', '.join(dropped)} not sent: the server ({self.server or 'unknown'}) does not take it"] \
             if dropped else []
         return body, notes

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glmv_cli.app import loaders
+from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.attachments import Attachment, is_url, resolve
 from glmv_cli.app.boxes import Box, boxes_json, find_boxes
 from glmv_cli.app.loaders import LoadOptions
@@ -71,6 +72,7 @@ class GenerationOptions:
     think_budget: int | None = None  # thinking tokens before </think><answer> is forced
     max_context: int | None = None  # default: the model's max_position_embeddings
     stop: tuple[str, ...] = ()  # strings that end generation once the answer holds one (OpenAI's `stop`)
+    format: AnswerFormat | None = None  # what the answer must be: JSON of a schema, a choice, ... (answer_format.py)
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,8 @@ class Conversation:
 
         s = self.session
         max_context, max_new, room = self._limits(gen, question)
+        if gen.format is not None:  # a format that does not compile fails before anything is loaded
+            gen.format.matcher(s.tokenizer)
         if load.query is None:  # long PDFs: pages are chosen for the question
             load = dataclasses.replace(load, query=question)
         parts, used = yield from self._load(attachments, load, room)
@@ -369,9 +373,14 @@ class Conversation:
         sampling = glmv.sampling(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
                                  repetition_penalty=gen.repetition_penalty, seed=gen.seed)
         forced = BudgetState(budget).after if budget else None
+        steering = None
+        if gen.format is not None:
+            from glmv_cli.app.answer_format import AnswerSteering
+
+            steering = AnswerSteering(gen.format, s.tokenizer, glmv.stop_ids, glmv.model.cfg.text.vocab_size)
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
                           stop_ids=glmv.stop_ids, forced=forced, step=glmv.decode_step(s.compile),
-                          prompt_cache=glmv.reusable_cache())
+                          prompt_cache=glmv.reusable_cache(), steering=steering)
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history

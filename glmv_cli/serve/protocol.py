@@ -2,8 +2,11 @@
 
 Standard fields: model, messages, stream, stream_options.include_usage, temperature, top_p,
 max_tokens / max_completion_tokens, seed, stop, n (1 only). Documented extras (as vLLM takes them):
-top_k, repetition_penalty, think_budget (thinking tokens before the answer is forced). Unknown
-fields (e.g. vLLM's skip_special_tokens) are accepted and ignored, as OpenAI-compatible servers do.
+top_k, repetition_penalty, think_budget (thinking tokens before the answer is forced). The
+answer's format: OpenAI's `response_format` (json_object, json_schema), vLLM's `structured_outputs`
+({"json" | "choice" | "regex" | "grammar": ...}) and its older `guided_json` / `guided_choice` /
+`guided_regex` / `guided_grammar`. Unknown fields (e.g. vLLM's skip_special_tokens) are accepted
+and ignored, as OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.session import GenerationOptions, Result
+from glmv_cli.errors import InputError
+
+GUIDED = {"json": AnswerFormat.json_schema, "choice": AnswerFormat.choice, "regex": AnswerFormat.regex,
+          "grammar": AnswerFormat.grammar}
 
 
 class StreamOptions(BaseModel):
@@ -37,6 +45,12 @@ class ChatRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     think_budget: int | None = Field(default=None, ge=0)
+    response_format: dict | None = None
+    structured_outputs: dict | None = None
+    guided_json: dict | str | None = None
+    guided_choice: list[str] | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -51,11 +65,41 @@ class ChatRequest(BaseModel):
         return GenerationOptions(max_new_tokens=self.max_completion_tokens or self.max_tokens,
                                  temperature=self.temperature, top_p=self.top_p, top_k=top_k,
                                  repetition_penalty=self.repetition_penalty, seed=self.seed,
-                                 think_budget=self.think_budget, stop=tuple(self.stop or ()))
+                                 think_budget=self.think_budget, stop=tuple(self.stop or ()),
+                                 format=self.answer_format())
+
+    def answer_format(self) -> AnswerFormat | None:
+        """The answer's format from whichever of the fields names one (an InputError: a 400)."""
+        named = {}
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            named["response_format"] = _response_format(self.response_format)
+        if self.structured_outputs:
+            kinds = [k for k in GUIDED if self.structured_outputs.get(k) is not None]
+            if len(kinds) != 1:
+                raise InputError("structured_outputs takes one of json, choice, regex or grammar")
+            named["structured_outputs"] = GUIDED[kinds[0]](self.structured_outputs[kinds[0]])
+        for kind, make in GUIDED.items():
+            if (value := getattr(self, f"guided_{kind}")) is not None:
+                named[f"guided_{kind}"] = make(value)
+        if len(named) > 1:
+            raise InputError(f"{' and '.join(named)} each set the answer's format; send one of them")
+        return next(iter(named.values()), None)
 
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def _response_format(rf: dict) -> AnswerFormat:
+    kind = rf.get("type")
+    if kind == "json_object":
+        return AnswerFormat.json_schema({"type": "object"})
+    if kind != "json_schema":
+        raise InputError(f"response_format type {kind!r} is not one of text, json_object, json_schema")
+    schema = (rf.get("json_schema") or {}).get("schema")
+    if schema is None:
+        raise InputError("response_format json_schema needs json_schema.schema (the JSON schema)")
+    return AnswerFormat.json_schema(schema)
 
 
 def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from openai.types.chat import ChatCompletionChunk
 from PIL import Image
 
 from glmv_cli.app import attachments as att
+from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import content_parts, data_uri
 from glmv_cli.app.remote import Reply
@@ -198,3 +200,41 @@ def test_server_specific_fields_only_where_the_server_takes_them(server, body, d
     extras, notes = session.request_extras(GenerationOptions(top_k=5, repetition_penalty=1.1, think_budget=64))
     assert extras == body
     assert (notes == []) if dropped is None else (dropped in notes[0])
+
+
+CHOICE = AnswerFormat.choice(["a.b", "c"])
+JSON = AnswerFormat.json_schema({"type": "object", "properties": {"n": {"type": "integer"}}})
+SENT_JSON = {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": JSON.schema}}}
+
+
+@pytest.mark.parametrize("server, fmt, body, dropped", [
+    ("glmv", JSON, SENT_JSON, None),
+    ("openai", JSON, SENT_JSON, None),
+    ("vllm", JSON, {"skip_special_tokens": False, **SENT_JSON}, None),
+    ("glmv", CHOICE, {"structured_outputs": {"choice": ["a.b", "c"]}}, None),
+    ("vllm", AnswerFormat.regex("[0-9]+"), {"skip_special_tokens": False, "structured_outputs": {"regex": "[0-9]+"}},
+     None),
+    ("sglang", CHOICE, {"skip_special_tokens": False, "regex": r"a\.b|c"}, None),
+    ("sglang", AnswerFormat.grammar('root ::= "x"'), {"skip_special_tokens": False, "ebnf": 'root ::= "x"'}, None),
+    ("openai", CHOICE, {}, "--choice"),
+])
+def test_answer_formats_go_in_the_field_each_server_reads(server, fmt, body, dropped):
+    from glmv_cli.app.remote import RemoteSession
+    from glmv_cli.app.session import GenerationOptions
+
+    session = RemoteSession.__new__(RemoteSession)
+    session.server = server
+    extras, notes = session.request_extras(GenerationOptions(format=fmt))
+    assert extras == body
+    assert (notes == []) if dropped is None else (dropped in notes[0])
+
+
+def test_a_schema_answers_as_locally(scripted_server, scripted, tmp_path):
+    schema = tmp_path / "place.json"
+    schema.write_text('{"type": "object", "properties": {"where": {"enum": ["left", "right"]}}, "required": ["where"]}')
+    args = ("ask", "Where is it?", "--schema", schema, "--json", "--temperature", "0")
+    local, far = run_glmv(*args, "--model", scripted), run_glmv(*args, *remote(scripted_server, "none"))
+    assert local.code == far.code == 0, local.err + far.err
+    same = ("thinking", "answer", "finish_reason")  # (the server's content is the answer: no tags in `raw`)
+    assert {k: far.json[k] for k in same} == {k: local.json[k] for k in same}
+    assert json.loads(far.json["answer"])["where"] in ("left", "right") and far.json["thinking"] == THINKING

@@ -7,6 +7,8 @@ the thinking THINKING, then the answer ANSWER (box markers removed) in 10 tokens
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from pathlib import Path
 
@@ -167,6 +169,17 @@ BAD = {
     "a prompt over the context": ({"messages": user({"type": "text", "text": "word " * 9000})}, 400, "context"),
     "a bad temperature": ({"messages": user(QUESTION), "temperature": -1}, 400, "temperature"),
     "an unknown part type": ({"messages": user({"type": "audio", "audio": {}})}, 400, "audio"),
+    "a schema that is not one": ({"messages": user(QUESTION), "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}}, 400,
+        "the JSON schema is not valid: Invalid type: objekt"),
+    "a response_format without its schema": ({"messages": user(QUESTION), "response_format": {
+        "type": "json_schema"}}, 400, "needs json_schema.schema"),
+    "an unknown response_format": ({"messages": user(QUESTION), "response_format": {"type": "yaml"}}, 400,
+                                   "not one of text, json_object, json_schema"),
+    "a bad regex": ({"messages": user(QUESTION), "structured_outputs": {"regex": "a("}}, 400,
+                    "the regular expression is not valid"),
+    "two formats at once": ({"messages": user(QUESTION), "response_format": {"type": "json_object"},
+                             "guided_choice": ["a"]}, 400, "each set the answer's format"),
 }
 
 
@@ -248,3 +261,34 @@ def test_a_follow_up_runs_only_what_it_adds(ask, media):
     assert follow.usage.prompt_tokens_details.cached_tokens == first.usage.prompt_tokens
     assert follow.usage.prompt_tokens > first.usage.prompt_tokens
     assert follow.choices[0].message.content == ANSWER
+
+
+PLACE = {"type": "object", "properties": {"where": {"enum": ["left", "middle", "right"]},
+                                          "sure": {"type": "boolean"}}, "required": ["where", "sure"]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_keeps_the_answer_to_the_schema(ask, stream):
+    fmt = {"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE, "strict": True}}
+    if stream:
+        deltas = [c.choices[0].delta for c in ask(user(QUESTION), response_format=fmt, stream=True) if c.choices]
+        content = "".join(d.content or "" for d in deltas)
+        thinking = "".join(getattr(d, "reasoning", None) or "" for d in deltas)
+    else:
+        message = ask(user(QUESTION), response_format=fmt).choices[0].message
+        content, thinking = message.content, message.reasoning
+    answer = json.loads(content)
+    assert set(answer) == {"where", "sure"} and answer["where"] in PLACE["properties"]["where"]["enum"]
+    assert isinstance(answer["sure"], bool)
+    assert thinking == THINKING  # the thinking is the script's own: only the answer is held to the format
+
+
+def test_json_object_choice_and_regex_formats(ask):
+    # any object: this script knows no JSON, and its key runs on to max_tokens, but it opens an object
+    anything = ask(user(QUESTION), response_format={"type": "json_object"}, max_tokens=16).choices[0]
+    assert anything.message.content.startswith('{"') and anything.finish_reason == "length"
+    picked = ask(user(QUESTION), extra_body={"guided_choice": ["up", "down"]}).choices[0].message.content
+    assert picked in ("up", "down")
+    digits = ask(user(QUESTION), extra_body={"structured_outputs": {"regex": "[0-9]{4}"}}).choices[0].message.content
+    assert re.fullmatch("[0-9]{4}", digits), digits
+    assert ask(user(QUESTION), response_format={"type": "text"}).choices[0].message.content == ANSWER

@@ -52,6 +52,7 @@ def _root() -> None:
     'glmv ask https://example.com/chart.png "Summarize the trend" --json',
     'glmv ask screenshot.png "Write the HTML for this page" -x > page.html',
     'glmv ask street.jpg "Where is the bus? Give its box" --draw-boxes boxes.png',
+    'glmv ask receipt.jpg "Shop and total?" --schema receipt.schema.json   (the answer: JSON of that schema)',
     'glmv ask -c "And the one on the left?"   (continues the last glmv ask, with its attachments)',
     'glmv ask photos/*.jpg "Write a one-line caption" --each --json > captions.jsonl'))
 def ask(

@@ -64,9 +64,9 @@ Schema = Annotated[str | None, typer.Option(
     help="The answer is JSON matching this JSON schema (a .json file, or the schema itself; '{}' allows any "
          "JSON). The model thinks freely, then each token of its answer keeps to the schema.")]
 Choice = Annotated[list[str] | None, typer.Option(
-    "--choice", rich_help_panel=GEN, show_default=False,
+    "--choice", rich_help_panel=GEN, show_default=False, metavar="TEXT",
     help="The answer is exactly one of these (repeat it: --choice yes --choice no).")]
-Regex = Annotated[str | None, typer.Option(rich_help_panel=GEN, show_default=False,
+Regex = Annotated[str | None, typer.Option(rich_help_panel=GEN, show_default=False, metavar="REGEX",
                                            help="The answer matches this regular expression (whole).")]
 
 # -- output --

@@ -17,7 +17,7 @@ _LAZY = {
     "Session": "glmv_cli.app.session", "Conversation": "glmv_cli.app.session", "Result": "glmv_cli.app.session",
     "GenerationOptions": "glmv_cli.app.session", "Progress": "glmv_cli.app.session", "Note": "glmv_cli.app.session",
     "Done": "glmv_cli.app.session", "LoadOptions": "glmv_cli.app.loaders", "Thinking": "glmv_cli.stream",
-    "Answer": "glmv_cli.stream", "GlmvError": "glmv_cli.errors",
+    "Answer": "glmv_cli.stream", "GlmvError": "glmv_cli.errors", "AnswerFormat": "glmv_cli.app.answer_format",
 }
 __all__ = ["load", "__version__", *_LAZY]
 

@@ -57,6 +57,17 @@ def test_tiny_checkpoint_same_ids_on_both_devices(tiny, files, gpu):
     assert dev.json["completion_ids"] == cpu.json["completion_ids"]
 
 
+def test_an_answer_format_holds_on_the_device_as_on_the_cpu(tiny, files, gpu):
+    # the masks come from the host each token (no token queued ahead): the same ids as on the CPU
+    schema = '{"type": "object", "properties": {"n": {"type": "integer", "maximum": 99}}, "required": ["n"]}'
+    args = ("ask", files["png"], "How many?", "--model", tiny, "--dtype", "float32", "--max-new-tokens", "40",
+            "--think-budget", "3", "--schema", schema, "--json")
+    cpu, dev = run_glmv(*args, "--device", "cpu"), run_glmv(*args, *device_args(gpu))
+    assert cpu.code == dev.code == 0, dev.err
+    assert dev.json["completion_ids"] == cpu.json["completion_ids"]
+    assert set(json.loads(dev.json["answer"])) == {"n"}
+
+
 @pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--quantize", "int4"], ["--quantize", "int8", "--compile"]])
 # (--compile alone: tests/model/test_cuda.py, in process; each compiling CLI run costs the device call ~30 s)
 def test_quantized_and_compiled_run_on_the_device(tiny, files, gpu, flags):

@@ -199,8 +199,9 @@ class AnswerSteering:
             mask[:n] = bits[:n].astype(bool)
             mask[self.eos] = False  # (llguidance's own end of sequence: see _ll_tokenizer)
         ends = [self.close] if self.tagged else list(self.stop_ids)
-        if self.step == "start":
-            mask[[t for t in (None if self.thought else self.think, self.open) if t is not None]] = True
+        if self.step == "start":  # the thinking or the answer may open here too
+            opening = (self.open,) if self.thought else (self.think, self.open)
+            mask[[t for t in opening if t is not None]] = True
         if self.matcher.is_accepting():
             mask[ends] = True
         if not mask.any():
@@ -231,4 +232,4 @@ class AnswerSteering:
         import torch
 
         mask = self.allowed()
-        return None if mask is None else torch.from_numpy(mask).to(device, non_blocking=False).unsqueeze(0)
+        return None if mask is None else torch.from_numpy(mask).to(device).unsqueeze(0)

@@ -86,20 +86,29 @@ class RemoteSession:
                 body[name] = value
             else:
                 dropped.append(f"--{name.replace('_', '-')}")
-        fmt = gen.format
-        if fmt is not None and fmt.kind == "json":  # OpenAI's own field: every such server takes it
-            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": fmt.schema}}
-        elif fmt is not None and self.server in STRUCTURED_OUTPUTS:
-            body["structured_outputs"] = {fmt.kind: fmt.choices if fmt.kind == "choice" else fmt.spec}
-        elif fmt is not None and self.server == "sglang" and fmt.kind != "grammar":
-            body["regex"] = fmt.spec if fmt.kind == "regex" else "|".join(map(re.escape, fmt.choices))
-        elif fmt is not None and self.server == "sglang":
-            body["ebnf"] = fmt.spec
-        elif fmt is not None:
-            dropped.append({"choice": "--choice", "regex": "--regex", "grammar": "the grammar"}[fmt.kind])
+        if gen.format is not None:
+            fields = format_fields(gen.format, self.server)
+            body.update(fields)
+            if not fields:
+                dropped.append({"choice": "--choice", "regex": "--regex", "grammar": "the grammar"}[gen.format.kind])
         notes = [f"{', '.join(dropped)} not sent: the server ({self.server or 'unknown'}) does not take it"] \
             if dropped else []
         return body, notes
+
+
+def format_fields(fmt, server: str) -> dict:
+    """The request fields that carry an answer format to `server` ({} where it takes none): a JSON
+    schema as OpenAI's response_format (every such server takes it); a choice, regex or grammar as
+    vLLM's and glmv's structured_outputs, or SGLang's regex / ebnf."""
+    if fmt.kind == "json":
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": fmt.schema}}}
+    if server in STRUCTURED_OUTPUTS:
+        return {"structured_outputs": {fmt.kind: fmt.choices if fmt.kind == "choice" else fmt.spec}}
+    if server == "sglang":
+        if fmt.kind == "grammar":
+            return {"ebnf": fmt.spec}
+        return {"regex": fmt.spec if fmt.kind == "regex" else "|".join(map(re.escape, fmt.choices))}
+    return {}
 
 
 class RemoteConversation:

@@ -18,6 +18,7 @@ _LAZY = {
     "GenerationOptions": "glmv_cli.app.session", "Progress": "glmv_cli.app.session", "Note": "glmv_cli.app.session",
     "Done": "glmv_cli.app.session", "LoadOptions": "glmv_cli.app.loaders", "Thinking": "glmv_cli.stream",
     "Answer": "glmv_cli.stream", "GlmvError": "glmv_cli.errors", "AnswerFormat": "glmv_cli.app.answer_format",
+    "ToolUse": "glmv_cli.app.tools", "ToolCall": "glmv_cli.app.tools", "ToolCalled": "glmv_cli.app.tools",
 }
 __all__ = ["load", "__version__", *_LAZY]
 

@@ -12,7 +12,9 @@ single placeholder is expanded, then the text is tokenized:
 with N = grid_h * grid_w / merge^2 per image or per frame pair, and after each frame pair its
 timestamp: "2" (GLM-4.1V: int() of the seconds) or "2.0 seconds" (GLM-4.6V's processor).
 Assistant turns in the history keep the answer only: `<think>...</think>` and the `<answer>` tags
-are removed, as zai-org's own demos do.
+are removed, as zai-org's own demos do. For checkpoints that call tools (GLM-4.6V), the template
+also gets the request's `tools`, past calls (an assistant turn's `tool_calls`) and their results
+(`tool` turns, which may hold images), and its own switches (`enable_thinking`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token"
 _CONFIG_FILES = ("processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
                  "config.json")
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 Part = str | VisualInput
 
 
@@ -51,10 +53,14 @@ Part = str | VisualInput
 
 @dataclass(frozen=True)
 class Turn:
-    """One message: a role and its parts in order (text strings and images/videos)."""
+    """One message: a role and its parts in order (text strings and images/videos). An assistant
+    turn may hold the tool calls it made (app.tools.ToolCall); a tool turn is a call's result
+    (`tool_call_id` names the call)."""
 
     role: Role
     parts: tuple[Part, ...]
+    tool_calls: tuple = ()
+    tool_call_id: str | None = None
 
     @classmethod
     def system(cls, text: str) -> Turn:
@@ -65,9 +71,14 @@ class Turn:
         return cls("user", tuple(parts))
 
     @classmethod
-    def assistant(cls, raw: str) -> Turn:
+    def assistant(cls, raw: str, tool_calls: tuple = ()) -> Turn:
         """A past answer, as the model wrote it; the prompt keeps only its answer part."""
-        return cls("assistant", (raw,))
+        return cls("assistant", (raw,), tuple(tool_calls))
+
+    @classmethod
+    def tool(cls, *parts: Part, call_id: str | None = None) -> Turn:
+        """A tool's result (text, images), answering the call `call_id`."""
+        return cls("tool", tuple(parts), tool_call_id=call_id)
 
     @property
     def text(self) -> str:
@@ -91,21 +102,24 @@ def answer_for_history(raw: str) -> str:
 
 
 def _template_message(turn: Turn) -> dict:
-    if turn.role not in ("system", "user", "assistant"):
-        raise InputError(f"unknown message role {turn.role!r}; use system, user or assistant")
-    if turn.role != "user":
-        if turn.visuals:
-            raise InputError(f"a {turn.role} message cannot hold images or videos; "
-                             f"attach them to a user turn")
-        text = answer_for_history(turn.text) if turn.role == "assistant" else turn.text
-        return {"role": turn.role, "content": text}
-    content = []
-    for part in turn.parts:
-        if isinstance(part, str):
-            content.append({"type": "text", "text": part})
-        else:
-            content.append({"type": part.kind})
-    return {"role": "user", "content": content}
+    """A Turn as chat templates read a message (transformers' conventions)."""
+    if turn.role not in ("system", "user", "assistant", "tool"):
+        raise InputError(f"unknown message role {turn.role!r}; use system, user, assistant or tool")
+    if turn.role in ("system", "assistant") and turn.visuals:
+        raise InputError(f"a {turn.role} message cannot hold images or videos; attach them to a user turn")
+    if turn.role == "assistant":
+        message = {"role": "assistant", "content": answer_for_history(turn.text)}
+        if turn.tool_calls:
+            message["tool_calls"] = [call.template() for call in turn.tool_calls]
+        return message
+    if turn.role == "system" or (turn.role == "tool" and not turn.visuals):
+        message = {"role": turn.role, "content": turn.text}
+    else:
+        content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": p.kind} for p in turn.parts]
+        message = {"role": turn.role, "content": content}
+    if turn.role == "tool" and turn.tool_call_id:
+        message["tool_call_id"] = turn.tool_call_id
+    return message
 
 
 # -- the checkpoint's prompt format ---------------------------------------------------------------
@@ -119,6 +133,19 @@ class PromptConfig:
     merge_size: int = 2
     timestamp_style: Literal["int", "seconds"] = "int"
     special_tokens: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def takes_tools(self) -> bool:
+        """The template shows the model tools (its `tools` variable): GLM-4.6V's does, GLM-4.1V's not."""
+        return "tools" in template_variables(self.template)
+
+    @property
+    def answer_tags(self) -> bool:
+        """The model wraps its answer in <answer>..</answer> (GLM-4.1V-Thinking). GLM-4.5V and 4.6V
+        answer straight after </think>: their processor or template (tools, a thinking switch) says so."""
+        glm45_style = "tools" in template_variables(self.template) or "enable_thinking" in template_variables(
+            self.template)
+        return not (glm45_style or self.timestamp_style == "seconds")
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> PromptConfig:
@@ -209,15 +236,32 @@ def _compiled(template: str):
     return _environment().from_string(template)
 
 
-def render_prompt(turns: Sequence[Turn], config: PromptConfig) -> str:
-    """The chat template's text for `turns` plus the generation prompt; one placeholder per input."""
+@functools.lru_cache(maxsize=8)
+def template_variables(template: str) -> frozenset[str]:
+    """The variables a chat template reads from outside (messages, tools, enable_thinking, ...)."""
+    import jinja2
+    import jinja2.meta
+
+    try:
+        return frozenset(jinja2.meta.find_undeclared_variables(_environment().parse(template)))
+    except jinja2.TemplateError as e:
+        raise ModelError(f"the checkpoint's chat template does not parse: {e}") from None
+
+
+def render_prompt(turns: Sequence[Turn], config: PromptConfig, *, tools: list[dict] | None = None,
+                  template_kwargs: dict | None = None) -> str:
+    """The chat template's text for `turns` plus the generation prompt; one placeholder per input.
+    `tools`: OpenAI's function list; `template_kwargs`: the template's own switches (e.g. GLM-4.6V's
+    enable_thinking), as vLLM's chat_template_kwargs."""
     import jinja2
 
     messages = [_template_message(t) for t in turns]
+    extra = {k: v for k, v in (template_kwargs or {}).items()
+             if k not in ("messages", "tools", "add_generation_prompt")}
     try:
         template = _compiled(config.template)
-        return template.render(messages=messages, add_generation_prompt=True, tools=None, documents=None,
-                               **dict(config.special_tokens))
+        return template.render(**{**dict(config.special_tokens), **extra}, messages=messages,
+                               add_generation_prompt=True, tools=tools or None, documents=None)
     except jinja2.TemplateError as e:
         raise ModelError(f"the checkpoint's chat template failed: {e}") from None
 
@@ -313,13 +357,19 @@ def _stack(visuals: list[VisualInput]) -> tuple[torch.Tensor | PatchCodes | None
     return torch.from_numpy(np.ascontiguousarray(joined, dtype=np.float32)), grid
 
 
-def build_inputs(turns: Sequence[Turn], tokenizer: Tokenizer, config: PromptConfig) -> ModelInputs:
-    """Render, expand and tokenize `turns` (ending with the user's turn) into model inputs."""
+def build_inputs(turns: Sequence[Turn], tokenizer: Tokenizer, config: PromptConfig, *,
+                 tools: list[dict] | None = None, template_kwargs: dict | None = None) -> ModelInputs:
+    """Render, expand and tokenize `turns` (ending with the user's turn or a tool's result) into
+    model inputs; `tools` and `template_kwargs` go to the chat template (render_prompt)."""
     for token in (IMAGE, BEGIN_VIDEO, END_VIDEO):
         if tokenizer.token_id(token) is None:
             raise ModelError(f"the tokenizer has no {token} token; this is not a GLM-4.1V checkpoint")
     visuals = [v for t in turns for v in t.visuals]
-    text = expand_placeholders(render_prompt(turns, config), visuals, config)
+    text = render_prompt(turns, config, tools=tools, template_kwargs=template_kwargs)
+    if any(t.role == "tool" and t.visuals for t in turns) and text.count(IMAGE) + text.count(VIDEO) < len(visuals):
+        raise InputError("this checkpoint's chat template does not show images or videos in tool results; "
+                         "send them in a user message")
+    text = expand_placeholders(text, visuals, config)
     ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
     pixel_values, image_grid = _stack([v for v in visuals if v.kind == "image"])
     video_values, video_grid = _stack([v for v in visuals if v.kind == "video"])

@@ -9,6 +9,7 @@ sequences, so that the deltas joined equal `decode(all ids)`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,6 +57,11 @@ class Tokenizer:
     def token_id(self, token: str) -> int | None:
         """The id of one token string (e.g. "<|image|>"), or None if the vocabulary lacks it."""
         return self._tok.token_to_id(token)
+
+    @functools.cached_property
+    def added(self) -> frozenset[str]:
+        """The added tokens' texts (special or not): each is always one id, never split."""
+        return frozenset(t.content for t in self._tok.get_added_tokens_decoder().values())
 
     def id_to_token(self, token_id: int) -> str | None:
         """The token string of one id, or None if out of range."""

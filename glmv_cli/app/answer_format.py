@@ -12,6 +12,9 @@ Around the format, the steps of GLM-4.1V-Thinking's reply (`<think>...</think><a
       |                                                  |                                    (then only a stop id)
       +------ a first token of the format (a model that answers without tags) ---------> answer, ended by a stop id
 
+GLM-4.6V answers without <answer> tags, straight after </think> (PromptConfig.answer_tags): there
+the answer starts at the first token after the thinking and ends on a stop id.
+
 JSON is written compactly, as `json.dumps` writes it (`{"a": 1, "b": [2, 3]}`): no free whitespace,
 which a weak model could otherwise fill until it runs out of tokens (a schema's own "x-guidance"
 options override that). An object that lists its properties gets no others unless the schema says
@@ -165,11 +168,13 @@ class AnswerSteering:
     """One generation's steps (see the module's diagram): `allowed()` the ids the next token may
     be (None: any), `feed(id)` each token that joins the sequence, drawn or forced."""
 
-    def __init__(self, fmt: AnswerFormat, tokenizer: Tokenizer, stop_ids: tuple[int, ...], vocab_size: int):
+    def __init__(self, fmt: AnswerFormat, tokenizer: Tokenizer, stop_ids: tuple[int, ...], vocab_size: int,
+                 answer_tags: bool = True):
         self.format, self.matcher = fmt, fmt.matcher(tokenizer)
         ids = {t: tokenizer.token_id(t) for t in ("<think>", "</think>", "<answer>", "</answer>")}
         self.think, self.end_think = ids["<think>"], ids["</think>"]
-        self.open, self.close = ids["<answer>"], ids["</answer>"]
+        # GLM-4.6V answers straight after </think>, without <answer> tags (PromptConfig.answer_tags)
+        self.open, self.close = (ids["<answer>"], ids["</answer>"]) if answer_tags else (None, None)
         self.stop_ids, self.vocab_size, self.eos = tuple(stop_ids), vocab_size, eos_stand_in(tokenizer)
         self.step = "start"
         self.tagged = False  # the answer opened with <answer>: </answer> ends it, else a stop id

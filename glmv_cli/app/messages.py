@@ -3,7 +3,8 @@
 Server side: `parse_messages` turns an OpenAI `messages` list into `Message`s whose parts are text
 (`TextPart`) and `Attachment`s or URLs, in order: `text`, `image_url` (data: URIs, http(s) URLs,
 file:// below an allowed folder), vLLM's `video_url`, and `file` parts (a base64 PDF, as OpenAI's
-API sends it). `history_turns` loads the earlier messages into prompt `Turn`s (assistant turns keep
+API sends it). Assistant messages may carry `tool_calls`, and `tool` messages a call's result (text,
+images). `history_turns` loads the earlier messages into prompt `Turn`s (assistant turns keep
 their answer only, as `glmv chat` does).
 
 Client side: `content_parts` turns the parts a local run would show the model into OpenAI content
@@ -22,9 +23,10 @@ from pathlib import Path
 
 from glmv_cli.app import attachments as att
 from glmv_cli.app.attachments import Attachment
+from glmv_cli.app.tools import ToolCall
 from glmv_cli.errors import InputError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ Item = TextPart | Attachment | str  # str: an http(s) URL, fetched when the turn
 class Message:
     role: str
     items: list[Item] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # an assistant's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
     @property
     def text(self) -> str:
@@ -61,13 +65,42 @@ def parse_messages(messages: list, *, local_root: Path | None = None) -> list[Me
         if role == "developer":  # OpenAI's newer name for system
             role = "system"
         if role not in ROLES:
-            raise InputError(f"messages[{k}].role is {role!r}; use system, user or assistant")
+            raise InputError(f"messages[{k}].role is {role!r}; use system, user, assistant or tool")
         items = content_items(m.get("content"), f"messages[{k}]", local_root)
-        if role != "user" and any(not isinstance(i, TextPart) for i in items):
+        if role in ("system", "assistant") and any(not isinstance(i, TextPart) for i in items):
             raise InputError(f"messages[{k}]: a {role} message cannot hold images, videos or files")
-        out.append(Message(role, items))
-    if out[-1].role != "user":
-        raise InputError("the last message must be the user's (the question to answer)")
+        calls = _tool_calls(m.get("tool_calls"), f"messages[{k}]") if role == "assistant" else []
+        call_id = m.get("tool_call_id") if role == "tool" else None
+        out.append(Message(role, items, calls, call_id if isinstance(call_id, str) else None))
+    if out[-1].role not in ("user", "tool"):
+        raise InputError("the last message must be the user's (the question to answer) or a tool's result")
+    return out
+
+
+def _tool_calls(calls, where: str) -> list[ToolCall]:
+    """An assistant message's `tool_calls` (arguments as a JSON string, as OpenAI sends them)."""
+    import json
+
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise InputError(f"{where}.tool_calls must be a list")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{where}.tool_calls[{j}] needs function.name")
+        args = fn.get("arguments") or {}
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                raise InputError(f"{where}.tool_calls[{j}].function.arguments is not valid JSON") from None
+        if not isinstance(args, dict):
+            raise InputError(f"{where}.tool_calls[{j}].function.arguments must be a JSON object")
+        call_id = call.get("id")
+        out.append(ToolCall(name, args, call_id) if isinstance(call_id, str) and call_id else ToolCall(name, args))
     return out
 
 
@@ -152,8 +185,8 @@ def history_turns(messages: list[Message], session, load) -> list:
         if m.role == "system":
             turns.append(Turn.system(m.text))
         elif m.role == "assistant":
-            turns.append(Turn.assistant(m.text))
-        else:
+            turns.append(Turn.assistant(m.text, tuple(m.tool_calls)))
+        else:  # user, tool: text and attachments
             parts = []
             for item in m.items:
                 if isinstance(item, TextPart):
@@ -161,7 +194,7 @@ def history_turns(messages: list[Message], session, load) -> list:
                 else:
                     loaded = loaders.load(att.resolve(item), session.image_spec, session.video_spec, load)
                     parts += loaded.parts
-            turns.append(Turn.user(*parts))
+            turns.append(Turn(m.role, tuple(parts), tool_call_id=m.tool_call_id))
     return turns
 
 

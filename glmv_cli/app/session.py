@@ -31,6 +31,7 @@ from glmv_cli.app.attachments import Attachment, is_url, resolve
 from glmv_cli.app.boxes import Box, boxes_json, find_boxes
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import TextPart
+from glmv_cli.app.tools import CallSplitter, ToolCall, ToolCalled, ToolUse, split_events, strip_calls
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.visual import VisualInput
 from glmv_cli.stream import Answer, StreamParser, Thinking
@@ -73,6 +74,8 @@ class GenerationOptions:
     max_context: int | None = None  # default: the model's max_position_embeddings
     stop: tuple[str, ...] = ()  # strings that end generation once the answer holds one (OpenAI's `stop`)
     format: AnswerFormat | None = None  # what the answer must be: JSON of a schema, a choice, ... (answer_format.py)
+    tools: ToolUse | None = None  # functions the model may call, and whether it must (tools.py)
+    template_kwargs: dict = field(default_factory=dict)  # the chat template's switches, e.g. enable_thinking
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     pages: list[dict] = field(default_factory=list)  # PDF pages: {"source", "page", "as", "dpi", "tokens"}
     chunks: list[dict] = field(default_factory=list)  # --map-reduce: {"pages", "notes"} per pass
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the answer's calls (GenerationOptions.tools)
 
     def to_json(self) -> dict:
         return {
@@ -115,6 +119,7 @@ class Result:
             "timings": {k: round(v, 4) for k, v in vars(self.timings).items()},
             "finish_reason": self.finish_reason, "completion_ids": self.completion_ids, "notes": self.notes,
             "pages": self.pages, **({"chunks": self.chunks} if self.chunks else {}),
+            **({"tool_calls": [c.openai() for c in self.tool_calls]} if self.tool_calls else {}),
         }
 
 
@@ -123,7 +128,7 @@ class Done:
     result: Result
 
 
-Event = Progress | Note | Thinking | Answer | Done
+Event = Progress | Note | Thinking | Answer | ToolCalled | Done
 
 
 class Session:
@@ -186,11 +191,12 @@ class Session:
         if budget < 0:
             raise InputError(f"--think-budget must be 0 or more tokens, got {budget}")
         tok = self.tokenizer
-        ids = [tok.token_id(t) for t in ("<think>", "</think>", "<answer>")]
+        tags = ("<think>", "</think>", "<answer>") if self.prompt_config.answer_tags else ("<think>", "</think>")
+        ids = [tok.token_id(t) for t in tags]
         if None in ids:
-            raise InputError("--think-budget needs <think>, </think> and <answer> tokens, which this "
-                             "checkpoint's tokenizer lacks")
-        return ThinkBudget(budget, ids[0], ids[1], (ids[1], ids[2]))
+            raise InputError(f"--think-budget needs {', '.join(tags)} tokens, which this checkpoint's "
+                             f"tokenizer lacks")
+        return ThinkBudget(budget, ids[0], ids[1], tuple(ids[1:]))  # </think>, then <answer> where it is used
 
 
 def check_device(device: str) -> None:
@@ -245,16 +251,19 @@ class Conversation:
         self.attachments, self._last_tokens = [], 0
 
     def ask(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,
-            generation: GenerationOptions | None = None) -> Iterator[Event]:
+            generation: GenerationOptions | None = None, role: str = "user",
+            call_id: str | None = None) -> Iterator[Event]:
         """Load `attachments` (paths, URLs, bytes, Attachments), build the prompt with the history,
         generate; the turn joins the history when the generator ends, even when it is stopped
-        early (Ctrl-C: the partial answer is kept)."""
+        early (Ctrl-C: the partial answer is kept). role "tool": the question and attachments are
+        the result of the tool call `call_id` from the last answer (Result.tool_calls)."""
         from glmv_cli.prompt import Turn
 
         s, load, gen = self.session, load or LoadOptions(), generation or GenerationOptions()
         start = time.perf_counter()
         budget = s.think_budget(gen.think_budget)
-        turn, inputs, parts, used, max_new = yield from self._prepare(question, attachments, load, gen)
+        turn, inputs, parts, used, max_new = yield from self._prepare(question, attachments, load, gen,
+                                                                      role, call_id)
         n_prompt = inputs.num_prompt_tokens
         preprocess_s = time.perf_counter() - start
         load_s = 0.0
@@ -266,8 +275,10 @@ class Conversation:
         yield Progress(f"reading the prompt ({n_prompt:,} tokens" + (f", {held:,} of them read before)" if held
                                                                      else ")"))
         lost = False  # out of memory before a token: the question does not join the history
+        calls = CallSplitter(gen.tools) if gen.tools else None
         try:
-            cut = yield from _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))
+            events = _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))
+            cut = yield from (split_events(events, calls) if calls else events)
         except Exception as e:
             from glmv_cli import memory
 
@@ -278,12 +289,17 @@ class Conversation:
             raise memory.out_of_memory(e, s.glmv.device, doing, PROMPT_OOM_ADVICE, InputError) from e
         finally:
             if not lost:
-                self.turns += [turn, Turn.assistant(s.tokenizer.decode(ids))]
+                raw = s.tokenizer.decode(ids)
+                answered = Turn.assistant(strip_calls(raw), tuple(calls.calls)) if calls else Turn.assistant(raw)
+                self.turns += [turn, answered]
                 self.attachments.append(used)
                 self._last_tokens = n_prompt + len(ids)
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
         result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))
+        if calls is not None:
+            finish = "tool_calls" if calls.calls and result.finish_reason != "length" else result.finish_reason
+            result = dataclasses.replace(result, answer=calls.text, tool_calls=list(calls.calls), finish_reason=finish)
         if cut is not None:  # the answer ends before the stop string, as OpenAI's `stop` does
             result = dataclasses.replace(result, answer=result.answer[:cut], finish_reason="stop")
         yield Done(result)
@@ -310,24 +326,45 @@ class Conversation:
         s = self.session
         self._last_tokens = build_inputs(self.turns, s.tokenizer, s.prompt_config).num_prompt_tokens
 
-    def _prepare(self, question: str, attachments: Iterable, load: LoadOptions, gen: GenerationOptions):
+    def _prepare(self, question: str, attachments: Iterable, load: LoadOptions, gen: GenerationOptions,
+                 role: str = "user", call_id: str | None = None):
         """Load the attachments (progress events), build and check the prompt ->
         (user turn, inputs, parts, attachments, max new tokens)."""
         from glmv_cli.prompt import Turn, build_inputs, check_context
 
         s = self.session
         max_context, max_new, room = self._limits(gen, question)
-        if gen.format is not None:  # a format that does not compile fails before anything is loaded
-            gen.format.matcher(s.tokenizer)
+        if role not in ("user", "tool"):
+            raise InputError(f"a question is asked as the user or answered as a tool, not as {role!r}")
+        fmt = self._format(gen)
+        if fmt is not None:  # a format that does not compile fails before anything is loaded
+            fmt.matcher(s.tokenizer)
         if load.query is None:  # long PDFs: pages are chosen for the question
             load = dataclasses.replace(load, query=question)
         parts, used = yield from self._load(attachments, load, room)
-        turn = Turn.user(*parts, question)
-        inputs = build_inputs([*self.turns, turn], s.tokenizer, s.prompt_config)
+        turn = Turn(role, (*parts, question), tool_call_id=call_id)
+        inputs = build_inputs([*self.turns, turn], s.tokenizer, s.prompt_config,
+                              tools=gen.tools.templated() if gen.tools else None, template_kwargs=gen.template_kwargs)
         if gen.max_new_tokens is None:  # glmv's default: whatever room the context leaves
             max_new = max(1, min(max_new, max_context - inputs.num_prompt_tokens))
         check_context(inputs.num_prompt_tokens, max_new, max_context)
         return turn, inputs, parts, used, max_new
+
+    def _format(self, gen: GenerationOptions) -> AnswerFormat | None:
+        """What the answer is held to: the asked format, or the tool calls tool_choice requires."""
+        from glmv_cli.app.tools import MARKERS
+
+        if gen.tools is None:
+            return gen.format
+        if not self.session.prompt_config.takes_tools:
+            raise InputError(f"{self.session.name}'s chat template shows the model no tools, so it was not "
+                             f"trained to call them (GLM-4.6V-Flash is); send the request without tools")
+        if not gen.tools.held:
+            return gen.format
+        if gen.format is not None:
+            raise InputError("the answer cannot be both in a format (response_format) and the tool calls "
+                             "tool_choice requires; send one of them")
+        return AnswerFormat.grammar(gen.tools.grammar(self.session.tokenizer.added & set(MARKERS)))
 
     def _limits(self, gen: GenerationOptions, question: str) -> tuple[int, int, int]:
         """(context, max new tokens, tokens left for attachments)."""
@@ -373,11 +410,12 @@ class Conversation:
         sampling = glmv.sampling(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
                                  repetition_penalty=gen.repetition_penalty, seed=gen.seed)
         forced = BudgetState(budget).after if budget else None
-        steering = None
-        if gen.format is not None:
+        steering, fmt = None, self._format(gen)
+        if fmt is not None:
             from glmv_cli.app.answer_format import AnswerSteering
 
-            steering = AnswerSteering(gen.format, s.tokenizer, glmv.stop_ids, glmv.model.cfg.text.vocab_size)
+            steering = AnswerSteering(fmt, s.tokenizer, glmv.stop_ids, glmv.model.cfg.text.vocab_size,
+                                      answer_tags=s.prompt_config.answer_tags)
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
                           stop_ids=glmv.stop_ids, forced=forced, step=glmv.decode_step(s.compile),
                           prompt_cache=glmv.reusable_cache(), steering=steering)

@@ -81,6 +81,22 @@ def looping(tmp_path_factory) -> Path:
     return write_crafted(tmp_path_factory.mktemp("looping"), LOOP_SCRIPT, text={"max_position_embeddings": 65536})
 
 
+
+@pytest.fixture(scope="session")
+def tool_scripted(tmp_path_factory) -> Path:
+    """GLM-4.6V-style template; greedy output: a thought, then a get_weather call (tool_checkpoints.py)."""
+    from tests.cli.tool_checkpoints import write_tool_scripted
+
+    return write_tool_scripted(tmp_path_factory.mktemp("tool_scripted"))
+
+
+@pytest.fixture(scope="session")
+def tool_random(tmp_path_factory) -> Path:
+    """GLM-4.6V-style template, random weights, the tool-call markers as added tokens."""
+    from tests.cli.tool_checkpoints import write_tool_random
+
+    return write_tool_random(tmp_path_factory.mktemp("tool_random"))
+
 def random_image(path: Path, w: int, h: int, seed: int = 0) -> Path:
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
     return path

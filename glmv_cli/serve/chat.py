@@ -18,6 +18,7 @@ from pathlib import Path
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import Message, history_turns, parse_messages, split_question
 from glmv_cli.app.session import Done, Progress, Session
+from glmv_cli.app.tools import ToolCalled
 from glmv_cli.serve import protocol as p
 from glmv_cli.serve.worker import END, Job, Worker
 from glmv_cli.stream import Answer, Thinking
@@ -50,8 +51,10 @@ class Service:
         def events():
             conversation = self.session.conversation()
             conversation.turns = history_turns(messages, self.session, self.load)
-            items, question = split_question(messages[-1])
-            yield from conversation.ask(question, items, load=self.load, generation=gen)
+            last = messages[-1]
+            items, question = split_question(last)
+            yield from conversation.ask(question, items, load=self.load, generation=gen, role=last.role,
+                                        call_id=last.tool_call_id)
 
         return self.worker.submit(Job(events, asyncio.get_running_loop()))
 
@@ -82,7 +85,7 @@ class Watch:
 
 
 async def first_text(job: Job, is_disconnected) -> list:
-    """Events up to and including the first Thinking / Answer / Done (raises the job's error)."""
+    """Events up to and including the first Thinking / Answer / ToolCalled / Done (raises the job's error)."""
     seen, watch = [], Watch(job, is_disconnected)
     while True:
         event = await watch.next()
@@ -90,7 +93,7 @@ async def first_text(job: Job, is_disconnected) -> list:
             return [*seen, END]
         if not isinstance(event, Progress):
             seen.append(event)
-        if isinstance(event, (Thinking, Answer, Done)):
+        if isinstance(event, (Thinking, Answer, ToolCalled, Done)):
             return seen
 
 
@@ -113,23 +116,25 @@ async def rest(job: Job, head: list, is_disconnected=None) -> AsyncIterator:
 
 async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_disconnected) -> dict:
     """The whole answer as one chat.completion object."""
-    thinking, answer, result, stop = "", "", None, p.StopFilter(request.stop)
+    thinking, answer, result, stop, calls = "", "", None, p.StopFilter(request.stop), []
     async for event in rest(job, head, is_disconnected):  # after a stop string the session ends at once
         if isinstance(event, Thinking):
             thinking += event.text
         elif isinstance(event, Answer):
             answer += stop.feed(event.text)
+        elif isinstance(event, ToolCalled):
+            calls.append(event.call)
         elif isinstance(event, Done):
             result = event.result
     answer += stop.flush()
     finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")
-    return p.completion(p.Ids(model), thinking, answer, finish, result)
+    return p.completion(p.Ids(model), thinking, answer, finish, result, calls)
 
 
 async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> AsyncIterator[str]:
     """Server-sent events: a role chunk, reasoning / content deltas, the finish chunk, usage, [DONE].
     Closing this generator (the client went away) cancels the job: generation stops at the next token."""
-    ids, stop, result = p.Ids(model), p.StopFilter(request.stop), None
+    ids, stop, result, calls = p.Ids(model), p.StopFilter(request.stop), None, 0
     try:
         yield _sse(p.chunk(ids, {"role": "assistant", "content": ""}))
         async for event in rest(job, head):
@@ -138,6 +143,9 @@ async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> As
             elif isinstance(event, Answer):  # after a stop string the session ends at once, with its usage
                 if text := stop.feed(event.text):
                     yield _sse(p.chunk(ids, {"content": text}))
+            elif isinstance(event, ToolCalled):
+                yield _sse(p.chunk(ids, p.tool_call_delta(event.call, calls)))
+                calls += 1
             elif isinstance(event, Done):
                 result = event.result
         if tail := stop.flush():

@@ -5,8 +5,10 @@ max_tokens / max_completion_tokens, seed, stop, n (1 only). Documented extras (a
 top_k, repetition_penalty, think_budget (thinking tokens before the answer is forced). The
 answer's format: OpenAI's `response_format` (json_object, json_schema), vLLM's `structured_outputs`
 ({"json" | "choice" | "regex" | "grammar": ...}) and its older `guided_json` / `guided_choice` /
-`guided_regex` / `guided_grammar`. Unknown fields (e.g. vLLM's skip_special_tokens) are accepted
-and ignored, as OpenAI-compatible servers do.
+`guided_regex` / `guided_grammar`. Tools: `tools`, `tool_choice`, `parallel_tool_calls` (the reply's
+calls come back as `tool_calls`, finish_reason "tool_calls"). vLLM's `chat_template_kwargs` (e.g.
+GLM-4.6V's {"enable_thinking": false}). Unknown fields (e.g. vLLM's skip_special_tokens) are
+accepted and ignored, as OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.session import GenerationOptions, Result
+from glmv_cli.app.tools import ToolCall, ToolUse
 from glmv_cli.errors import InputError
 
 GUIDED = {"json": AnswerFormat.json_schema, "choice": AnswerFormat.choice, "regex": AnswerFormat.regex,
@@ -51,6 +54,10 @@ class ChatRequest(BaseModel):
     guided_choice: list[str] | None = None
     guided_regex: str | None = None
     guided_grammar: str | None = None
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict | None = None
 
     @field_validator("stop")
     @classmethod
@@ -66,7 +73,9 @@ class ChatRequest(BaseModel):
                                  temperature=self.temperature, top_p=self.top_p, top_k=top_k,
                                  repetition_penalty=self.repetition_penalty, seed=self.seed,
                                  think_budget=self.think_budget, stop=tuple(self.stop or ()),
-                                 format=self.answer_format())
+                                 format=self.answer_format(),
+                                 tools=ToolUse.from_openai(self.tools, self.tool_choice, self.parallel_tool_calls),
+                                 template_kwargs=dict(self.chat_template_kwargs or {}))
 
     def answer_format(self) -> AnswerFormat | None:
         """The answer's format from whichever of the fields names one (an InputError: a 400)."""
@@ -129,9 +138,12 @@ class Ids:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
 
-def completion(ids: Ids, thinking: str, answer: str, finish_reason: str, result: Result | None) -> dict:
-    message = {"role": "assistant", "content": answer, "reasoning": thinking or None,
+def completion(ids: Ids, thinking: str, answer: str, finish_reason: str, result: Result | None,
+               calls: list[ToolCall] = ()) -> dict:
+    message = {"role": "assistant", "content": answer or (None if calls else ""), "reasoning": thinking or None,
                "reasoning_content": thinking or None}
+    if calls:
+        message["tool_calls"] = [c.openai() for c in calls]
     return {**ids.head("chat.completion"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
             "usage": usage(result)}
@@ -148,6 +160,11 @@ def usage_chunk(ids: Ids, result: Result | None) -> dict:
 
 def reasoning_delta(text: str) -> dict:
     return {"reasoning": text, "reasoning_content": text}
+
+
+def tool_call_delta(call: ToolCall, index: int) -> dict:
+    """One whole call in one chunk (name and arguments together), as vLLM sends a call it parsed."""
+    return {"tool_calls": [{"index": index, **call.openai()}]}
 
 
 class StopFilter:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import glmv_env, looping, media, scripted, tiny  # noqa: F401  (fixtures)
+from tests.cli.conftest import glmv_env, looping, media, scripted, tiny, tool_random, tool_scripted  # noqa: F401
 
 START_TIMEOUT = 90
 

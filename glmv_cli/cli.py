@@ -62,7 +62,8 @@ def ask(
     remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
-    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, no_think: o.NoThink = False,
+    max_context: o.MaxContext = None,
     schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, each: o.Each = False,
@@ -92,7 +93,8 @@ def ask(
         c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                        video_backend),
         c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                             think_budget, max_context, c.answer_format(schema, choices, regex)), out)
+                             think_budget, max_context, c.answer_format(schema, choices, regex),
+                             no_think=no_think), out)
 
 
 @app.command(epilog=_examples(
@@ -109,7 +111,8 @@ def pdf(
     remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
-    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, no_think: o.NoThink = False,
+    max_context: o.MaxContext = None,
     schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, verbose: o.Verbose = False,
@@ -132,7 +135,8 @@ def pdf(
     c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                   think_budget, max_context, c.answer_format(schema, choices, regex)),
+                                   think_budget, max_context, c.answer_format(schema, choices, regex),
+                                   no_think=no_think),
               out, map_reduce=map_reduce)
 
 
@@ -147,7 +151,8 @@ def video(
     remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None,
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
-    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, no_think: o.NoThink = False,
+    max_context: o.MaxContext = None,
     schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, verbose: o.Verbose = False,
@@ -169,7 +174,8 @@ def video(
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
                              video_backend=video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                   think_budget, max_context, c.answer_format(schema, choices, regex)), out)
+                                   think_budget, max_context, c.answer_format(schema, choices, regex),
+                                   no_think=no_think), out)
 
 
 @app.command(epilog=_examples(
@@ -183,7 +189,8 @@ def chat(
     remote_model: o.RemoteModel = None,
     max_new_tokens: o.MaxNewTokens = None, temperature: o.Temperature = None, top_p: o.TopP = None,
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
-    system: o.System = None, think_budget: o.ThinkBudget = None, max_context: o.MaxContext = None,
+    system: o.System = None, think_budget: o.ThinkBudget = None, no_think: o.NoThink = False,
+    max_context: o.MaxContext = None,
     jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False, extract: o.Extract = False,
     resume: o.Continue = False,
     verbose: o.Verbose = False, max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
@@ -206,7 +213,7 @@ def chat(
                c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                               video_backend),
                c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                    think_budget, max_context), out, resume=resume)
+                                    think_budget, max_context, no_think=no_think), out, resume=resume)
 
 
 @app.command(epilog=_examples(

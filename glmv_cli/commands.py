@@ -404,10 +404,12 @@ def _label(item) -> str:
 # -- option values -> dataclasses ------------------------------------------------------------------
 
 def generation_options(max_new_tokens=None, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-                       seed=None, think_budget=None, max_context=None, format=None) -> GenerationOptions:
+                       seed=None, think_budget=None, max_context=None, format=None, *,
+                       no_think: bool = False) -> GenerationOptions:
     return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                              repetition_penalty=repetition_penalty, seed=seed, think_budget=think_budget,
-                             max_context=max_context, format=format)
+                             max_context=max_context, format=format,
+                             template_kwargs={"enable_thinking": False} if no_think else {})
 
 
 def answer_format(schema: str | None = None, choice: list[str] | None = None,

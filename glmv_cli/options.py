@@ -55,6 +55,10 @@ System = Annotated[str | None, typer.Option("--system", "-s", rich_help_panel=GE
 ThinkBudget = Annotated[int | None, typer.Option(
     min=0, rich_help_panel=GEN, show_default=False,
     help="After N thinking tokens, close the thinking (insert </think><answer>) and make the model answer.")]
+NoThink = Annotated[bool, typer.Option(
+    "--no-think", rich_help_panel=GEN,
+    help="Answer without thinking: the chat template's switch where it has one (GLM-4.6V), else the "
+         "thinking is closed at once (--think-budget 0).")]
 MaxContext = Annotated[int | None, typer.Option(
     min=1, rich_help_panel=GEN, show_default=False,
     help="Token budget for prompt + answer; PDFs are rendered at a lower DPI to fit "

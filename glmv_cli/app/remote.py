@@ -36,6 +36,7 @@ TIMEOUT_S = 600.0
 TAG_SERVERS = ("vllm", "sglang")  # owned_by of servers that strip special tokens unless told not to
 EXTRAS = {"glmv": ("top_k", "repetition_penalty", "think_budget"), "vllm": ("top_k", "repetition_penalty"),
           "sglang": ("top_k", "repetition_penalty")}
+TEMPLATE_KWARGS = ("glmv", "vllm", "sglang")  # servers that take chat_template_kwargs
 STRUCTURED_OUTPUTS = ("glmv", "vllm")  # servers that take vLLM's structured_outputs (choice, regex, grammar)
 
 
@@ -86,6 +87,11 @@ class RemoteSession:
                 body[name] = value
             else:
                 dropped.append(f"--{name.replace('_', '-')}")
+        if gen.template_kwargs:  # (--no-think: GLM-4.6V's template reads enable_thinking)
+            if self.server in TEMPLATE_KWARGS:
+                body["chat_template_kwargs"] = dict(gen.template_kwargs)
+            else:
+                dropped.append("--no-think")
         if gen.format is not None:
             fields = format_fields(gen.format, self.server)
             body.update(fields)

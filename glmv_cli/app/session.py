@@ -182,6 +182,14 @@ class Session:
         """`ask`, collected: the final Result."""
         return collect(self.ask(question, attachments, **kwargs))
 
+    def closes_thinking(self, gen: GenerationOptions) -> bool:
+        """Thinking is asked off (enable_thinking false) of a template without that switch
+        (GLM-4.1V-Thinking): then the thinking is closed as soon as it opens (a think budget of 0)."""
+        from glmv_cli.prompt import template_variables
+
+        return (gen.template_kwargs.get("enable_thinking") is False
+                and "enable_thinking" not in template_variables(self.prompt_config.template))
+
     def think_budget(self, budget: int | None):
         """The app.decode.ThinkBudget for `budget` thinking tokens (None: no budget)."""
         from glmv_cli.app.decode import ThinkBudget
@@ -261,7 +269,7 @@ class Conversation:
 
         s, load, gen = self.session, load or LoadOptions(), generation or GenerationOptions()
         start = time.perf_counter()
-        budget = s.think_budget(gen.think_budget)
+        budget = s.think_budget(0 if s.closes_thinking(gen) else gen.think_budget)
         turn, inputs, parts, used, max_new = yield from self._prepare(question, attachments, load, gen,
                                                                       role, call_id)
         n_prompt = inputs.num_prompt_tokens

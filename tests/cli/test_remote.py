@@ -229,6 +229,25 @@ def test_answer_formats_go_in_the_field_each_server_reads(server, fmt, body, dro
     assert (notes == []) if dropped is None else (dropped in notes[0])
 
 
+
+@pytest.mark.parametrize("server, sent", [("glmv", True), ("vllm", True), ("sglang", True), ("openai", False)])
+def test_no_think_goes_as_chat_template_kwargs_where_the_server_takes_them(server, sent):
+    from glmv_cli.app.remote import RemoteSession
+    from glmv_cli.commands import generation_options
+
+    session = RemoteSession.__new__(RemoteSession)
+    session.server = server
+    extras, notes = session.request_extras(generation_options(no_think=True))
+    assert extras.get("chat_template_kwargs") == ({"enable_thinking": False} if sent else None)
+    assert (notes == []) if sent else ("--no-think" in notes[0])
+
+
+def test_no_think_over_the_server_answers_as_locally(scripted_server, scripted):
+    args = ("ask", "Where is it?", "--no-think", "--json", "--temperature", "0")
+    local, far = run_glmv(*args, "--model", scripted), run_glmv(*args, *remote(scripted_server, "none"))
+    assert local.code == far.code == 0, local.err + far.err
+    assert (far.json["thinking"], far.json["answer"]) == (local.json["thinking"], local.json["answer"]) == ("", ANSWER)
+
 def test_a_schema_answers_as_locally(scripted_server, scripted, tmp_path):
     schema = tmp_path / "place.json"
     schema.write_text('{"type": "object", "properties": {"where": {"enum": ["left", "right"]}}, "required": ["where"]}')

@@ -199,3 +199,19 @@ def test_the_think_budget_closes_the_thought_without_answer_tags(tool_scripted):
     assert not session.prompt_config.answer_tags
     budget = session.think_budget(0)
     assert budget.forced == (session.tokenizer.token_id("</think>"),)  # GLM-4.6V answers untagged
+
+
+def test_no_think_uses_the_templates_switch_else_closes_the_thinking_at_once(tool_scripted, scripted):
+    from tests.cli.conftest import run_glmv
+    from tests.cli.crafted import ANSWER
+
+    args = ("ask", "Weather?", "--json", "--temperature", "0", "--max-new-tokens", "40")
+    on, off = run_glmv(*args, "--model", tool_scripted), run_glmv(*args, "--no-think", "--model", tool_scripted)
+    assert on.code == off.code == 0, on.err + off.err
+    # the template's switch ("/nothink", an empty <think></think>): the prompt changes, the model is not forced
+    assert off.json["usage"]["prompt_tokens"] > on.json["usage"]["prompt_tokens"]
+    assert off.json["thinking"] == on.json["thinking"] == TOOL_THINKING
+    # GLM-4.1V's template has no switch: the thought is closed as soon as it opens
+    plain = run_glmv(*args, "--no-think", "--model", scripted)
+    assert plain.code == 0 and plain.json["raw"].startswith("<think></think><answer>"), plain.err
+    assert (plain.json["thinking"], plain.json["answer"]) == ("", ANSWER)

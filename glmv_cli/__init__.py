@@ -14,9 +14,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Session": "glmv_cli.app.session", "Conversation": "glmv_cli.app.session", "Result": "glmv_cli.app.session",
-    "GenerationOptions": "glmv_cli.app.session", "Progress": "glmv_cli.app.session", "Note": "glmv_cli.app.session",
-    "Done": "glmv_cli.app.session", "LoadOptions": "glmv_cli.app.loaders", "Thinking": "glmv_cli.stream",
+    "Session": "glmv_cli.app.session", "Conversation": "glmv_cli.app.session", "Result": "glmv_cli.app.events",
+    "GenerationOptions": "glmv_cli.app.events", "Progress": "glmv_cli.app.events", "Note": "glmv_cli.app.events",
+    "Done": "glmv_cli.app.events", "LoadOptions": "glmv_cli.app.loaders", "Thinking": "glmv_cli.stream",
     "Answer": "glmv_cli.stream", "GlmvError": "glmv_cli.errors", "AnswerFormat": "glmv_cli.app.answer_format",
     "ToolUse": "glmv_cli.app.tools", "ToolCall": "glmv_cli.app.tools", "ToolCalled": "glmv_cli.app.tools",
 }

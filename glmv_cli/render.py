@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from glmv_cli.app.session import Done, Note, Progress, Result
+from glmv_cli.app.events import Done, Note, Progress, Result
 from glmv_cli.stream import Answer, Thinking
 
 # Control characters a model may emit (random or adversarial output): on a terminal they would move

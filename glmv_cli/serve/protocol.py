@@ -19,7 +19,7 @@ import uuid
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from glmv_cli.app.answer_format import AnswerFormat
-from glmv_cli.app.session import GenerationOptions, Result
+from glmv_cli.app.events import GenerationOptions, Result
 from glmv_cli.app.tools import ToolCall, ToolUse
 from glmv_cli.errors import InputError
 

@@ -1,0 +1,121 @@
+"""What a Session gives and takes: the events of one answer, its options and its Result.
+
+Progress and Note (for the user, not the answer), Thinking and Answer (stream.py) and ToolCalled
+(tools.py) as generated, then one Done with the Result. `collect` runs a stream to its Result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from glmv_cli.app.answer_format import AnswerFormat
+from glmv_cli.app.boxes import Box, boxes_json
+from glmv_cli.app.tools import ToolCall, ToolCalled, ToolUse
+from glmv_cli.errors import InputError
+from glmv_cli.stream import Answer, Thinking
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Something slow is starting (for a transient status line)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the user should know about the result (one line for stderr)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """None: generation_config.json's value (sampling), else glmv's default."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None  # 0 = greedy
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    think_budget: int | None = None  # thinking tokens before </think><answer> is forced
+    max_context: int | None = None  # default: the model's max_position_embeddings
+    stop: tuple[str, ...] = ()  # strings that end generation once the answer holds one (OpenAI's `stop`)
+    format: AnswerFormat | None = None  # what the answer must be: JSON of a schema, a choice, ... (answer_format.py)
+    tools: ToolUse | None = None  # functions the model may call, and whether it must (tools.py)
+    template_kwargs: dict = field(default_factory=dict)  # the chat template's switches, e.g. enable_thinking
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    image_tokens: int  # placeholders the images / pages / video frames fill
+    completion_tokens: int
+    cached_tokens: int = 0  # of the prompt's, already in the KV cache from the last request (not run again)
+
+
+@dataclass(frozen=True)
+class Timings:
+    load_s: float  # loading the weights (0 when they were already loaded)
+    preprocess_s: float  # attachments and prompt
+    prefill_s: float  # prompt in, first token out
+    decode_tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class Result:
+    model: str
+    thinking: str
+    answer: str
+    raw: str  # the generated text with special tokens, without the stop token
+    boxes: list[Box]
+    images: list[tuple[str, tuple[int, int]]]  # (source, original (width, height)) of image inputs
+    usage: Usage
+    timings: Timings
+    finish_reason: str  # "stop" | "length"
+    completion_ids: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    pages: list[dict] = field(default_factory=list)  # PDF pages: {"source", "page", "as", "dpi", "tokens"}
+    chunks: list[dict] = field(default_factory=list)  # --map-reduce: {"pages", "notes"} per pass
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the answer's calls (GenerationOptions.tools)
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model, "thinking": self.thinking, "answer": self.answer, "raw": self.raw,
+            "boxes": boxes_json(self.boxes, self.images),
+            "usage": vars(self.usage),
+            "timings": {k: round(v, 4) for k, v in vars(self.timings).items()},
+            "finish_reason": self.finish_reason, "completion_ids": self.completion_ids, "notes": self.notes,
+            "pages": self.pages, **({"chunks": self.chunks} if self.chunks else {}),
+            **({"tool_calls": [c.openai() for c in self.tool_calls]} if self.tool_calls else {}),
+        }
+
+
+@dataclass(frozen=True)
+class Done:
+    result: Result
+
+
+Event = Progress | Note | Thinking | Answer | ToolCalled | Done
+
+
+def drain(steps: Iterator):
+    """Run a generator to its end, dropping what it yields (progress events); its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def collect(events: Iterable[Event]) -> Result:
+    """Run an event stream to its end; the Result of its Done event."""
+    result = None
+    for event in events:
+        if isinstance(event, Done):
+            result = event.result
+    if result is None:
+        raise InputError("the event stream ended without a result")
+    return result

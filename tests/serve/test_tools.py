@@ -72,6 +72,21 @@ def test_the_tools_result_goes_back_and_the_prompt_so_far_is_reused(ask, media):
     assert with_image.usage.prompt_tokens > text.usage.prompt_tokens  # the image reached the prompt
 
 
+
+def test_the_clients_parse_helper_reads_a_pydantic_tools_arguments(server):
+    import openai
+    from pydantic import BaseModel
+
+    class GetWeather(BaseModel):
+        city: str
+        days: int
+
+    client = server.client()
+    done = client.chat.completions.parse(model=client.models.list().data[0].id, messages=ASK, temperature=0,
+                                         tools=[openai.pydantic_function_tool(GetWeather, name="get_weather")])
+    parsed = done.choices[0].message.tool_calls[0].function.parsed_arguments
+    assert parsed == GetWeather(city="Paris", days=3)
+
 def test_tool_choice_none_shows_no_tools_and_reads_no_calls(ask):
     shown, hidden = ask(ASK, tools=[WEATHER]), ask(ASK, tools=[WEATHER], tool_choice="none")
     assert hidden.usage.prompt_tokens < shown.usage.prompt_tokens  # the tools' system block is left out

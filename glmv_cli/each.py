@@ -16,8 +16,8 @@ import json
 
 from glmv_cli import render
 from glmv_cli.app import attachments as att
-from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.events import GenerationOptions
+from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.errors import InputError
 
 

@@ -1,4 +1,5 @@
-"""The HTTP app (FastAPI): GET /health, GET /v1/models, POST /v1/chat/completions.
+"""The HTTP app (FastAPI): GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/responses
+(OpenAI's Responses API, over the same requests: responses.py).
 
 /health answers at once, even while the model is busy. The /v1 routes need `Authorization:
 Bearer KEY` when the server has an API key (compared in constant time). Request bodies over
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from glmv_cli import __version__
-from glmv_cli.serve import chat, errors
+from glmv_cli.serve import chat, errors, responses
 from glmv_cli.serve.errors import ApiError
 from glmv_cli.serve.protocol import ChatRequest, error_body
 
@@ -64,6 +65,29 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
             return await chat.complete(job, head, body, service.model_id, request.is_disconnected)
         except chat.ClientGone:
             return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
+        except BaseException:
+            job.cancel()
+            raise
+
+    @app.post("/v1/responses", dependencies=[guard])
+    async def responses_route(body: responses.ResponsesRequest, request: Request):
+        chat_request = body.to_chat()
+        if not service.knows(chat_request.model):
+            raise ApiError(404, f"the model {body.model!r} does not exist here; this server serves "
+                                f"{service.model_id!r} (GET /v1/models)", code="model_not_found")
+        messages = await run_in_threadpool(service.parse, chat_request)
+        job = service.job(messages, chat_request)
+        end_think = service.session.tokenizer.token_id("</think>")
+        try:
+            head = await chat.first_text(job, request.is_disconnected)
+            if body.stream:
+                return StreamingResponse(responses.stream(job, head, body, service.model_id, end_think),
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            reply = await chat.gather(job, head, [], request.is_disconnected)
+            return responses.complete(reply, body, service.model_id, end_think)
+        except chat.ClientGone:
+            return Response(status_code=499)
         except BaseException:
             job.cancel()
             raise

@@ -114,9 +114,20 @@ async def rest(job: Job, head: list, is_disconnected=None) -> AsyncIterator:
             yield event
 
 
-async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_disconnected) -> dict:
-    """The whole answer as one chat.completion object."""
-    thinking, answer, result, stop, calls = "", "", None, p.StopFilter(request.stop), []
+@dataclass
+class Reply:
+    """A whole reply, gathered from a job's events."""
+
+    thinking: str
+    answer: str
+    calls: list
+    result: object  # the session's Result (None if the job ended without one)
+    finish_reason: str
+
+
+async def gather(job: Job, head: list, stops: list[str], is_disconnected) -> Reply:
+    """Every event of the job (stop strings applied to the answer), as one Reply."""
+    thinking, answer, result, stop, calls = "", "", None, p.StopFilter(stops), []
     async for event in rest(job, head, is_disconnected):  # after a stop string the session ends at once
         if isinstance(event, Thinking):
             thinking += event.text
@@ -128,7 +139,13 @@ async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_
             result = event.result
     answer += stop.flush()
     finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")
-    return p.completion(p.Ids(model), thinking, answer, finish, result, calls)
+    return Reply(thinking, answer, calls, result, finish)
+
+
+async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_disconnected) -> dict:
+    """The whole answer as one chat.completion object."""
+    r = await gather(job, head, request.stop, is_disconnected)
+    return p.completion(p.Ids(model), r.thinking, r.answer, r.finish_reason, r.result, r.calls)
 
 
 async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> AsyncIterator[str]:

@@ -155,3 +155,25 @@ def test_required_and_named_calls_hold_over_http(tool_random, tmp_path):
                 assert set(args) == {"hour", "tone"} and 0 <= args["hour"] <= 23 and args["tone"] in ("beep", "chime")
             else:
                 assert choice == "required" and call.function.name == "lamp" and isinstance(args["on"], bool)
+
+
+FLAT = {"type": "function", **WEATHER["function"]}  # the Responses API's flat function tool
+
+
+def test_responses_api_calls_and_takes_the_result_back(server):
+    client = server.client()
+    model = client.models.list().data[0].id
+    first = client.responses.create(model=model, input=ASK[0]["content"], tools=[FLAT], temperature=0)
+    [call] = [o for o in first.output if o.type == "function_call"]
+    assert (call.name, json.loads(call.arguments), call.status) == ("get_weather", {"city": "Paris", "days": 3},
+                                                                    "completed")
+    items = [*ASK, *(o.model_dump(exclude_none=True) for o in first.output),
+             {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'}]
+    then = client.responses.create(model=model, input=items, tools=[FLAT], temperature=0)
+    assert then.usage.input_tokens_details.cached_tokens > 0  # the history rendered as the model wrote it
+    with client.responses.stream(model=model, input=ASK[0]["content"], tools=[FLAT], temperature=0) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.done" in kinds
+    assert [o.type for o in final.output] == ["reasoning", "function_call"]
+    assert json.loads(final.output[1].arguments) == {"city": "Paris", "days": 3}

@@ -42,7 +42,7 @@ from glmv_cli.app.events import (  # noqa: F401  (the session's types, importabl
 )
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import TextPart
-from glmv_cli.app.tools import CallSplitter, split_events, strip_calls
+from glmv_cli.app.tools import CallSplitter, split_calls, split_events, strip_calls
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.visual import VisualInput
 from glmv_cli.stream import StreamParser
@@ -211,11 +211,12 @@ class Conversation:
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
         result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))
-        if calls is not None:
-            finish = "tool_calls" if calls.calls and result.finish_reason != "length" else result.finish_reason
-            result = dataclasses.replace(result, answer=calls.text, tool_calls=list(calls.calls), finish_reason=finish)
         if cut is not None:  # the answer ends before the stop string, as OpenAI's `stop` does
             result = dataclasses.replace(result, answer=result.answer[:cut], finish_reason="stop")
+        if calls is not None:  # the answer's text without its calls (cut: the calls before the stop string)
+            text = calls.text if cut is None else split_calls(result.answer, gen.tools)[0]
+            finish = "tool_calls" if calls.calls and result.finish_reason == "stop" else result.finish_reason
+            result = dataclasses.replace(result, answer=text, tool_calls=list(calls.calls), finish_reason=finish)
         yield Done(result)
 
     def prompt(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,

@@ -405,11 +405,18 @@ def _label(item) -> str:
 
 def generation_options(max_new_tokens=None, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
                        seed=None, think_budget=None, max_context=None, format=None, *,
-                       no_think: bool = False) -> GenerationOptions:
+                       no_think: bool = False, logprobs: int | None = None) -> GenerationOptions:
     return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                              repetition_penalty=repetition_penalty, seed=seed, think_budget=think_budget,
                              max_context=max_context, format=format,
-                             template_kwargs={"enable_thinking": False} if no_think else {})
+                             template_kwargs={"enable_thinking": False} if no_think else {}, logprobs=logprobs)
+
+
+def logprobs(n: int | None, as_json: bool) -> int | None:
+    """--logprobs N: shown in --json / --jsonl only (an answer's text has no room for them)."""
+    if n is not None and not as_json:
+        raise InputError("--logprobs shows in --json or --jsonl output; add one of them")
+    return n
 
 
 def answer_format(schema: str | None = None, choice: list[str] | None = None,

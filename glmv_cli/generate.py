@@ -123,14 +123,18 @@ class Generation:
     count toward max_new_tokens. `steering` (optional) restricts what may be drawn: before each
     draw `steering.mask(device)` gives a (1, V) bool tensor of the ids allowed (or None: any), and
     `steering.feed(id)` is told every id that joins the sequence, forced ones included (e.g.
-    app.answer_format.AnswerSteering). Once exhausted: `finish_reason` ("stop" | "length"),
+    app.answer_format.AnswerSteering). `logprobs` (optional, N >= 0): for each yielded id, `scores`
+    gets (its log-probability, the N likeliest (id, log-probability)) under the model's own
+    distribution (the raw logits: before penalties, masks and temperature), or None for a forced id.
+    Once exhausted: `finish_reason` ("stop" | "length"),
     `prefill_seconds` (prompt in, first token out) and `decode_seconds` (the rest). From the
     start of iteration: `cached_tokens`, the prompt tokens a prompt cache held.
     """
 
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
-                 step: Callable | None = None, prompt_cache: PromptCache | None = None, steering=None):
+                 step: Callable | None = None, prompt_cache: PromptCache | None = None, steering=None,
+                 logprobs: int | None = None):
         """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
         method compiled, see compiled_step); None decodes with the eager Glm4v.decode.
         `prompt_cache`: the KV cache an earlier generation left (prompt_cache.py); the prompt's
@@ -139,6 +143,7 @@ class Generation:
             step = StaticStep(model, step)
         self.model, self.inputs, self.forced, self.step = model, inputs, forced, step
         self.steering = steering
+        self.logprobs, self.scores = logprobs, []  # scores: one entry per yielded id (see the class)
         self.prompt_cache = prompt_cache
         self.cached_tokens = 0  # prompt tokens the prompt cache held: not run again
         self._found = None  # what the prompt cache holds of the prompt (matched once per iteration)
@@ -185,7 +190,8 @@ class Generation:
 
             # CUDA: queue the next step before reading the id, and read the id through pinned
             # memory behind an event, so the step queued after it runs while the host hands it on
-            queue_early = device.type == "cuda" and self.steering is None  # (steering needs each id first)
+            queue_early = device.type == "cuda" and self.steering is None and self.logprobs is None
+            # (steering needs each id first; log-probabilities are read from this step's logits)
             steer = self.steering
             if queue_early:
                 host = torch.empty(1, dtype=torch.long, pin_memory=True)
@@ -193,6 +199,7 @@ class Generation:
             while step < self.max_new_tokens:
                 allowed = steer.mask(device) if steer is not None else None
                 token = next_token(logits, seen, s, generator, allowed)  # (1, 1)
+                scored = self._score(logits, token) if self.logprobs is not None else None
                 if queue_early:
                     host.copy_(token.view(1), non_blocking=True)
                     ready.record(torch.cuda.current_stream(device))
@@ -215,6 +222,8 @@ class Generation:
                     return
                 if steer is not None:
                     steer.feed(value)
+                if scored is not None:
+                    self.scores.append(scored)
                 yield value
                 if more and not queue_early:
                     logits = decode_one(token)
@@ -233,6 +242,8 @@ class Generation:
                     for forced in extra:
                         if steer is not None:
                             steer.feed(forced)
+                        if self.logprobs is not None:
+                            self.scores.append(None)  # (not drawn: no distribution of the model's)
                         yield forced
             self.finish_reason = "length"
         except Exception:
@@ -247,6 +258,15 @@ class Generation:
                 self.step.end()
             else:
                 text.drop_cache()
+
+    def _score(self, logits: torch.Tensor, token: torch.Tensor) -> tuple[float, list[tuple[int, float]]]:
+        """(log p(token), the `logprobs` likeliest (id, log p)) under the raw logits (1, V)."""
+        lp = torch.log_softmax(logits.float(), dim=-1)  # (1, V)
+        chosen = float(lp[0, int(token)])
+        if not self.logprobs:
+            return chosen, []
+        top = torch.topk(lp[0], min(self.logprobs, lp.shape[-1]))
+        return chosen, list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
 
     def held(self) -> int:
         """How many of the prompt's first tokens the prompt cache holds (before generating: for a

@@ -55,6 +55,10 @@ System = Annotated[str | None, typer.Option("--system", "-s", rich_help_panel=GE
 ThinkBudget = Annotated[int | None, typer.Option(
     min=0, rich_help_panel=GEN, show_default=False,
     help="After N thinking tokens, close the thinking (insert </think><answer>) and make the model answer.")]
+Logprobs = Annotated[int | None, typer.Option(
+    "--logprobs", min=0, max=20, rich_help_panel=GEN, show_default=False,
+    help="With --json/--jsonl: each answer token's log-probability and its N likeliest alternatives "
+         "(e.g. how sure a --choice answer is).")]
 NoThink = Annotated[bool, typer.Option(
     "--no-think", rich_help_panel=GEN,
     help="Answer without thinking: the chat template's switch where it has one (GLM-4.6V), else the "

@@ -63,6 +63,18 @@ class Tokenizer:
         """The added tokens' texts (special or not): each is always one id, never split."""
         return frozenset(t.content for t in self._tok.get_added_tokens_decoder().values())
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one id stands for (a byte-level BPE token may hold part of a UTF-8 character,
+        which decode() would write as U+FFFD): what OpenAI's logprobs give as `bytes`."""
+        token = self._tok.id_to_token(token_id)
+        if token is None:
+            return b""
+        if token not in self.added and type(self._tok.decoder).__name__ == "ByteLevel":
+            table = _byte_values()
+            if all(c in table for c in token):
+                return bytes(table[c] for c in token)
+        return self.decode([token_id]).encode("utf-8")
+
     def id_to_token(self, token_id: int) -> str | None:
         """The token string of one id, or None if out of range."""
         return self._tok.id_to_token(token_id)
@@ -116,3 +128,15 @@ class StreamDecoder:
     def ids(self) -> list[int]:
         """All ids fed so far."""
         return list(self._ids)
+
+
+@functools.cache
+def _byte_values() -> dict[str, int]:
+    """Byte-level BPE's alphabet (GPT-2's): the character each byte is written as -> the byte.
+    Printable Latin-1 bytes stand for themselves; the other 68 are shifted to U+0100 and up."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+            *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    shifted = [b for b in range(256) if b not in kept]
+    table = {chr(b): b for b in kept}
+    table.update({chr(256 + k): b for k, b in enumerate(shifted)})
+    return table

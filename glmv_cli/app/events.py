@@ -46,6 +46,7 @@ class GenerationOptions:
     format: AnswerFormat | None = None  # what the answer must be: JSON of a schema, a choice, ... (answer_format.py)
     tools: ToolUse | None = None  # functions the model may call, and whether it must (tools.py)
     template_kwargs: dict = field(default_factory=dict)  # the chat template's switches, e.g. enable_thinking
+    logprobs: int | None = None  # the answer's log-probabilities, with this many alternatives (app/logprobs.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Result:
     pages: list[dict] = field(default_factory=list)  # PDF pages: {"source", "page", "as", "dpi", "tokens"}
     chunks: list[dict] = field(default_factory=list)  # --map-reduce: {"pages", "notes"} per pass
     tool_calls: list[ToolCall] = field(default_factory=list)  # the answer's calls (GenerationOptions.tools)
+    logprobs: list[dict] | None = None  # the answer's tokens (GenerationOptions.logprobs), OpenAI's shape
 
     def to_json(self) -> dict:
         return {
@@ -90,6 +92,7 @@ class Result:
             "finish_reason": self.finish_reason, "completion_ids": self.completion_ids, "notes": self.notes,
             "pages": self.pages, **({"chunks": self.chunks} if self.chunks else {}),
             **({"tool_calls": [c.openai() for c in self.tool_calls]} if self.tool_calls else {}),
+            **({"logprobs": self.logprobs} if self.logprobs is not None else {}),
         }
 
 

@@ -30,7 +30,7 @@ from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import content_parts
 from glmv_cli.app.session import Done, GenerationOptions, Note, Progress, Result, Timings, Usage, collect, drain
 from glmv_cli.errors import GlmvError, InputError, ModelError
-from glmv_cli.stream import StreamParser
+from glmv_cli.stream import TAGS, StreamParser
 
 TIMEOUT_S = 600.0
 TAG_SERVERS = ("vllm", "sglang")  # owned_by of servers that strip special tokens unless told not to
@@ -178,6 +178,8 @@ class RemoteConversation:
         args = {k: v for k, v in dict(temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed,
                                       max_tokens=gen.max_new_tokens, stop=list(gen.stop) or None).items()
                 if v is not None}
+        if gen.logprobs is not None:
+            args.update(logprobs=True, top_logprobs=gen.logprobs)
         with errors(self.session.base_url):
             return self.session.client.chat.completions.create(
                 model=self.session.name, messages=messages, stream=True, stream_options={"include_usage": True},
@@ -207,6 +209,7 @@ class Reply:
         self.reasoning.feed("<think>")  # `reasoning` deltas are thinking: same whitespace rules
         self.answer = StreamParser()  # content: the answer, or <think>..</think><answer>.. when tagged
         self.content, self.finish, self.usage = "", None, None
+        self.logprobs = None  # the content's tokens, when the server sends them (--logprobs)
         self.sent = time.perf_counter()
         self.first = self.last = None
 
@@ -236,6 +239,9 @@ class Reply:
             self.content += delta.content
             yield from self.answer.feed(delta.content)
         self.finish = choice.finish_reason or self.finish
+        scores = getattr(getattr(choice, "logprobs", None), "content", None)
+        if scores:  # (tags in a server's content are not the answer's tokens)
+            self.logprobs = (self.logprobs or []) + [s.model_dump() for s in scores if s.token not in TAGS]
 
     @property
     def thinking(self) -> str:
@@ -260,7 +266,7 @@ class Reply:
         return Result(model=model, thinking=self.thinking, answer=self.answer.answer, raw=raw,
                       boxes=find_boxes(answer_for_history(raw)), images=_image_sizes(used),
                       usage=Usage(prompt, 0, completion, cached), timings=Timings(0.0, preprocess_s, prefill, rate),
-                      finish_reason=self.finish or "stop", notes=notes)
+                      finish_reason=self.finish or "stop", notes=notes, logprobs=self.logprobs)
 
 
 def _unsent(load: LoadOptions, gen: GenerationOptions, used: list[Attachment]) -> list[str]:

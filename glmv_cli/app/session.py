@@ -190,8 +190,9 @@ class Conversation:
                                                                      else ")"))
         lost = False  # out of memory before a token: the question does not join the history
         calls = CallSplitter(gen.tools) if gen.tools else None
+        trace = [] if gen.logprobs is not None else None  # each token's section, for the answer's logprobs
         try:
-            events = _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop))
+            events = _stream(decoding, s.tokenizer.stream(), parser, ids, tuple(gen.stop), trace)
             cut = yield from (split_events(events, calls) if calls else events)
         except Exception as e:
             from glmv_cli import memory
@@ -211,6 +212,10 @@ class Conversation:
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
         result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))
+        if trace is not None:
+            from glmv_cli.app.logprobs import answer_logprobs
+
+            result = dataclasses.replace(result, logprobs=answer_logprobs(ids, trace, decoding.scores, s.tokenizer))
         if cut is not None:  # the answer ends before the stop string, as OpenAI's `stop` does
             result = dataclasses.replace(result, answer=result.answer[:cut], finish_reason="stop")
         if calls is not None:  # the answer's text without its calls (cut: the calls before the stop string)
@@ -333,7 +338,7 @@ class Conversation:
                                       answer_tags=s.prompt_config.answer_tags)
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
                           stop_ids=glmv.stop_ids, forced=forced, step=glmv.decode_step(s.compile),
-                          prompt_cache=glmv.reusable_cache(), steering=steering)
+                          prompt_cache=glmv.reusable_cache(), steering=steering, logprobs=gen.logprobs)
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history
@@ -375,7 +380,8 @@ class Conversation:
         return "\n".join(out)
 
 
-def _stream(decoding, decoder, parser: StreamParser, ids: list[int], stop: tuple[str, ...] = ()):
+def _stream(decoding, decoder, parser: StreamParser, ids: list[int], stop: tuple[str, ...] = (),
+            trace: list | None = None):
     """Token ids -> text deltas -> Thinking / Answer events; `ids` collects the ids. Decoding ends
     early once the answer holds one of the `stop` strings (the events may carry text past it: the
     caller cuts there); returns where in the answer the first one starts, or None."""
@@ -384,6 +390,8 @@ def _stream(decoding, decoder, parser: StreamParser, ids: list[int], stop: tuple
         ids.append(token)
         seen = len(parser.answer)
         yield from parser.feed(decoder.feed(token))
+        if trace is not None:  # (app.logprobs: which tokens are the answer's)
+            trace.append((parser.state, seen > 0))
         if stop and len(parser.answer) > seen:
             start = max(0, seen - longest + 1)  # a stop string may straddle two deltas
             hits = [i for i in (parser.answer.find(t, start) for t in stop) if i >= 0]

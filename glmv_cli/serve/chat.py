@@ -168,6 +168,8 @@ async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> As
         if tail := stop.flush():
             yield _sse(p.chunk(ids, {"content": tail}))
         finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")
+        if (scores := p.logprobs(result)) is not None:  # the answer's tokens, all in one chunk before the last
+            yield _sse(p.chunk(ids, {}, None, scores))
         yield _sse(p.chunk(ids, {}, finish))
         if request.include_usage:
             yield _sse(p.usage_chunk(ids, result))

@@ -58,6 +58,8 @@ class ChatRequest(BaseModel):
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None
     chat_template_kwargs: dict | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @field_validator("stop")
     @classmethod
@@ -75,7 +77,8 @@ class ChatRequest(BaseModel):
                                  think_budget=self.think_budget, stop=tuple(self.stop or ()),
                                  format=self.answer_format(),
                                  tools=ToolUse.from_openai(self.tools, self.tool_choice, self.parallel_tool_calls),
-                                 template_kwargs=dict(self.chat_template_kwargs or {}))
+                                 template_kwargs=dict(self.chat_template_kwargs or {}),
+                                 logprobs=(self.top_logprobs or 0) if self.logprobs else None)
 
     def answer_format(self) -> AnswerFormat | None:
         """The answer's format from whichever of the fields names one (an InputError: a 400)."""
@@ -145,13 +148,19 @@ def completion(ids: Ids, thinking: str, answer: str, finish_reason: str, result:
     if calls:
         message["tool_calls"] = [c.openai() for c in calls]
     return {**ids.head("chat.completion"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
+                         "logprobs": logprobs(result)}],
             "usage": usage(result)}
 
 
-def chunk(ids: Ids, delta: dict, finish_reason: str | None = None) -> dict:
+def logprobs(result: Result | None) -> dict | None:
+    """The answer's tokens with their log-probabilities, when the request asked for them (logprobs: true)."""
+    return {"content": result.logprobs} if result is not None and result.logprobs is not None else None
+
+
+def chunk(ids: Ids, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
     return {**ids.head("chat.completion.chunk"),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]}
 
 
 def usage_chunk(ids: Ids, result: Result | None) -> dict:

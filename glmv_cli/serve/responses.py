@@ -49,6 +49,8 @@ class ResponsesRequest(BaseModel):
     reasoning: dict | None = None
     previous_response_id: str | None = None
     metadata: dict | None = None
+    include: list | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     # extras, as the chat route takes them
     seed: int | None = None
     top_k: int | None = Field(default=None, ge=0)
@@ -71,7 +73,8 @@ class ResponsesRequest(BaseModel):
             tools=[_chat_tool(t, k) for k, t in enumerate(self.tools)] if self.tools else None,
             tool_choice=_chat_tool_choice(self.tool_choice), parallel_tool_calls=self.parallel_tool_calls,
             response_format=_response_format((self.text or {}).get("format")),
-            chat_template_kwargs={"enable_thinking": False} if effort in NO_THINKING else None)
+            chat_template_kwargs={"enable_thinking": False} if effort in NO_THINKING else None,
+            logprobs="message.output_text.logprobs" in (self.include or []), top_logprobs=self.top_logprobs)
 
 
 def input_messages(items: list) -> list[dict]:
@@ -188,8 +191,8 @@ def reasoning_item(item_id: str, text: str, status: str = "completed") -> dict:
             "content": [{"type": "reasoning_text", "text": text}] if text else []}
 
 
-def message_item(item_id: str, text: str | None, status: str = "completed") -> dict:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+def message_item(item_id: str, text: str | None, status: str = "completed", logprobs: list | None = None) -> dict:
+    content = [] if text is None else [_text_part(text, logprobs)]
     return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
 
 
@@ -213,7 +216,7 @@ def complete(reply, request: ResponsesRequest, model: str, end_think: int | None
     if reply.thinking:
         output.append(reasoning_item(_id("rs"), reply.thinking))
     if reply.answer or not reply.calls:
-        output.append(message_item(_id("msg"), reply.answer))
+        output.append(message_item(_id("msg"), reply.answer, logprobs=getattr(reply.result, "logprobs", None)))
     output += [call_item(_id("fc"), c) for c in reply.calls]
     status = "incomplete" if reply.finish_reason == "length" else "completed"
     return Shape(request, model).response(status, output, reply.result, reasoning_tokens(reply.result, end_think))
@@ -227,6 +230,7 @@ class Events:
     def __init__(self, shape: Shape):
         self.shape, self.seq, self.output = shape, 0, []
         self.open: dict | None = None  # the reasoning or message item being written: its item and text
+        self.logprobs: list | None = None  # the answer's tokens (include: message.output_text.logprobs)
 
     def sse(self, kind: str, **fields) -> str:
         body = {"type": kind, "sequence_number": self.seq, **fields}
@@ -256,6 +260,11 @@ class Events:
             out.append(self.sse("response.reasoning_text.delta", **where))
         return out
 
+    def logprobs_from(self, result):
+        """The Result; its answer's logprobs go into the message item when it is closed."""
+        self.logprobs = result.logprobs
+        return result
+
     @property
     def answered(self) -> bool:
         """A message or a function call is among the items."""
@@ -270,9 +279,9 @@ class Events:
         item_id, index, text = o["item"]["id"], o["index"], o["text"]
         where = dict(item_id=item_id, output_index=index, content_index=0)
         if o["item"]["type"] == "message":
-            item = message_item(item_id, text)
-            out = [self.sse("response.output_text.done", **where, text=text, logprobs=[]),
-                   self.sse("response.content_part.done", **where, part=_text_part(text))]
+            item = message_item(item_id, text, logprobs=self.logprobs)
+            out = [self.sse("response.output_text.done", **where, text=text, logprobs=self.logprobs or []),
+                   self.sse("response.content_part.done", **where, part=_text_part(text, self.logprobs))]
         else:
             item = reasoning_item(item_id, text)
             out = [self.sse("response.reasoning_text.done", **where, text=text)]
@@ -293,8 +302,8 @@ class Events:
                 self.sse("response.output_item.done", output_index=index, item=done)]
 
 
-def _text_part(text: str) -> dict:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, logprobs: list | None = None) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
 async def stream(job, head: list, request: ResponsesRequest, model: str, end_think: int | None) -> AsyncIterator[str]:
@@ -320,7 +329,7 @@ async def stream(job, head: list, request: ResponsesRequest, model: str, end_thi
             else:
                 lines = []
                 if isinstance(event, Done):
-                    result = event.result
+                    result = events.logprobs_from(event.result)
             for line in lines:
                 yield line
         if not events.answered:

@@ -248,6 +248,15 @@ def test_no_think_over_the_server_answers_as_locally(scripted_server, scripted):
     assert local.code == far.code == 0, local.err + far.err
     assert (far.json["thinking"], far.json["answer"]) == (local.json["thinking"], local.json["answer"]) == ("", ANSWER)
 
+
+def test_logprobs_over_the_server_are_the_local_ones(scripted_server, scripted):
+    args = ("ask", "Where is it?", "--logprobs", "2", "--json", "--temperature", "0")
+    local, far = run_glmv(*args, "--model", scripted), run_glmv(*args, *remote(scripted_server, "none"))
+    assert local.code == far.code == 0, local.err + far.err
+    tokens = [t["token"] for t in far.json["logprobs"]]
+    assert tokens == [t["token"] for t in local.json["logprobs"]] and "".join(tokens) == ANSWER
+    assert [x["logprob"] for x in far.json["logprobs"]] == pytest.approx([x["logprob"] for x in local.json["logprobs"]])
+
 def test_a_schema_answers_as_locally(scripted_server, scripted, tmp_path):
     schema = tmp_path / "place.json"
     schema.write_text('{"type": "object", "properties": {"where": {"enum": ["left", "right"]}}, "required": ["where"]}')

@@ -11,7 +11,7 @@ import torch
 
 import glmv_cli
 from glmv_cli.generate import Sampling, apply_repetition_penalty, filter_top_k_top_p
-from tests.model.conftest import model_kwargs
+from tests.model.conftest import extended, model_kwargs
 
 
 def random_logits(seed=0, vocab=300):
@@ -149,3 +149,40 @@ def test_a_prompt_prefilled_in_chunks_gives_the_same_logits_and_tokens(glm, prom
     for a, b in zip(chunked_cache, whole_cache, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert list(glm.generate(inputs, max_new_tokens=6, ignore_stop=True)) == tokens
+
+
+def test_logprobs_are_the_references_log_softmax_along_the_sampled_sequence(glm, reference, prompt_inputs):
+    """Generation(logprobs=N): each drawn token's log-probability and the N likeliest ids equal
+    transformers' log-softmax at that position of the sequence (teacher-forced), whatever the
+    temperature and top-p it was drawn with; a forced id has none."""
+    from glmv_cli.generate import Generation
+
+    torch.set_num_threads(1)
+    inputs = model_kwargs(prompt_inputs("image"))
+    forced = {5: (40, 41)}
+    calls = []
+
+    def force(token):
+        calls.append(token)
+        return forced.get(len(calls), ())
+
+    generation = Generation(glm.model, inputs, max_new_tokens=12, logprobs=3, forced=force,
+                            sampling=glm.sampling(temperature=1.3, top_p=0.9, seed=7))
+    out = list(generation)
+    assert len(out) == len(generation.scores) == 12
+    full = extended(prompt_inputs("image"), torch.tensor([out]))
+    if "mm_token_type_ids" in full:  # (the new tokens are text)
+        text = torch.zeros(1, len(out), dtype=torch.long)
+        full["mm_token_type_ids"] = torch.cat([full["mm_token_type_ids"], text], dim=1)
+    with torch.no_grad():
+        ref = reference(**full).logits[0].float().log_softmax(-1)
+    start = inputs["input_ids"].shape[1] - 1  # the logits that predict the first new token
+    for k, (token, scored) in enumerate(zip(out, generation.scores, strict=True)):
+        if k in (5, 6):  # the forced ids
+            assert scored is None and token == forced[5][k - 5]
+            continue
+        row = ref[start + k]
+        chosen, top = scored
+        assert abs(chosen - float(row[token])) < 1e-4
+        assert [t for t, _ in top] == row.topk(3).indices.tolist()
+        assert max(abs(lp - float(row[t])) for t, lp in top) < 1e-4

@@ -113,3 +113,14 @@ def test_bad_requests_are_400s_and_the_server_keeps_serving(server, create, case
     code, body, _ = server.request("POST", "/v1/responses", {"input": QUESTION, **extra})
     assert code == 400 and words in body["error"]["message"], body
     assert create(QUESTION).output_text == ANSWER
+
+
+def test_output_text_logprobs_when_included(create):
+    r = create(QUESTION, include=["message.output_text.logprobs"], top_logprobs=2)
+    part = r.output[-1].content[0]
+    assert "".join(t.token for t in part.logprobs) == part.text == ANSWER
+    assert all(len(t.top_logprobs) == 2 for t in part.logprobs)
+    events = list(create(QUESTION, include=["message.output_text.logprobs"], stream=True))
+    done = [e for e in events if e.type == "response.output_text.done"][0]
+    assert "".join(t.token for t in done.logprobs) == ANSWER
+    assert create(QUESTION).output[-1].content[0].logprobs == []

@@ -292,3 +292,20 @@ def test_json_object_choice_and_regex_formats(ask):
     digits = ask(user(QUESTION), extra_body={"structured_outputs": {"regex": "[0-9]{4}"}}).choices[0].message.content
     assert re.fullmatch("[0-9]{4}", digits), digits
     assert ask(user(QUESTION), response_format={"type": "text"}).choices[0].message.content == ANSWER
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_of_the_answers_tokens(ask, server, stream):
+    if stream:
+        chunks = [c for c in ask(user(QUESTION), logprobs=True, top_logprobs=2, stream=True) if c.choices]
+        content = "".join(c.choices[0].delta.content or "" for c in chunks)
+        tokens = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    else:
+        choice = ask(user(QUESTION), logprobs=True, top_logprobs=2).choices[0]
+        content, tokens = choice.message.content, choice.logprobs.content
+    assert "".join(t.token for t in tokens) == content == ANSWER
+    assert all(len(t.top_logprobs) == 2 and t.top_logprobs[0].token == t.token and t.logprob <= 0 for t in tokens)
+    assert ask(user(QUESTION)).choices[0].logprobs is None  # only when asked
+    code, body, _ = server.request("POST", "/v1/chat/completions",
+                                   {"messages": user(QUESTION), "logprobs": True, "top_logprobs": 21})
+    assert code == 400 and "top_logprobs" in body["error"]["message"]

@@ -68,6 +68,17 @@ def test_an_answer_format_holds_on_the_device_as_on_the_cpu(tiny, files, gpu):
     assert set(json.loads(dev.json["answer"])) == {"n"}
 
 
+
+def test_logprobs_on_the_device_are_the_cpus(gpu):
+    # read from each step's logits before the next step is queued (CUDA graph on the device)
+    args = ("ask", ROOT / "examples" / "shapes.png", "What color is the circle?", "--model", "demo", "--dtype",
+            "float32", "--logprobs", "3", "--json")
+    cpu, dev = run_glmv(*args, "--device", "cpu"), run_glmv(*args, *device_args(gpu))
+    assert cpu.code == dev.code == 0, dev.err
+    assert [t["token"] for t in dev.json["logprobs"]] == [t["token"] for t in cpu.json["logprobs"]]
+    assert [t["logprob"] for t in dev.json["logprobs"]] == pytest.approx(
+        [t["logprob"] for t in cpu.json["logprobs"]], abs=1e-3)
+
 @pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--quantize", "int4"], ["--quantize", "int8", "--compile"]])
 # (--compile alone: tests/model/test_cuda.py, in process; each compiling CLI run costs the device call ~30 s)
 def test_quantized_and_compiled_run_on_the_device(tiny, files, gpu, flags):

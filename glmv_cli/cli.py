@@ -224,9 +224,10 @@ def serve(
     model: o.Model = None, host: o.Host = "127.0.0.1", port: o.Port = 8000, api_key: o.ServerKey = None,
     device: o.Device = "auto", dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
     max_queue: o.MaxQueue = 16, allowed_local_media_path: o.AllowedLocalMediaPath = None,
-    cors_origin: o.CorsOrigin = None, max_body_mb: o.MaxBodyMb = 128,
+    cors_origin: o.CorsOrigin = None, max_body_mb: o.MaxBodyMb = 128, served_model_name: o.ServedModelName = None,
 ) -> None:
-    """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models, /health).
+    """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/responses,
+    /v1/models, /health).
 
     The weights are loaded once; one worker answers requests in turn from a bounded queue. Editors,
     chat UIs, the `openai` client and `glmv ask --backend openai` can then use it.
@@ -235,7 +236,8 @@ def serve(
     from glmv_cli.serve.run import serve as run_server
 
     run_server(model, ServeOptions(host, port, api_key, max_queue, allowed_local_media_path, tuple(cors_origin or ()),
-                                   max_body_mb), device=device, dtype=dtype, quantize=quantize, compile=compile)
+                                   max_body_mb, tuple(served_model_name or ())),
+               device=device, dtype=dtype, quantize=quantize, compile=compile)
 
 
 @app.command(epilog=_examples("glmv info", "glmv info --model ~/models/GLM-4.6V-Flash --device cpu"))

@@ -159,6 +159,10 @@ ServerKey = Annotated[str | None, typer.Option(
     help="Require Authorization: Bearer KEY on /v1 routes \\[env: GLMV_API_KEY; default: no key].")]
 MaxQueue = Annotated[int, typer.Option(min=1, rich_help_panel=SERVER,
                                        help="Requests waiting for the model; more get 503 with Retry-After.")]
+ServedModelName = Annotated[list[str] | None, typer.Option(
+    "--served-model-name", rich_help_panel=SERVER, show_default=False,
+    help="The model's name in /v1/models, the one clients send (repeat it for aliases) "
+         "\\[default: the checkpoint's name or folder].")]
 AllowedLocalMediaPath = Annotated[Path | None, typer.Option(
     rich_help_panel=SERVER, show_default=False, file_okay=False,
     help="Allow file:// media URLs below this folder (refused by default).")]

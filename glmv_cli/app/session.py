@@ -12,7 +12,8 @@
 
 Events in order: Progress (fetching, reading, rendering, decoding, loading weights, reading the
 prompt), Note (something the user should know: a PDF rendered at a lower DPI, an answer cut by
-max_new_tokens), then Thinking / Answer as generated, then one Done. Attachments are loaded and
+max_new_tokens), then Thinking / Answer (and ToolCalled, with GenerationOptions.tools) as
+generated, then one Done. Attachments are loaded and
 the prompt is checked against the context before the weights are loaded, so bad input fails fast.
 """
 

@@ -34,13 +34,15 @@ class Service:
     worker: Worker
     local_root: Path | None = None
     load: LoadOptions = LoadOptions()
+    names: tuple[str, ...] = ()  # --served-model-name: the first is the model's id, all are accepted
 
     @property
     def model_id(self) -> str:
-        return self.session.name
+        return self.names[0] if self.names else self.session.name
 
     def knows(self, model: str | None) -> bool:
-        return model in (None, "", self.model_id, Path(self.model_id).name, str(self.session.folder))
+        name = self.session.name
+        return model in (None, "", *self.names, name, Path(name).name, str(self.session.folder))
 
     def parse(self, request: p.ChatRequest) -> list[Message]:
         return parse_messages(request.messages, local_root=self.local_root)

@@ -20,6 +20,7 @@ class ServeOptions:
     allowed_local_media_path: Path | None = None
     cors_origins: tuple[str, ...] = ()
     max_body_mb: int = 128
+    names: tuple[str, ...] = ()  # --served-model-name: the first is /v1/models' id, all are accepted
 
 
 def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype: str = "auto",
@@ -44,11 +45,11 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     if compile or glmv.device.type == "cuda":  # compiling, CUDA-graph capture, Triton's JIT: now, not in
         log.warning("serve: warming up the decode step")  # the first client's answer
         collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
-    service = Service(session, Worker(opts.max_queue), root)
+    service = Service(session, Worker(opts.max_queue), root, names=opts.names)
     app = create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),
                      max_body_bytes=opts.max_body_mb * 2**20)
-    log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health)", session.name, opts.host,
-                opts.port)
+    log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health)", service.model_id,
+                opts.host, opts.port)
     uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=2)
 
 

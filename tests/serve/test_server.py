@@ -309,3 +309,15 @@ def test_logprobs_of_the_answers_tokens(ask, server, stream):
     code, body, _ = server.request("POST", "/v1/chat/completions",
                                    {"messages": user(QUESTION), "logprobs": True, "top_logprobs": 21})
     assert code == 400 and "top_logprobs" in body["error"]["message"]
+
+
+def test_served_model_names_are_the_id_and_its_aliases(scripted, tmp_path):
+    with glmv_server(scripted, "--served-model-name", "glm-4.1v", "--served-model-name", "thinker",
+                     log_dir=tmp_path) as s:
+        client = s.client()
+        assert [m.id for m in client.models.list().data] == ["glm-4.1v"]
+        for name in ("glm-4.1v", "thinker", str(scripted)):  # the checkpoint's own name still works
+            done = client.chat.completions.create(model=name, messages=user(QUESTION), max_tokens=2)
+            assert done.model == "glm-4.1v"
+        with pytest.raises(openai.NotFoundError, match="glm-4.1v"):
+            client.chat.completions.create(model="gpt-4", messages=user(QUESTION), max_tokens=2)

@@ -273,8 +273,6 @@ class Conversation:
 
     def _format(self, gen: GenerationOptions) -> AnswerFormat | None:
         """What the answer is held to: the asked format, or the tool calls tool_choice requires."""
-        from glmv_cli.app.tools import MARKERS
-
         if gen.tools is None:
             return gen.format
         if not self.session.prompt_config.takes_tools:
@@ -285,7 +283,7 @@ class Conversation:
         if gen.format is not None:
             raise InputError("the answer cannot be both in a format (response_format) and the tool calls "
                              "tool_choice requires; send one of them")
-        return AnswerFormat.grammar(gen.tools.grammar(self.session.tokenizer.added & set(MARKERS)))
+        return gen.tools.format(self.session.tokenizer)
 
     def _limits(self, gen: GenerationOptions, question: str) -> tuple[int, int, int]:
         """(context, max new tokens, tokens left for attachments)."""

@@ -115,6 +115,21 @@ class ToolUse:
         """The answer is held to tool calls (tool_choice "required" or a function's name)."""
         return self.choice != "auto"
 
+    def format(self, tokenizer):
+        """The answer held to the calls tool_choice requires, as an AnswerFormat (checked: a tool
+        whose parameters do not compile is an InputError naming llguidance's complaint)."""
+        from glmv_cli.app.answer_format import AnswerFormat
+
+        fmt = AnswerFormat.grammar(self.grammar(tokenizer.added & set(MARKERS)))
+        try:
+            fmt.matcher(tokenizer)
+        except InputError as e:
+            why = re.split(r" \d+ \| ", str(e).removeprefix("the grammar is not valid: "))[0]  # (no grammar lines)
+            why = re.sub(r"^at \d+\(\d+\): ", "", why)
+            raise InputError(f"the tools' parameters cannot hold a call ({why}); fix their JSON schemas or "
+                             f"send tool_choice auto") from None
+        return fmt
+
     def grammar(self, added: set[str]) -> str:
         """The answer as calls of the chosen tools, as an llguidance Lark grammar. `added`: which
         markers are single tokens of the tokenizer (llguidance names those `<like_this>`)."""
@@ -198,6 +213,8 @@ def _tool(item, where: str) -> Tool:
         params = {"type": "object", "properties": {}}
     if not isinstance(params, dict):
         raise InputError(f"{where}.function.parameters must be a JSON schema object")
+    if not isinstance(params.get("properties", {}), dict) or not isinstance(params.get("required", []), list):
+        raise InputError(f"{where}.function.parameters: properties must be an object and required a list")
     return Tool(name, str(fn.get("description") or ""), params)
 
 

@@ -148,7 +148,9 @@ def _chat_tool_choice(choice):
     return choice
 
 
-def _response_format(fmt: dict | None) -> dict | None:
+def _response_format(fmt) -> dict | None:
+    if fmt is not None and not isinstance(fmt, dict):
+        raise InputError('text.format must be an object: {"type": "text" | "json_object" | "json_schema", ...}')
     if not fmt or fmt.get("type") in (None, "text"):
         return None
     if fmt.get("type") == "json_schema":

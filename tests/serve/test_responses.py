@@ -104,6 +104,7 @@ BAD = {
     "an image by file id": ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f1"}]}]},
                             "file_id is not supported"),
     "no input": ({"input": None}, "input"),
+    "a format that is not an object": ({"text": {"format": "json"}}, "text.format must be an object"),
 }
 
 

@@ -113,6 +113,11 @@ BAD = {
                                   "the last message must be"),
     "a format and required calls": ({"tools": [WEATHER], "tool_choice": "required",
                                      "response_format": {"type": "json_object"}}, "send one of them"),
+    "properties that are not an object": ({"tools": [{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "object", "properties": "x"}}}]}, "properties must be an object"),
+    "a parameter schema that cannot hold a call": ({"tool_choice": "required", "tools": [{
+        "type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+            "x": {"type": "nonsense"}}}}}]}, "the tools' parameters cannot hold a call (failed to compile"),
 }
 
 
@@ -177,3 +182,35 @@ def test_responses_api_calls_and_takes_the_result_back(server):
     assert "response.function_call_arguments.done" in kinds
     assert [o.type for o in final.output] == ["reasoning", "function_call"]
     assert json.loads(final.output[1].arguments) == {"city": "Paris", "days": 3}
+
+
+MALFORMED = [  # (route, body): each is the client's mistake, so a 4xx, never a 500
+    ("chat/completions", {"messages": ASK, "tools": [1]}),
+    ("chat/completions", {"messages": ASK, "tool_choice": 5}),
+    ("chat/completions", {"messages": ASK, "tools": [WEATHER], "tool_choice": {"type": "function", "function": "x"}}),
+    ("chat/completions", {"messages": ASK, "chat_template_kwargs": "x"}),
+    ("chat/completions", {"messages": [*ASK, {"role": "assistant", "tool_calls": [1]}, *ASK]}),
+    ("chat/completions", {"messages": [*ASK, {"role": "assistant", "tool_calls": [
+        {"function": {"name": "f", "arguments": "[1]"}}]}, *ASK]}),
+    ("chat/completions", {"messages": [{"role": "tool", "content": [{"type": "image_url"}]}]}),
+    ("chat/completions", {"messages": ASK, "tool_choice": "required", "tools": [{"type": "function", "function": {
+        "name": "f", "parameters": {"properties": {"x": {"enum": []}}, "required": ["x"]}}}]}),
+    ("responses", {"input": [5]}),
+    ("responses", {"input": [{"role": "user", "content": [5]}]}),
+    ("responses", {"input": [{"type": "function_call"}]}),
+    ("responses", {"input": [{"type": "function_call_output", "output": 5}]}),
+    ("responses", {"input": "x", "text": {"format": "json"}}),
+    ("responses", {"input": "x", "text": {"format": {"type": "json_schema"}}}),
+    ("responses", {"input": "x", "tools": [{"type": "function"}]}),
+    ("responses", {"input": "x", "reasoning": "high"}),
+    ("responses", {"input": [{"role": "user", "content": [{"type": "input_file", "file_data": 5}]}]}),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_malformed_tool_or_responses_body_is_a_500(server, ask, stream):
+    for route, body in MALFORMED:
+        code, answer, _ = server.request("POST", f"/v1/{route}", {**body, "stream": stream})
+        message = answer["error"]["message"]
+        assert 400 <= code < 500 and "\n" not in message and "internal error" not in message, (route, body, answer)
+    assert ask(ASK, tools=[WEATHER]).choices[0].finish_reason == "tool_calls"

@@ -64,7 +64,8 @@ def ask(
     top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, no_think: o.NoThink = False,
     max_context: o.MaxContext = None,
-    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None, logprobs: o.Logprobs = None,
+    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None, grammar: o.Grammar = None,
+    logprobs: o.Logprobs = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, each: o.Each = False,
     resume: o.Continue = False, verbose: o.Verbose = False,
@@ -93,7 +94,7 @@ def ask(
         c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                        video_backend),
         c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                             think_budget, max_context, c.answer_format(schema, choices, regex),
+                             think_budget, max_context, c.answer_format(schema, choices, regex, grammar),
                              no_think=no_think, logprobs=c.logprobs(logprobs, json or jsonl)), out)
 
 
@@ -113,7 +114,8 @@ def pdf(
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, no_think: o.NoThink = False,
     max_context: o.MaxContext = None,
-    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None, logprobs: o.Logprobs = None,
+    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None, grammar: o.Grammar = None,
+    logprobs: o.Logprobs = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
@@ -135,7 +137,7 @@ def pdf(
     c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                   think_budget, max_context, c.answer_format(schema, choices, regex),
+                                   think_budget, max_context, c.answer_format(schema, choices, regex, grammar),
                                    no_think=no_think, logprobs=c.logprobs(logprobs, json or jsonl)),
               out, map_reduce=map_reduce)
 
@@ -153,7 +155,8 @@ def video(
     top_p: o.TopP = None, top_k: o.TopK = None, repetition_penalty: o.RepetitionPenalty = None, seed: o.Seed = None,
     system: o.System = None, think_budget: o.ThinkBudget = None, no_think: o.NoThink = False,
     max_context: o.MaxContext = None,
-    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None, logprobs: o.Logprobs = None,
+    schema: o.Schema = None, choices: o.Choice = None, regex: o.Regex = None, grammar: o.Grammar = None,
+    logprobs: o.Logprobs = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
@@ -174,7 +177,7 @@ def video(
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
                              video_backend=video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
-                                   think_budget, max_context, c.answer_format(schema, choices, regex),
+                                   think_budget, max_context, c.answer_format(schema, choices, regex, grammar),
                                    no_think=no_think, logprobs=c.logprobs(logprobs, json or jsonl)), out)
 
 

@@ -420,27 +420,35 @@ def logprobs(n: int | None, as_json: bool) -> int | None:
 
 
 def answer_format(schema: str | None = None, choice: list[str] | None = None,
-                  regex: str | None = None) -> AnswerFormat | None:
-    """--schema (a file or the JSON itself), --choice (repeated) or --regex, as an AnswerFormat."""
-    given = [name for name, v in (("--schema", schema), ("--choice", choice), ("--regex", regex)) if v]
+                  regex: str | None = None, grammar: str | None = None) -> AnswerFormat | None:
+    """--schema (a file or the JSON itself), --choice (repeated), --regex or --grammar (a file), as
+    an AnswerFormat."""
+    given = [name for name, v in (("--schema", schema), ("--choice", choice), ("--regex", regex),
+                                  ("--grammar", grammar)) if v]
     if len(given) > 1:
         raise InputError(f"{' and '.join(given)} each set the answer's format; give one of them")
     if choice:
         return AnswerFormat.choice(choice)
     if regex:
         return AnswerFormat.regex(regex)
+    if grammar:
+        return AnswerFormat.grammar(_read_text(grammar, "--grammar"))
     if not schema:
         return None
     text = schema
     if not schema.lstrip().startswith(("{", "[", "true")):  # not JSON: a file
-        path = Path(schema).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"--schema {schema}: no such file, and not a JSON schema either") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"--schema {schema}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+        text = _read_text(schema, "--schema", "and not a JSON schema either")
     return AnswerFormat.json_schema(text)
+
+
+def _read_text(name: str, option: str, missing: str = "") -> str:
+    path = Path(name).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{option} {name}: no such file{', ' + missing if missing else ''}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{option} {name}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
 
 
 def load_options(max_pixels=None, min_pixels=None, pages=None, dpi=None, with_text=False, password=None,

@@ -76,6 +76,9 @@ Choice = Annotated[list[str] | None, typer.Option(
     help="The answer is exactly one of these (repeat it: --choice yes --choice no).")]
 Regex = Annotated[str | None, typer.Option(rich_help_panel=GEN, show_default=False, metavar="REGEX",
                                            help="The answer matches this regular expression (whole).")]
+Grammar = Annotated[str | None, typer.Option(
+    rich_help_panel=GEN, show_default=False, metavar="FILE",
+    help="The answer follows this grammar: a file in llama.cpp's GBNF (root ::= ...) or Lark (start: ...).")]
 
 # -- output --
 Json = Annotated[bool, typer.Option("--json", rich_help_panel=OUT,

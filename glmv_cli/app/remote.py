@@ -96,7 +96,7 @@ class RemoteSession:
             fields = format_fields(gen.format, self.server)
             body.update(fields)
             if not fields:
-                dropped.append({"choice": "--choice", "regex": "--regex", "grammar": "the grammar"}[gen.format.kind])
+                dropped.append({"choice": "--choice", "regex": "--regex", "grammar": "--grammar"}[gen.format.kind])
         notes = [f"{', '.join(dropped)} not sent: the server ({self.server or 'unknown'}) does not take it"] \
             if dropped else []
         return body, notes

@@ -147,12 +147,17 @@ def test_the_cli_answers_in_the_format(tmp_path):
     done = run_glmv("ask", image, "What color is the circle?", "--model", "demo", "--schema", schema, "--json")
     assert done.code == 0, done.err
     assert json.loads(done.json["answer"]) == {"color": "green"} and done.json["thinking"]
+    grammar = tmp_path / "color.gbnf"  # llama.cpp's GBNF
+    grammar.write_text('root ::= "The circle is " ("red" | "green" | "blue") "."\n')
+    said = run_glmv("ask", image, "What color is the circle?", "--model", "demo", "-R", "--grammar", grammar)
+    assert (said.code, said.out) == (0, "The circle is green.\n"), said.err
 
 
 @pytest.mark.parametrize("args, message", [
     (("--schema", "missing.json"), "--schema missing.json: no such file, and not a JSON schema either"),
     (("--schema", '{"type": 3}'), "the JSON schema is not valid"),
     (("--regex", "a(", "--choice", "b"), "--choice and --regex each set the answer's format; give one of them"),
+    (("--grammar", "missing.gbnf"), "--grammar missing.gbnf: no such file"),
 ])
 def test_the_cli_refuses_a_bad_format_in_one_line(args, message):
     done = run_glmv("ask", ROOT / "examples" / "shapes.png", "q", "--model", "demo", *args)

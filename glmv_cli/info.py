@@ -32,9 +32,21 @@ def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
         f"parameters   {_count(params)} (vision {_count(vision)})"
         + (f", stored in {stored} (glmv quantize)" if stored else ""),
         *_memory(cfg, dev, dt, stored),
+        _replies(folder),
         f"would run on {dev} in {str(dt).removeprefix('torch.')}",
     ]
     return "\n".join(lines)
+
+
+def _replies(folder) -> str:
+    """How the checkpoint answers, from its chat template and processor: tags, a thinking switch, tools."""
+    from glmv_cli.prompt import PromptConfig, template_variables
+
+    config = PromptConfig.from_folder(folder)
+    switch = "enable_thinking" in template_variables(config.template)
+    return ("replies      <think>..</think>" + ("<answer>..</answer>" if config.answer_tags else " then the answer")
+            + (", thinking switch (--no-think)" if switch else ", no thinking switch (--no-think closes the thought)")
+            + (", tool calls (glmv serve: tools)" if config.takes_tools else ", no tools"))
 
 
 def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype, stored: str | None = None) -> list[str]:

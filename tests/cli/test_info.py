@@ -58,3 +58,13 @@ def test_model_settings_come_from_the_environment(tiny):
     if not torch.cuda.is_available():
         run = run_glmv("ask", "--model", tiny, "hi", env=glmv_env(GLMV_DEVICE="cuda"))
         assert run.code == 2 and run.err.startswith("glmv: error: --device cuda: no CUDA device"), run.err
+
+
+def test_info_says_how_the_checkpoint_replies(tiny, tool_scripted):
+    plain, tools = (run_glmv("info", "--model", folder, "--device", "cpu") for folder in (tiny, tool_scripted))
+    assert plain.code == tools.code == 0, plain.err + tools.err
+    replies = [dict(line.split(None, 1) for line in run.out.splitlines())["replies"] for run in (plain, tools)]
+    assert replies[0] == ("<think>..</think><answer>..</answer>, no thinking switch (--no-think closes the "
+                          "thought), no tools")  # GLM-4.1V's template
+    assert replies[1] == ("<think>..</think> then the answer, thinking switch (--no-think), tool calls "
+                          "(glmv serve: tools)")  # a GLM-4.6V-style one

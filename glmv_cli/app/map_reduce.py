@@ -81,12 +81,12 @@ def _map_then_reduce(session, question, att: Attachment, system, load, gen) -> I
 def map_options(session: Session, gen: GenerationOptions) -> GenerationOptions:
     """Each chunk's pass: MAP_NEW_TOKENS (at most a quarter of the context) unless --max-new-tokens
     is given; a thinking model thinks for at most half of them, so that it writes its notes. Notes
-    are free text: an answer format (--schema, --choice) is for the last pass."""
+    are free text: an answer format (--schema, --choice) and --logprobs are for the last pass."""
     context = gen.max_context or session.config.text.max_position_embeddings
     new = gen.max_new_tokens or min(MAP_NEW_TOKENS, context // 4)
     thinks = all(session.tokenizer.token_id(t) is not None for t in ("<think>", "</think>", "<answer>"))
     budget = gen.think_budget if gen.think_budget is not None or not thinks else new // 2
-    return dataclasses.replace(gen, max_new_tokens=new, think_budget=budget, format=None)
+    return dataclasses.replace(gen, max_new_tokens=new, think_budget=budget, format=None, logprobs=None)
 
 
 def _quiet(events: Iterable[Event], head: str):

@@ -12,6 +12,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
+from glmv_cli.app.messages import data_uri
 from tests.cli.crafted import ANSWER, THINKING
 from tests.serve.conftest import glmv_server
 from tests.serve.test_server import image
@@ -75,7 +76,7 @@ def test_the_clients_stream_and_parse_helpers(client):
     assert parsed.where in ("left", "right")
 
 
-def test_input_items_with_an_image_and_instructions(create, media):
+def test_input_items_with_an_image_a_pdf_and_instructions(create, media):
     url = image(media["png"])["image_url"]["url"]
     plain = create(QUESTION).usage.input_tokens
     with_image = create([{"role": "user", "content": [{"type": "input_image", "image_url": url},
@@ -83,6 +84,10 @@ def test_input_items_with_an_image_and_instructions(create, media):
     assert with_image.output_text == ANSWER and with_image.usage.input_tokens > plain + 4
     told = create(QUESTION, instructions="Answer in one word.")
     assert told.usage.input_tokens > plain  # the instructions are the system message
+    pdf = data_uri(media["pdf"].read_bytes(), "application/pdf")
+    with_pdf = create([{"role": "user", "content": [{"type": "input_file", "file_data": pdf, "filename": "doc.pdf"},
+                                                    {"type": "input_text", "text": QUESTION}]}])
+    assert with_pdf.output_text == ANSWER and with_pdf.usage.input_tokens > plain + 4  # its pages, rendered
 
 
 def test_max_output_tokens_leaves_the_response_incomplete(create):

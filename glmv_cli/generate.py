@@ -30,6 +30,12 @@ class Sampling:
     top_k: int = 0  # 0 = off
     repetition_penalty: float = 1.0
     seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from each token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted once per time it was generated
+
+    @property
+    def counts_tokens(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty)
 
     @property
     def greedy(self) -> bool:
@@ -40,6 +46,13 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     """logits (1, V); seen (1, V) bool. Seen tokens: positive logits / penalty, negative * penalty."""
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalised, logits)
+
+
+def apply_presence_frequency(logits: torch.Tensor, counts: torch.Tensor, presence: float,
+                             frequency: float) -> torch.Tensor:
+    """OpenAI's penalties: logits (1, V) minus frequency * count, minus presence where count > 0;
+    counts (1, V): how often each id was generated so far (the prompt's ids do not count)."""
+    return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
 
 
 def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -57,12 +70,14 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.
 
 
 def next_token(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, generator,
-               allowed: torch.Tensor | None = None) -> torch.Tensor:
+               allowed: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> torch.Tensor:
     """(1, V) logits -> (1, 1) token id, on the logits' device; `allowed` (1, V) bool: the only ids
-    it may be."""
+    it may be; `counts` (1, V): generated ids so far (for presence / frequency penalties)."""
     logits = logits.float()
     if s.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, seen, s.repetition_penalty)
+    if counts is not None:
+        logits = apply_presence_frequency(logits, counts, s.presence_penalty, s.frequency_penalty)
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
     if s.greedy:
@@ -164,6 +179,7 @@ class Generation:
             generator = torch.Generator(device=device).manual_seed(s.seed)
         seen = torch.zeros(1, model.cfg.text.vocab_size, dtype=torch.bool, device=device)
         seen[0, ids[0]] = True
+        counts = torch.zeros(1, model.cfg.text.vocab_size, device=device) if s.counts_tokens else None
         text, pc = model.language_model, self.prompt_cache
         cache_len = self.prompt_tokens + self.max_new_tokens
         found = None
@@ -198,12 +214,14 @@ class Generation:
                 ready = torch.cuda.Event()
             while step < self.max_new_tokens:
                 allowed = steer.mask(device) if steer is not None else None
-                token = next_token(logits, seen, s, generator, allowed)  # (1, 1)
+                token = next_token(logits, seen, s, generator, allowed, counts)  # (1, 1)
                 scored = self._score(logits, token) if self.logprobs is not None else None
                 if queue_early:
                     host.copy_(token.view(1), non_blocking=True)
                     ready.record(torch.cuda.current_stream(device))
                 seen.scatter_(1, token, True)  # (indexing with a device tensor could wait for it)
+                if counts is not None:
+                    counts.scatter_add_(1, token, torch.ones_like(token, dtype=counts.dtype))
                 step += 1
                 more = step < self.max_new_tokens
                 if more and queue_early:
@@ -234,6 +252,8 @@ class Generation:
                 if extra:
                     row = torch.tensor([extra], dtype=torch.long, device=device)  # (1, F)
                     seen[0, row[0]] = True
+                    if counts is not None:
+                        counts.scatter_add_(1, row, torch.ones_like(row, dtype=counts.dtype))
                     logits = model.decode(row, pos, delta)[:, -1]
                     if pc is not None:
                         for forced in extra:

@@ -40,6 +40,8 @@ class GenerationOptions:
     top_k: int | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
+    presence_penalty: float | None = None  # OpenAI's, on the generated tokens
+    frequency_penalty: float | None = None
     think_budget: int | None = None  # thinking tokens before </think><answer> is forced
     max_context: int | None = None  # default: the model's max_position_embeddings
     stop: tuple[str, ...] = ()  # strings that end generation once the answer holds one (OpenAI's `stop`)

@@ -176,7 +176,9 @@ class RemoteConversation:
 
     def _stream(self, messages: list[dict], gen: GenerationOptions, extras: dict):
         args = {k: v for k, v in dict(temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed,
-                                      max_tokens=gen.max_new_tokens, stop=list(gen.stop) or None).items()
+                                      max_tokens=gen.max_new_tokens, stop=list(gen.stop) or None,
+                                      presence_penalty=gen.presence_penalty,
+                                      frequency_penalty=gen.frequency_penalty).items()
                 if v is not None}
         if gen.logprobs is not None:
             args.update(logprobs=True, top_logprobs=gen.logprobs)

@@ -327,7 +327,8 @@ class Conversation:
         s = self.session
         glmv = s.load()
         sampling = glmv.sampling(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
-                                 repetition_penalty=gen.repetition_penalty, seed=gen.seed)
+                                 repetition_penalty=gen.repetition_penalty, seed=gen.seed,
+                                 presence_penalty=gen.presence_penalty, frequency_penalty=gen.frequency_penalty)
         forced = BudgetState(budget).after if budget else None
         steering, fmt = None, self._format(gen)
         if fmt is not None:

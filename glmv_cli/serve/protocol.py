@@ -1,7 +1,8 @@
 """The OpenAI chat-completions wire format: the request (pydantic) and the response objects.
 
 Standard fields: model, messages, stream, stream_options.include_usage, temperature, top_p,
-max_tokens / max_completion_tokens, seed, stop, n (1 only). Documented extras (as vLLM takes them):
+max_tokens / max_completion_tokens, seed, stop, presence_penalty, frequency_penalty, logprobs,
+top_logprobs, n (1 only). Documented extras (as vLLM takes them):
 top_k, repetition_penalty, think_budget (thinking tokens before the answer is forced). The
 answer's format: OpenAI's `response_format` (json_object, json_schema), vLLM's `structured_outputs`
 ({"json" | "choice" | "regex" | "grammar": ...}) and its older `guided_json` / `guided_choice` /
@@ -47,6 +48,8 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     top_k: int | None = Field(default=None, ge=0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     think_budget: int | None = Field(default=None, ge=0)
     response_format: dict | None = None
     structured_outputs: dict | None = None
@@ -74,6 +77,7 @@ class ChatRequest(BaseModel):
         return GenerationOptions(max_new_tokens=self.max_completion_tokens or self.max_tokens,
                                  temperature=self.temperature, top_p=self.top_p, top_k=top_k,
                                  repetition_penalty=self.repetition_penalty, seed=self.seed,
+                                 presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
                                  think_budget=self.think_budget, stop=tuple(self.stop or ()),
                                  format=self.answer_format(),
                                  tools=ToolUse.from_openai(self.tools, self.tool_choice, self.parallel_tool_calls),

@@ -186,3 +186,24 @@ def test_logprobs_are_the_references_log_softmax_along_the_sampled_sequence(glm,
         assert abs(chosen - float(row[token])) < 1e-4
         assert [t for t, _ in top] == row.topk(3).indices.tolist()
         assert max(abs(lp - float(row[t])) for t, lp in top) < 1e-4
+
+
+def test_presence_and_frequency_penalties_follow_openais_formula_step_by_step(glm, prompt_inputs):
+    """Greedy decoding with OpenAI's penalties equals a full recomputation at each step of
+    logits[j] - frequency * count[j] - presence * (count[j] > 0), count over the generated ids only."""
+    from glmv_cli.generate import Generation
+
+    torch.set_num_threads(1)
+    inputs = model_kwargs(prompt_inputs("text"))
+    plain = list(Generation(glm.model, inputs, max_new_tokens=24))
+    out = list(Generation(glm.model, inputs, max_new_tokens=24,
+                          sampling=glm.sampling(temperature=0, presence_penalty=0.7, frequency_penalty=1.3)))
+    assert out != plain  # (the tiny model repeats itself without them)
+    ids, counts = inputs["input_ids"], torch.zeros(glm.model.cfg.text.vocab_size)
+    for token in out:
+        with torch.no_grad():
+            logits = glm.model(**{**inputs, "input_ids": ids, "attention_mask": None})[0, -1].float()
+        assert int((logits - 1.3 * counts - 0.7 * (counts > 0).float()).argmax()) == token
+        counts[token] += 1
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    assert max(out.count(t) for t in set(out)) < max(plain.count(t) for t in set(plain))

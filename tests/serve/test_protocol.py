@@ -68,3 +68,14 @@ def test_a_gif_is_a_video_in_video_url_and_an_image_in_image_url():
 def test_malformed_messages_name_the_problem(messages, words):
     with pytest.raises(InputError, match=words):
         parse_messages(messages)
+
+
+def test_openai_sampling_fields_reach_the_generation_options():
+    from glmv_cli.serve.protocol import ChatRequest
+
+    gen = ChatRequest(messages=[{"role": "user", "content": "hi"}], presence_penalty=0.5, frequency_penalty=-1.0,
+                      logprobs=True, top_logprobs=3, chat_template_kwargs={"enable_thinking": False}).generation()
+    assert (gen.presence_penalty, gen.frequency_penalty, gen.logprobs) == (0.5, -1.0, 3)
+    assert gen.template_kwargs == {"enable_thinking": False}
+    with pytest.raises(ValueError, match="frequency_penalty"):
+        ChatRequest(messages=[{"role": "user", "content": "hi"}], frequency_penalty=2.5)

@@ -40,12 +40,12 @@ def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
 
 def _replies(folder) -> str:
     """How the checkpoint answers, from its chat template and processor: tags, a thinking switch, tools."""
-    from glmv_cli.prompt import PromptConfig, template_variables
+    from glmv_cli.prompt import PromptConfig
 
     config = PromptConfig.from_folder(folder)
-    switch = "enable_thinking" in template_variables(config.template)
     return ("replies      <think>..</think>" + ("<answer>..</answer>" if config.answer_tags else " then the answer")
-            + (", thinking switch (--no-think)" if switch else ", no thinking switch (--no-think closes the thought)")
+            + (", thinking switch (--no-think)" if config.thinking_switch
+               else ", no thinking switch (--no-think closes the thought)")
             + (", tool calls (glmv serve: tools)" if config.takes_tools else ", no tools"))
 
 

@@ -140,12 +140,15 @@ class PromptConfig:
         return "tools" in template_variables(self.template)
 
     @property
+    def thinking_switch(self) -> bool:
+        """The template turns thinking off on request (GLM-4.6V's enable_thinking; GLM-4.1V has none)."""
+        return "enable_thinking" in template_variables(self.template)
+
+    @property
     def answer_tags(self) -> bool:
         """The model wraps its answer in <answer>..</answer> (GLM-4.1V-Thinking). GLM-4.5V and 4.6V
         answer straight after </think>: their processor or template (tools, a thinking switch) says so."""
-        glm45_style = "tools" in template_variables(self.template) or "enable_thinking" in template_variables(
-            self.template)
-        return not (glm45_style or self.timestamp_style == "seconds")
+        return not (self.takes_tools or self.thinking_switch or self.timestamp_style == "seconds")
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> PromptConfig:

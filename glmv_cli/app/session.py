@@ -112,10 +112,7 @@ class Session:
     def closes_thinking(self, gen: GenerationOptions) -> bool:
         """Thinking is asked off (enable_thinking false) of a template without that switch
         (GLM-4.1V-Thinking): then the thinking is closed as soon as it opens (a think budget of 0)."""
-        from glmv_cli.prompt import template_variables
-
-        return (gen.template_kwargs.get("enable_thinking") is False
-                and "enable_thinking" not in template_variables(self.prompt_config.template))
+        return gen.template_kwargs.get("enable_thinking") is False and not self.prompt_config.thinking_switch
 
     def think_budget(self, budget: int | None):
         """The app.decode.ThinkBudget for `budget` thinking tokens (None: no budget)."""
@@ -177,15 +174,15 @@ class Conversation:
         s, load, gen = self.session, load or LoadOptions(), generation or GenerationOptions()
         start = time.perf_counter()
         budget = s.think_budget(0 if s.closes_thinking(gen) else gen.think_budget)
-        turn, inputs, parts, used, max_new = yield from self._prepare(question, attachments, load, gen,
-                                                                      role, call_id)
+        turn, inputs, parts, used, max_new, fmt = yield from self._prepare(question, attachments, load, gen,
+                                                                           role, call_id)
         n_prompt = inputs.num_prompt_tokens
         preprocess_s = time.perf_counter() - start
         load_s = 0.0
         if not s.loaded:
             yield Progress(f"loading weights of {s.name}")
             load_s = s.load().load_seconds
-        ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget)
+        ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget, fmt)
         held = decoding.held()  # (the rest of the conversation so far is in the KV cache already)
         yield Progress(f"reading the prompt ({n_prompt:,} tokens" + (f", {held:,} of them read before)" if held
                                                                      else ")"))
@@ -250,16 +247,14 @@ class Conversation:
     def _prepare(self, question: str, attachments: Iterable, load: LoadOptions, gen: GenerationOptions,
                  role: str = "user", call_id: str | None = None):
         """Load the attachments (progress events), build and check the prompt ->
-        (user turn, inputs, parts, attachments, max new tokens)."""
+        (user turn, inputs, parts, attachments, max new tokens, the answer's format)."""
         from glmv_cli.prompt import Turn, build_inputs, check_context
 
         s = self.session
         max_context, max_new, room = self._limits(gen, question)
         if role not in ("user", "tool"):
             raise InputError(f"a question is asked as the user or answered as a tool, not as {role!r}")
-        fmt = self._format(gen)
-        if fmt is not None:  # a format that does not compile fails before anything is loaded
-            fmt.matcher(s.tokenizer)
+        fmt = self._format(gen)  # (a format that does not compile fails before anything is loaded)
         if load.query is None:  # long PDFs: pages are chosen for the question
             load = dataclasses.replace(load, query=question)
         parts, used = yield from self._load(attachments, load, room)
@@ -269,21 +264,23 @@ class Conversation:
         if gen.max_new_tokens is None:  # glmv's default: whatever room the context leaves
             max_new = max(1, min(max_new, max_context - inputs.num_prompt_tokens))
         check_context(inputs.num_prompt_tokens, max_new, max_context)
-        return turn, inputs, parts, used, max_new
+        return turn, inputs, parts, used, max_new, fmt
 
     def _format(self, gen: GenerationOptions) -> AnswerFormat | None:
-        """What the answer is held to: the asked format, or the tool calls tool_choice requires."""
-        if gen.tools is None:
-            return gen.format
-        if not self.session.prompt_config.takes_tools:
+        """What the answer is held to: the asked format, or the tool calls tool_choice requires;
+        compiled once here, so that one that does not compile is an InputError."""
+        tools, fmt, tok = gen.tools, gen.format, self.session.tokenizer
+        if tools is not None and not self.session.prompt_config.takes_tools:
             raise InputError(f"{self.session.name}'s chat template shows the model no tools, so it was not "
                              f"trained to call them (GLM-4.6V-Flash is); send the request without tools")
-        if not gen.tools.held:
-            return gen.format
-        if gen.format is not None:
-            raise InputError("the answer cannot be both in a format (response_format) and the tool calls "
-                             "tool_choice requires; send one of them")
-        return gen.tools.format(self.session.tokenizer)
+        if tools is not None and tools.held:
+            if fmt is not None:
+                raise InputError("the answer cannot be both in a format (response_format) and the tool calls "
+                                 "tool_choice requires; send one of them")
+            return tools.format(tok)  # (checked there, its message naming the tools)
+        if fmt is not None:
+            fmt.matcher(tok)
+        return fmt
 
     def _limits(self, gen: GenerationOptions, question: str) -> tuple[int, int, int]:
         """(context, max new tokens, tokens left for attachments)."""
@@ -320,7 +317,7 @@ class Conversation:
     def _count(self, text: str) -> int:
         return len(self.session.tokenizer.encode(text))
 
-    def _decoding(self, inputs, max_new: int, gen: GenerationOptions, budget):
+    def _decoding(self, inputs, max_new: int, gen: GenerationOptions, budget, fmt: AnswerFormat | None):
         from glmv_cli.app.decode import BudgetState
         from glmv_cli.generate import Generation
 
@@ -330,7 +327,7 @@ class Conversation:
                                  repetition_penalty=gen.repetition_penalty, seed=gen.seed,
                                  presence_penalty=gen.presence_penalty, frequency_penalty=gen.frequency_penalty)
         forced = BudgetState(budget).after if budget else None
-        steering, fmt = None, self._format(gen)
+        steering = None
         if fmt is not None:
             from glmv_cli.app.answer_format import AnswerSteering
 

@@ -22,8 +22,12 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from glmv_cli.app.events import Done
+from glmv_cli.app.tools import ToolCalled
 from glmv_cli.errors import InputError
 from glmv_cli.serve import protocol as p
+from glmv_cli.serve.chat import rest
+from glmv_cli.stream import Answer, Thinking
 
 NO_THINKING = ("none", "minimal")
 
@@ -311,11 +315,6 @@ def _text_part(text: str, logprobs: list | None = None) -> dict:
 async def stream(job, head: list, request: ResponsesRequest, model: str, end_think: int | None) -> AsyncIterator[str]:
     """response.created, in_progress, the items' events as the reply is generated, then
     response.completed (or response.incomplete when max_output_tokens cut it)."""
-    from glmv_cli.app.session import Done
-    from glmv_cli.app.tools import ToolCalled
-    from glmv_cli.serve.chat import rest
-    from glmv_cli.stream import Answer, Thinking
-
     events, result = Events(Shape(request, model)), None
     try:
         started = events.shape.response("in_progress", [])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ import torch
 from glmv_cli.model.glm4v import Glm4v
 
 if TYPE_CHECKING:
+    from glmv_cli.batching import DecodeBatcher
     from glmv_cli.prompt_cache import PromptCache
 
 
@@ -149,14 +151,19 @@ class Generation:
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
                  step: Callable | None = None, prompt_cache: PromptCache | None = None, steering=None,
-                 logprobs: int | None = None):
+                 logprobs: int | None = None, batcher: DecodeBatcher | None = None):
         """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
         method compiled, see compiled_step); None decodes with the eager Glm4v.decode.
         `prompt_cache`: the KV cache an earlier generation left (prompt_cache.py); the prompt's
-        first tokens that it holds are not run again, and this generation leaves its own there."""
+        first tokens that it holds are not run again, and this generation leaves its own there.
+        `batcher` (batching.py; with step None): the model is shared with generations on other
+        threads; this one's decode steps run batched with theirs, the rest with the model alone."""
         if step is not None and not isinstance(step, StaticStep):
             step = StaticStep(model, step)
+        if batcher is not None and step is not None:
+            raise ValueError("a batched generation decodes with the eager step (step=None)")
         self.model, self.inputs, self.forced, self.step = model, inputs, forced, step
+        self.batcher, self.caches = batcher, None  # caches: this generation's own, with a batcher
         self.steering = steering
         self.logprobs, self.scores = logprobs, []  # scores: one entry per yielded id (see the class)
         self.prompt_cache = prompt_cache
@@ -182,23 +189,40 @@ class Generation:
         counts = torch.zeros(1, model.cfg.text.vocab_size, device=device) if s.counts_tokens else None
         text, pc = model.language_model, self.prompt_cache
         cache_len = self.prompt_tokens + self.max_new_tokens
-        found = None
-        if pc is not None:
-            found, prompt, media = self._match(), self._prompt, self._media
-            pc.set_aside(found)
-        reuse = self.cached_tokens = self._allocate(cache_len, found)
+        found, batcher, joined = None, self.batcher, False
+        locked = batcher is not None and batcher.lock.acquire()  # from the prompt cache's match to the
+        try:  # prompt held in this generation's cache, the model and the prompt cache to this thread
+            with self._alone():
+                if pc is not None:
+                    found, prompt, media = self._match(), self._prompt, self._media
+                    pc.set_aside(found)
+                reuse = self.cached_tokens = self._allocate(cache_len, found)
+                self.caches = text.caches
+                if batcher is not None:
+                    batcher.live.add(id(self.caches))
+        except BaseException:
+            if locked:
+                batcher.lock.release()
+            raise
         start = time.perf_counter() - self._matching_seconds  # finding what the cache holds counts too
         try:
-            if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
-                pc.hold(text.caches, prompt[:reuse], media)
-            logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse)
-            if pc is not None:
-                pc.hold(text.caches, prompt, media)
+            with self._alone():
+                if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
+                    pc.hold(text.caches, prompt[:reuse], media)
+                logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse)
+                if pc is not None:
+                    pc.hold(text.caches, prompt, media)
+            if locked:
+                locked = batcher.lock.release()  # (None)
+                batcher.join()
+                joined = True
             pos, step = self.prompt_tokens, 0
             delta_t = torch.tensor([delta], device=device)
             pos_t = torch.tensor([pos], device=device)
 
             def decode_one(token: torch.Tensor) -> torch.Tensor:  # (1, 1) -> next logits (1, V)
+                if batcher is not None:
+                    return batcher.step(token, pos, delta, self.caches)
                 if self.step is None:
                     return model.decode(token, pos, delta)[:, -1]
                 pos_t.fill_(pos)  # no host-to-device copy per token
@@ -230,7 +254,7 @@ class Generation:
                     ready.synchronize()
                     value = int(host[0])
                     if more and pc is not None:
-                        pc.fed(value)
+                        pc.fed(value, self.caches)
                 else:
                     value = int(token)
                 if step == 1:
@@ -246,7 +270,7 @@ class Generation:
                 if more and not queue_early:
                     logits = decode_one(token)
                     if pc is not None:
-                        pc.fed(value)
+                        pc.fed(value, self.caches)
                 pos += 1
                 extra = tuple(self.forced(value))[: self.max_new_tokens - step] if self.forced else ()
                 if extra:
@@ -254,10 +278,11 @@ class Generation:
                     seen[0, row[0]] = True
                     if counts is not None:
                         counts.scatter_add_(1, row, torch.ones_like(row, dtype=counts.dtype))
-                    logits = model.decode(row, pos, delta)[:, -1]
+                    with self._alone():
+                        logits = model.decode(row, pos, delta)[:, -1]
                     if pc is not None:
                         for forced in extra:
-                            pc.fed(forced)
+                            pc.fed(forced, self.caches)
                     pos, step = pos + len(extra), step + len(extra)
                     for forced in extra:
                         if steer is not None:
@@ -268,16 +293,27 @@ class Generation:
             self.finish_reason = "length"
         except Exception:
             if pc is not None:  # (out of memory, most often: free the cache too)
-                pc.clear()
+                with self._alone():
+                    pc.clear()
             raise
         finally:
+            if locked:  # (the prompt failed)
+                batcher.lock.release()
             self._found = None  # (iterating again matches again: the prompt cache has changed)
             if self.prefill_seconds:
                 self.decode_seconds = time.perf_counter() - start
-            if self.step is not None:
+            if batcher is not None:  # (the model holds no cache between a batcher's calls)
+                if joined:
+                    batcher.leave()
+                batcher.live.discard(id(self.caches))
+            elif self.step is not None:
                 self.step.end()
             else:
                 text.drop_cache()
+
+    def _alone(self):
+        """The model to this generation alone, its own cache in it (with a batcher; else as it is)."""
+        return nullcontext() if self.batcher is None else self.batcher.exclusive(self.caches)
 
     def _score(self, logits: torch.Tensor, token: torch.Tensor) -> tuple[float, list[tuple[int, float]]]:
         """(log p(token), the `logprobs` likeliest (id, log p)) under the raw logits (1, V)."""
@@ -304,7 +340,8 @@ class Generation:
             self._media = prompt_media(self.inputs, (types if types is not None else
                                                      self.model.token_types(ids)).cpu())
             self._prompt = ids[0].tolist()
-            self._found = self.prompt_cache.find(self._prompt, self._media)
+            with self.batcher.lock if self.batcher is not None else nullcontext():
+                self._found = self.prompt_cache.find(self._prompt, self._media)
             self._matching_seconds = time.perf_counter() - began
         return self._found
 
@@ -322,7 +359,7 @@ class Generation:
             if self.step is not None:  # a static step allocates (or keeps) its own
                 self._check_host_room(cache_len)
                 self.step.begin(cache_len)
-            elif kept is not None and pc.capacity >= cache_len:
+            elif kept is not None and pc.capacity >= cache_len and not self._in_use(kept):
                 text.caches = kept
             else:
                 if kept is None:  # the last request's cache goes before this one takes its memory
@@ -340,6 +377,10 @@ class Generation:
             pc.copy_into(text.caches, found)
         text.caches[0].holder = pc  # whose ids describe this cache (prompt_cache.py)
         return reuse
+
+    def _in_use(self, caches: list) -> bool:
+        """Whether another generation (decoding beside this one) is writing into `caches`."""
+        return self.batcher is not None and id(caches) in self.batcher.live
 
     def _check_host_room(self, cache_len: int) -> None:
         """On a CPU, a KV cache the host cannot hold fails as an allocator's out-of-memory error:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -144,6 +145,7 @@ class PromptCache:
         self.snapshots: list[Snapshot] = []  # most recently used first
         self.slots = int(os.environ.get("GLMV_PROMPT_CACHE_SLOTS", 4)) if slots is None else slots
         self.budget = int(float(os.environ.get("GLMV_PROMPT_CACHE_MB", 1024)) * 2**20) if budget is None else budget
+        self._lock = threading.Lock()  # (a generation decoding beside others feeds ids while another holds)
 
     @property
     def capacity(self) -> int:
@@ -203,12 +205,17 @@ class PromptCache:
     def hold(self, caches: list, ids: list[int], media: list[Media]) -> None:
         """The working cache now holds the keys and values of the prompt `ids` (a copy is kept) and
         of those of its `media` that end within them."""
-        self.caches, self.ids, self.media = caches, list(ids), [m for m in media if m.end <= len(ids)]
-        self.prompt_len = len(ids)
+        with self._lock:
+            self.caches, self.ids, self.media = caches, list(ids), [m for m in media if m.end <= len(ids)]
+            self.prompt_len = len(ids)
 
-    def fed(self, token: int) -> None:
-        """A generated token's keys and values went into the working cache after the others."""
-        self.ids.append(token)
+    def fed(self, token: int, caches: list | None = None) -> None:
+        """A generated token's keys and values went into the working cache after the others (into
+        `caches`, when given: nothing happens unless that is still the working cache, since a
+        generation decoding beside others may have handed the working cache on)."""
+        with self._lock:
+            if caches is None or caches is self.caches:
+                self.ids.append(token)
 
     def copy_into(self, caches: list, found: Found) -> None:
         """The first `found.n` positions of what matched into `caches` (this request's cache)."""
@@ -219,7 +226,8 @@ class PromptCache:
             new.v[:, :, :n] = v[:, :, :n]
 
     def drop_working(self) -> None:
-        self.caches, self.ids, self.media, self.prompt_len = None, [], [], 0
+        with self._lock:
+            self.caches, self.ids, self.media, self.prompt_len = None, [], [], 0
 
     def clear(self) -> None:
         """Nothing kept (after a failure: the memory goes back)."""

@@ -155,6 +155,21 @@ class Glm4v(nn.Module):
                                      use_cache=True)
         return self.lm_head(hidden)
 
+    @torch.no_grad()
+    def decode_rows(self, tokens: torch.Tensor, starts: list[int], deltas: list[int],
+                    caches: list[list]) -> torch.Tensor:
+        """One token for each of several sequences at once: tokens (B, 1), row b at position
+        starts[b] of its own KV cache caches[b] (a list of per-layer KVCache, batch 1, as
+        TextModel.setup_cache makes) with rope delta deltas[b] -> logits (B, vocab). The weights
+        are read once for all rows (a decode step is bound by reading them); attention runs per
+        row over what its cache holds. Row b's logits equal `decode` of that row alone."""
+        tokens = tokens.to(self.device)
+        B = tokens.shape[0]
+        pos = torch.tensor([s + d for s, d in zip(starts, deltas, strict=True)], device=tokens.device)
+        hidden = self.language_model(self.language_model.embed_tokens(tokens), pos.view(1, B, 1).expand(3, B, 1),
+                                     start=list(starts), use_cache=True, rows=caches)
+        return self.lm_head(hidden[:, -1])
+
     def decode_step(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
         """One token (1, 1) at cache position `input_pos` (1,) -> logits (1, vocab), with shapes that
         never change: attention reads the whole cache under a mask, the position is a tensor, no

@@ -103,23 +103,39 @@ class TextAttention(nn.Module):
                 qk = apply_text_rope(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, H+KV, S, D)
             q, k = qk.split([H, KV], dim=1)  # (B, H, S, D), (B, KV, S, D)
             v = qkv[:, :, H + KV:].transpose(1, 2)  # (B, KV, S, D)
+            if isinstance(cache, list):  # a batched decode step: each row its own cache and position
+                rows = [self._one_token(q[b:b + 1], *c.update(at, k[b:b + 1], v[b:b + 1]), None, False)
+                        for b, (c, at) in enumerate(zip(cache, start, strict=True))]
+                return self.o_proj(torch.cat(rows))  # (the projection once, for every row)
             if cache is not None:
                 k, v = cache.update(start, k, v)  # (B, KV, start+S, D)
-        if S == 1 and H != KV:  # decoding: the query heads of a group become rows of one query
-            rows = q.reshape(B, KV, H // KV, D)
-            if kernels and mask is not None and split_attention(rows):
-                from glmv_cli.kernels.decode_attention import decode_attention
-
-                o = decode_attention(rows, k, v, mask)  # the cache in pieces, one program each
-            else:
-                o = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)  # (B, KV, H/KV, D)
-            return self.o_proj(o.reshape(B, 1, H * D))
-        causal = mask is None and S > 1 and k.shape[2] == S  # (a tensor `start` always comes with a mask)
-        if mask is None and S > 1 and not causal:  # a multi-token step after cached tokens
+        if S == 1:
+            return self.o_proj(self._one_token(q, k, v, mask, kernels))
+        causal = mask is None and k.shape[2] == S  # (a tensor `start` always comes with a mask)
+        if mask is None and not causal:  # a multi-token step after cached tokens
             mask = causal_mask(S, k.shape[2], x.device)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            enable_gqa=self.num_kv_heads != self.num_heads)  # (B, H, S, D)
         return self.o_proj(o.transpose(1, 2).reshape(B, S, -1))
+
+
+    def _one_token(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                   kernels: bool) -> torch.Tensor:
+        """Attention of one token's queries q (B, H, 1, D) over k, v (B, KV, L, D) -> (B, 1, H*D).
+        With grouped heads, the query heads of a group become rows of one query (no expanded K/V)."""
+        B, H, _, D = q.shape
+        KV = k.shape[1]
+        if H == KV:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, D)
+            return o.transpose(1, 2).reshape(B, 1, H * D)
+        rows = q.reshape(B, KV, H // KV, D)
+        if kernels and mask is not None and split_attention(rows):
+            from glmv_cli.kernels.decode_attention import decode_attention
+
+            o = decode_attention(rows, k, v, mask)  # the cache in pieces, one program each
+        else:
+            o = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask)  # (B, KV, H/KV, D)
+        return o.reshape(B, 1, H * D)
 
 
 def split_attention(rows: torch.Tensor) -> bool:
@@ -210,15 +226,18 @@ class TextModel(nn.Module):
     def drop_cache(self) -> None:
         self.caches = None
 
-    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, start: int | torch.Tensor = 0,
-                mask: torch.Tensor | None = None, use_cache: bool = False) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, start: int | torch.Tensor | list[int] = 0,
+                mask: torch.Tensor | None = None, use_cache: bool = False,
+                rows: list[list[KVCache]] | None = None) -> torch.Tensor:
         """embeds (B, S, hidden), position_ids (3, B, S) -> normed hidden states (B, S, hidden).
 
         With use_cache the keys/values go to the preallocated cache at [start, start+S) and
-        attention reads everything cached before them.
+        attention reads everything cached before them. `rows` (a batched decode step, S = 1): each
+        row's own cache (one KVCache per layer, batch 1) instead of `caches`, and `start` a list of
+        each row's position in it; the projections and MLPs run once for all rows.
         """
         cos, sin = text_rope(position_ids, self.inv_freq, self.cfg.mrope_section, embeds.dtype)
-        if use_cache and self.caches is None:
+        if use_cache and rows is None and self.caches is None:
             raise RuntimeError("setup_cache() must be called before a cached forward")
         x, layers = embeds, self.layers
         if not len(layers):
@@ -226,5 +245,6 @@ class TextModel(nn.Module):
         h = layers[0].input_layernorm(x)
         for i, layer in enumerate(layers):
             next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.norm
-            x, h = layer(x, h, next_norm, cos, sin, self.caches[i] if use_cache else None, start, mask)
+            cache = [row[i] for row in rows] if rows is not None else self.caches[i] if use_cache else None
+            x, h = layer(x, h, next_norm, cos, sin, cache, start, mask)
         return h

@@ -1,0 +1,129 @@
+"""Concurrent generations, decoded together: one batched step per token for all of them.
+
+A decode step is bound by reading the weights (GLM-4.1V-9B: 18 GB in bfloat16 per token), so
+answering four requests one after another reads them four times per token where one step of four
+rows (Glm4v.decode_rows) reads them once. Each generation runs on its own thread, as a `glmv serve`
+worker or a caller's thread, and keeps its own KV cache; `DecodeBatcher` is what they share:
+
+* `exclusive(caches)`: the model to one thread alone, with that generation's cache in it, for what
+  cannot be batched: reading a prompt (prefill), tokens fed in at once (a think budget's
+  `</think>`), the prompt cache's bookkeeping;
+* `step(...)`: a thread's next token. Its row waits until every generation that is decoding has
+  sent one (or `wait_s` passes: a thread whose reader is slow holds up no one), then one thread
+  runs them all as one step and each gets its row of logits back. A lone generation runs at once,
+  as `Glm4v.decode` (no waiting, the same numbers).
+
+Rows are at most `rows` per step (the rest go in the next). Row b's logits equal that sequence
+decoded alone (tests/model/test_batched_decode.py), so concurrency changes no answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+WAIT_S = 0.02  # the longest a row waits for the other generations' rows
+
+
+@dataclass
+class _Row:
+    token: torch.Tensor  # (1, 1)
+    pos: int
+    delta: int
+    caches: list
+    logits: torch.Tensor | None = None
+    error: BaseException | None = None
+
+    def result(self) -> torch.Tensor:
+        if self.error is not None:
+            raise self.error
+        return self.logits
+
+
+class DecodeBatcher:
+    def __init__(self, model, rows: int = 4, wait_s: float = WAIT_S):
+        self.model, self.rows, self.wait_s = model, max(1, rows), wait_s
+        self.lock = threading.RLock()  # the model (and the prompt cache) to one thread
+        self._cv = threading.Condition()
+        self._members = 0  # generations past their prompt, decoding
+        self._pending: list[_Row] = []
+        self.live: set[int] = set()  # id() of the caches generations are using (not to be reused in place)
+        self.steps = self.row_steps = self.widest = 0  # batched steps run, rows in them, the most at once
+
+    @property
+    def decoding(self) -> int:
+        return self._members
+
+    @contextmanager
+    def exclusive(self, caches: list | None = None):
+        """The model to this thread alone; `caches` (a generation's own) in it for eager code
+        (prefill, Glm4v.decode), taken out again after."""
+        with self.lock:
+            text = self.model.language_model
+            text.caches = caches
+            try:
+                yield
+            finally:
+                text.caches = None
+
+    def join(self) -> None:
+        """A generation starts decoding: steps wait for its rows too."""
+        with self._cv:
+            self._members += 1
+
+    def leave(self) -> None:
+        with self._cv:
+            self._members -= 1
+            self._cv.notify_all()  # (a row waiting for this one's need not)
+
+    def step(self, token: torch.Tensor, pos: int, delta: int, caches: list) -> torch.Tensor:
+        """The logits (1, V) after `token` (1, 1) at position `pos` of `caches` (this generation's
+        own; rope delta `delta`), computed in one step with the other generations' rows."""
+        row = _Row(token, pos, delta, caches)
+        with self._cv:
+            self._pending.append(row)
+            self._cv.notify_all()
+            deadline = time.monotonic() + self.wait_s
+            while row.logits is None and row.error is None:
+                if row not in self._pending:  # another thread is running it
+                    self._cv.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if len(self._pending) >= min(self._members, self.rows) or left <= 0:
+                    self._pending.remove(row)  # this thread runs the step: its row and the first others
+                    batch = [row, *self._pending[:self.rows - 1]]
+                    del self._pending[:self.rows - 1]
+                    break
+                self._cv.wait(timeout=left)
+            else:
+                return row.result()
+        self._run(batch)
+        return row.result()
+
+    def _run(self, batch: list[_Row]) -> None:
+        try:
+            with self.lock:
+                if len(batch) == 1:
+                    r = batch[0]
+                    self.model.language_model.caches = r.caches
+                    try:
+                        logits = self.model.decode(r.token, r.pos, r.delta)[:, -1]
+                    finally:
+                        self.model.language_model.caches = None
+                else:
+                    logits = self.model.decode_rows(torch.cat([r.token for r in batch]), [r.pos for r in batch],
+                                                    [r.delta for r in batch], [r.caches for r in batch])
+            for b, r in enumerate(batch):
+                r.logits = logits[b:b + 1]
+            self.steps += 1
+            self.row_steps += len(batch)
+            self.widest = max(self.widest, len(batch))
+        except BaseException as e:  # every row's thread raises it (out of memory, most often)
+            for r in batch:
+                r.error = e
+        with self._cv:
+            self._cv.notify_all()

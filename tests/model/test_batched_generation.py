@@ -1,0 +1,141 @@
+"""Generations on several threads sharing one model through a DecodeBatcher: their steps run
+batched, and each yields exactly the tokens it yields alone (greedy, seeded sampling, tokens
+forced in, a shared prompt cache)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from glmv_cli.batching import DecodeBatcher
+from glmv_cli.generate import Generation, Sampling
+from glmv_cli.prompt_cache import PromptCache
+from tests.model.conftest import extended, model_kwargs
+
+
+def forcing(after: int, ids: tuple[int, ...]):
+    """A `forced` callback feeding `ids` in once, after the `after`-th yielded token."""
+    seen = []
+
+    def forced(token: int):
+        seen.append(token)
+        return ids if len(seen) == after else ()
+
+    return forced
+
+
+def jobs(prompt_inputs):
+    return [
+        dict(inputs=model_kwargs(prompt_inputs("image")), max_new_tokens=24, sampling=Sampling()),
+        dict(inputs=model_kwargs(prompt_inputs("text")), max_new_tokens=40,
+             sampling=Sampling(temperature=1.2, top_p=0.9, seed=5)),
+        dict(inputs=model_kwargs(prompt_inputs("video")), max_new_tokens=17, sampling=Sampling(),
+             forced=(3, (11, 12, 13))),
+        dict(inputs=model_kwargs(prompt_inputs("images")), max_new_tokens=30,
+             sampling=Sampling(temperature=0.8, top_k=20, seed=9, repetition_penalty=1.3)),
+    ]
+
+
+def generation(glm, job: dict, **kwargs) -> Generation:
+    forced = forcing(*job["forced"]) if "forced" in job else None
+    return Generation(glm.model, job["inputs"], max_new_tokens=job["max_new_tokens"], sampling=job["sampling"],
+                      forced=forced, **kwargs)
+
+
+def concurrently(make, n: int) -> list:
+    """Iterate `make(i)` for i < n on n threads started together -> each one's tokens."""
+    out, errors = [None] * n, []
+    start = threading.Barrier(n)
+
+    def work(i):
+        try:
+            g = make(i)
+            start.wait()
+            out[i] = list(g)
+        except BaseException as e:  # noqa: BLE001  (re-raised below, in the test's thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    if errors:
+        raise errors[0]
+    return out
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("rows", [4, 2])
+def test_concurrent_generations_yield_what_each_yields_alone(glm, prompt_inputs, rows):
+    todo = jobs(prompt_inputs)
+    alone = [list(generation(glm, job)) for job in todo]
+    batcher = DecodeBatcher(glm.model, rows=rows, wait_s=1.0)
+    together = concurrently(lambda i: generation(glm, todo[i], batcher=batcher), len(todo))
+    assert together == alone
+    assert batcher.widest == rows  # the steps did run batched, never wider than asked
+    assert batcher.row_steps / batcher.steps > 1.5
+    assert batcher.decoding == 0 and not batcher.live  # every generation left
+    assert glm.model.language_model.caches is None
+
+
+def test_a_shared_prompt_cache_serves_the_next_turn(glm, prompt_inputs, follow_up):
+    todo = jobs(prompt_inputs)
+    alone = [list(generation(glm, job)) for job in todo]
+    cache = PromptCache()
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=1.0)
+    together = concurrently(lambda i: generation(glm, todo[i], batcher=batcher, prompt_cache=cache), len(todo))
+    assert together == alone
+    # the next turn of one of them, after the others: its prompt comes from a kept cache, and the
+    # tokens are those of a run without any cache
+    image = todo[0]["inputs"]
+    turn = extended(image, torch.cat([torch.tensor([alone[0]]), follow_up], dim=1))
+    fresh = list(Generation(glm.model, turn, max_new_tokens=12))
+    again = Generation(glm.model, turn, max_new_tokens=12, prompt_cache=cache, batcher=batcher)
+    assert list(again) == fresh
+    assert again.cached_tokens > 0  # (what is kept depends on the order the threads took the model in)
+    # while one generation writes into the working cache, another that begins the same way gets a
+    # copy of what it shares, and writes its own continuation into its own cache
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.01)  # (first is not read while second runs)
+    other = extended(image, follow_up)
+    other_fresh = list(Generation(glm.model, other, max_new_tokens=12))
+    first = Generation(glm.model, turn, max_new_tokens=12, prompt_cache=cache, batcher=batcher)
+    second = Generation(glm.model, other, max_new_tokens=12, prompt_cache=cache, batcher=batcher)
+    it = iter(first)
+    head = [next(it)]
+    assert list(second) == other_fresh and second.cached_tokens >= image["input_ids"].shape[1]
+    assert head + list(it) == fresh
+
+
+def test_a_reader_that_stops_reading_holds_up_no_one(glm, prompt_inputs):
+    todo = jobs(prompt_inputs)
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.01)
+    stalled = iter(generation(glm, todo[0], batcher=batcher))
+    next(stalled)  # joined, then not read on
+    assert batcher.decoding == 1
+    assert list(generation(glm, todo[1], batcher=batcher)) == list(generation(glm, todo[1]))
+    stalled.close()
+    assert batcher.decoding == 0
+
+
+def test_an_error_in_a_step_reaches_every_row(glm, prompt_inputs, monkeypatch):
+    todo = jobs(prompt_inputs)[:2]
+    batcher = DecodeBatcher(glm.model, rows=2, wait_s=1.0)
+
+    def broken(*args, **kwargs):
+        raise torch.OutOfMemoryError("CPU out of memory (injected)")
+
+    monkeypatch.setattr(glm.model, "decode_rows", broken)
+    monkeypatch.setattr(glm.model, "decode", broken)
+    with pytest.raises(torch.OutOfMemoryError):
+        concurrently(lambda i: generation(glm, todo[i], batcher=batcher), 2)
+    assert batcher.decoding == 0 and not batcher.live

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from glmv_cli.batching import DecodeBatcher
 from glmv_cli.generate import Generation, Sampling, StaticStep, compiled_step
 from glmv_cli.loading import DEFAULT_REPO, load_model, pick_device, pick_dtype, resolve_checkpoint
 from glmv_cli.model.config import Glm4vConfig
@@ -39,6 +40,7 @@ class Glmv:
     defaults: dict = field(default_factory=dict)
     load_seconds: float = 0.0
     _steps: dict = field(default_factory=dict, repr=False)
+    _batcher: DecodeBatcher | None = field(default=None, repr=False)
     prompt_cache: PromptCache = field(default_factory=PromptCache, repr=False)  # the last request's KV cache
 
     @property
@@ -75,6 +77,19 @@ class Glmv:
             else:
                 self._steps[key] = StaticStep(self.model, fn) if compile else None
         return self._steps[key]
+
+    def batcher(self, rows: int) -> DecodeBatcher:
+        """What generations on several threads share to decode together (batching.py), made once;
+        at most `rows` sequences per step."""
+        if self._batcher is None:
+            self._batcher = DecodeBatcher(self.model, rows)
+        self._batcher.rows = max(1, rows)
+        return self._batcher
+
+    def batch_stats(self) -> dict | None:
+        """The batcher's counts (None before any): steps run, rows in them, the most rows at once."""
+        b = self._batcher
+        return None if b is None else {"steps": b.steps, "rows": b.row_steps, "widest": b.widest}
 
     def generate(self, inputs: dict, *, max_new_tokens: int | None = None, ignore_stop: bool = False,
                  compile: bool = False, graph: bool | None = None, reuse: bool = False, **sampling) -> Generation:

@@ -9,8 +9,8 @@ worker or a caller's thread, and keeps its own KV cache; `DecodeBatcher` is what
   cannot be batched: reading a prompt (prefill), tokens fed in at once (a think budget's
   `</think>`), the prompt cache's bookkeeping;
 * `step(...)`: a thread's next token. Its row waits until every generation that is decoding has
-  sent one (or `wait_s` passes: a thread whose reader is slow holds up no one), then one thread
-  runs them all as one step and each gets its row of logits back. A lone generation runs at once,
+  sent one (or the model has been idle for `wait_s`: a thread whose reader is slow holds up no
+  one), then one thread runs them all as one step and each gets its row of logits back. A lone generation runs at once,
   as `Glm4v.decode` (no waiting, the same numbers).
 
 Rows are at most `rows` per step (the rest go in the next). Row b's logits equal that sequence
@@ -35,6 +35,7 @@ class _Row:
     pos: int
     delta: int
     caches: list
+    since: float = 0.0  # when it was sent
     logits: torch.Tensor | None = None
     error: BaseException | None = None
 
@@ -51,6 +52,8 @@ class DecodeBatcher:
         self._cv = threading.Condition()
         self._members = 0  # generations past their prompt, decoding
         self._pending: list[_Row] = []
+        self._running = False  # a step is being run
+        self._last_end = 0.0  # when the last step ended
         self.live: set[int] = set()  # id() of the caches generations are using (not to be reused in place)
         self.steps = self.row_steps = self.widest = 0  # batched steps run, rows in them, the most at once
 
@@ -83,22 +86,26 @@ class DecodeBatcher:
     def step(self, token: torch.Tensor, pos: int, delta: int, caches: list) -> torch.Tensor:
         """The logits (1, V) after `token` (1, 1) at position `pos` of `caches` (this generation's
         own; rope delta `delta`), computed in one step with the other generations' rows."""
-        row = _Row(token, pos, delta, caches)
+        row = _Row(token, pos, delta, caches, since=time.monotonic())
         with self._cv:
             self._pending.append(row)
             self._cv.notify_all()
-            deadline = time.monotonic() + self.wait_s
             while row.logits is None and row.error is None:
-                if row not in self._pending:  # another thread is running it
+                if row not in self._pending or self._running:  # a step is running: its rows come next
                     self._cv.wait()
                     continue
-                left = deadline - time.monotonic()
-                if len(self._pending) >= min(self._members, self.rows) or left <= 0:
-                    self._pending.remove(row)  # this thread runs the step: its row and the first others
-                    batch = [row, *self._pending[:self.rows - 1]]
-                    del self._pending[:self.rows - 1]
-                    break
-                self._cv.wait(timeout=left)
+                # every decoding generation has sent its row, or one has not for wait_s of an idle
+                # model (its reader is slow): run what there is. (Counted from the last step's end: a
+                # step longer than wait_s must not part generations that are in step.)
+                idle = time.monotonic() - max(row.since, self._last_end)
+                if len(self._pending) < min(self._members, self.rows) and idle < self.wait_s:
+                    self._cv.wait(timeout=self.wait_s - idle)
+                    continue
+                self._pending.remove(row)  # this thread runs the step: its row and the first others
+                batch = [row, *self._pending[:self.rows - 1]]
+                del self._pending[:self.rows - 1]
+                self._running = True
+                break
             else:
                 return row.result()
         self._run(batch)
@@ -126,4 +133,5 @@ class DecodeBatcher:
             for r in batch:
                 r.error = e
         with self._cv:
+            self._running, self._last_end = False, time.monotonic()
             self._cv.notify_all()

@@ -68,7 +68,7 @@ def ask(
     logprobs: o.Logprobs = None,
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, each: o.Each = False,
-    resume: o.Continue = False, verbose: o.Verbose = False,
+    parallel: o.EachParallel = 1, resume: o.Continue = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
     pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
     fps: o.Fps = 2.0, max_frames: o.MaxFrames = None, start: o.Start = None, end: o.End = None,
@@ -86,10 +86,14 @@ def ask(
     items, question = c.split_args(args or [])
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     run = functools.partial(c.run_ask, resume=resume)
+    if parallel > 1 and not each:
+        raise c.InputError("--parallel answers several attachments at once; it goes with --each")
     if each:
         if resume:
             raise c.InputError("--each asks about each file on its own; leave out -c")
-        from glmv_cli.each import run_each as run
+        from glmv_cli.each import run_each
+
+        run = functools.partial(run_each, parallel=parallel)
     run(items, question or c.default_question(items[:1] if each else items), choice,
         c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
                        video_backend),
@@ -228,18 +232,20 @@ def serve(
     device: o.Device = "auto", dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
     max_queue: o.MaxQueue = 16, allowed_local_media_path: o.AllowedLocalMediaPath = None,
     cors_origin: o.CorsOrigin = None, max_body_mb: o.MaxBodyMb = 128, served_model_name: o.ServedModelName = None,
+    parallel: o.Parallel = None,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/responses,
     /v1/models, /health).
 
-    The weights are loaded once; one worker answers requests in turn from a bounded queue. Editors,
-    chat UIs, the `openai` client and `glmv ask --backend openai` can then use it.
+    The weights are loaded once; up to --parallel requests are answered at once (their tokens
+    decoded together), more wait in a bounded queue. Editors, chat UIs, the `openai` client and
+    `glmv ask --backend openai` can then use it.
     """
     from glmv_cli.serve.run import ServeOptions
     from glmv_cli.serve.run import serve as run_server
 
     run_server(model, ServeOptions(host, port, api_key, max_queue, allowed_local_media_path, tuple(cors_origin or ()),
-                                   max_body_mb, tuple(served_model_name or ())),
+                                   max_body_mb, tuple(served_model_name or ()), parallel),
                device=device, dtype=dtype, quantize=quantize, compile=compile)
 
 

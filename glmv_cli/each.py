@@ -8,11 +8,19 @@ the reasoning goes to stderr as usual. --json: one object per line, each with it
 file) gets its one-line error, or {"source": ..., "error": ...} with --json, and the others still
 get their answers; the exit code is then 2, as for any bad input. A model that cannot load, or a
 server that cannot be reached (--backend openai), stops them all.
+
+--parallel N: N attachments are answered at once on N threads, their tokens decoded together
+(batching.py; with --backend openai, N requests at once for the server to batch). The output is
+what it is without: each answer printed in order, the first one streamed as it is generated and the
+ones after it as soon as their turn comes.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
+from collections.abc import Iterator
 
 from glmv_cli import render
 from glmv_cli.app import attachments as att
@@ -25,8 +33,9 @@ def label(item) -> str:
     return item.label if isinstance(item, att.Attachment) else str(item)
 
 
-def run_each(items: list, question: str, model, load: LoadOptions, gen: GenerationOptions, out) -> None:
-    """Ask `question` about each of `items` in a fresh conversation of one session."""
+def run_each(items: list, question: str, model, load: LoadOptions, gen: GenerationOptions, out,
+             parallel: int = 1) -> None:
+    """Ask `question` about each of `items` in a fresh conversation of one session (`parallel` at once)."""
     from glmv_cli.commands import open_session, query_for
 
     if not items:
@@ -41,6 +50,23 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
     finally:
         term.clear_status()
     failed: list[InputError] = []
+    if parallel > 1 and hasattr(session, "parallel"):  # (a RemoteSession: the server batches)
+        session.parallel = parallel
+    asks = Asks(session, items, question, load, gen, out.system, parallel)
+    try:
+        _render_all(items, asks, term, out, failed)
+    finally:
+        asks.stop()
+    stats = session.glmv.batch_stats() if parallel > 1 and getattr(session, "glmv", None) else None
+    if out.verbose and stats and stats["steps"]:
+        term.line("", f"--parallel {parallel}: {stats['steps']} decode steps, {stats['rows'] / stats['steps']:.2f} "
+                      f"answers in each on average", style="dim")
+    if failed:
+        raise InputError(f"{len(failed)} of {len(items)} inputs failed (their errors are above); "
+                         f"the other answers are complete")
+
+
+def _render_all(items: list, asks: Asks, term: render.Terminal, out, failed: list) -> None:
     for k, item in enumerate(items):
         source = label(item)
         renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
@@ -50,7 +76,7 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
         elif not out.json:
             term.write_out(("\n" if k else "") + f"==> {source} <==\n")
         try:
-            for event in session.conversation(out.system).ask(question, [item], load=load, generation=gen):
+            for event in asks.events(k):
                 renderer.handle(event)
         except KeyboardInterrupt:
             renderer.interrupted()
@@ -60,9 +86,63 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
             _report(term, out, source, e)
         finally:
             term.clear_status()
-    if failed:
-        raise InputError(f"{len(failed)} of {len(items)} inputs failed (their errors are above); "
-                         f"the other answers are complete")
+
+
+_END = object()
+
+
+class Asks:
+    """The question asked about each item in its own conversation: lazily one after another, or
+    with `parallel` > 1 on that many threads ahead of the reader, each item's events queued for it."""
+
+    def __init__(self, session, items: list, question: str, load: LoadOptions, gen: GenerationOptions,
+                 system: str | None, parallel: int):
+        self.session, self.items, self.question, self.load, self.gen = session, items, question, load, gen
+        self.system, self.parallel = system, parallel
+        self._queues = [queue.Queue() for _ in items]
+        self._next = 0
+        self._lock, self._stopped = threading.Lock(), threading.Event()
+        if parallel > 1:
+            for i in range(min(parallel, len(items))):
+                threading.Thread(target=self._work, name=f"glmv-each-{i}", daemon=True).start()
+
+    def _ask(self, k: int) -> Iterator:
+        return self.session.conversation(self.system).ask(self.question, [self.items[k]], load=self.load,
+                                                          generation=self.gen)
+
+    def events(self, k: int) -> Iterator:
+        """Item k's events (raising what its question raised)."""
+        if self.parallel <= 1:
+            yield from self._ask(k)
+            return
+        while (event := self._queues[k].get()) is not _END:
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+
+    def _work(self) -> None:
+        while not self._stopped.is_set():
+            with self._lock:
+                k, self._next = self._next, self._next + 1
+            if k >= len(self.items):
+                return
+            events = None
+            try:
+                events = self._ask(k)
+                for event in events:
+                    if self._stopped.is_set():
+                        break
+                    self._queues[k].put(event)
+            except BaseException as e:  # noqa: BLE001  (raised in the reader's thread, in its turn)
+                self._queues[k].put(e)
+            finally:
+                if events is not None:
+                    events.close()  # (stopped early: the generation ends at its next token)
+                self._queues[k].put(_END)
+
+    def stop(self) -> None:
+        """No more questions (all answered, Ctrl-C, or a failure that stops them all)."""
+        self._stopped.set()
 
 
 def _report(term: render.Terminal, out, source: str, error: InputError) -> None:

@@ -92,6 +92,11 @@ Extract = Annotated[bool, typer.Option("--extract", "-x", rich_help_panel=OUT,
 DrawBoxes = Annotated[Path | None, typer.Option(
     rich_help_panel=OUT, show_default=False, dir_okay=False, metavar="OUT.png",
     help="Save the (first) input image with the answer's grounding boxes drawn.")]
+EachParallel = Annotated[int, typer.Option(
+    "--parallel", min=1, rich_help_panel=OUT,
+    help="With --each: answer this many attachments at once, their tokens decoded together (the weights "
+         "read once per step for all; with --backend openai, that many requests at once). The answers "
+         "are the same and print in order.")]
 Each = Annotated[bool, typer.Option(
     "--each", rich_help_panel=OUT,
     help="Ask the question about each attachment on its own, the model loaded once: a ==> FILE <== line "
@@ -162,6 +167,11 @@ ServerKey = Annotated[str | None, typer.Option(
     help="Require Authorization: Bearer KEY on /v1 routes \\[env: GLMV_API_KEY; default: no key].")]
 MaxQueue = Annotated[int, typer.Option(min=1, rich_help_panel=SERVER,
                                        help="Requests waiting for the model; more get 503 with Retry-After.")]
+Parallel = Annotated[int | None, typer.Option(
+    min=1, rich_help_panel=SERVER, show_default=False,
+    help="Requests answered at once, their tokens decoded together in one step (the weights read once "
+         "for all) \\[default: 4 on a CPU or Mac; 1 on CUDA and with --compile, where the one-request "
+         "CUDA graph or compiled step is faster].")]
 ServedModelName = Annotated[list[str] | None, typer.Option(
     "--served-model-name", rich_help_panel=SERVER, show_default=False,
     help="The model's name in /v1/models, the one clients send (repeat it for aliases) "

@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,20 @@ def describe(att: Attachment, opts: LoadOptions) -> str:
     return f"reading {att.label}"
 
 
+_ONE_AT_A_TIME = threading.Lock()  # MuPDF, PyAV and decord keep process-wide state (MuPDF's warnings)
+
+
 def load(att: Attachment, image_spec: PatchSpec, video_spec: PatchSpec, opts: LoadOptions, *,
          budget_tokens: int | None = None, count_tokens: Callable[[str], int] | None = None) -> Loaded:
     """The parts of one attachment; `budget_tokens` bounds what a PDF may take, its text counted by
-    `count_tokens` (the checkpoint's tokenizer; None: an upper bound)."""
+    `count_tokens` (the checkpoint's tokenizer; None: an upper bound). One attachment at a time in
+    the process: requests served together load theirs in turn."""
+    with _ONE_AT_A_TIME:
+        return _load(att, image_spec, video_spec, opts, budget_tokens, count_tokens)
+
+
+def _load(att: Attachment, image_spec: PatchSpec, video_spec: PatchSpec, opts: LoadOptions,
+          budget_tokens: int | None, count_tokens: Callable[[str], int] | None) -> Loaded:
     kind = att.kind
     if kind == "image":
         return Loaded((load_image(att, _limits(image_spec, opts)),))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -63,7 +64,9 @@ class Session:
     weights (loaded on the first question, or by `load()`)."""
 
     def __init__(self, model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
-                 quantize: str | None = None, compile: bool = False):
+                 quantize: str | None = None, compile: bool = False, parallel: int = 1):
+        """`parallel` > 1: questions asked on several threads at once (glmv serve's workers) decode
+        together, up to that many per step (batching.py); each thread asks in its own Conversation."""
         from glmv_cli.api import generation_defaults
         from glmv_cli.inputs.patches import load_patch_specs
         from glmv_cli.loading import DEFAULT_REPO, resolve_checkpoint
@@ -80,7 +83,9 @@ class Session:
         self.image_spec, self.video_spec = load_patch_specs(self.folder)
         self.defaults = generation_defaults(self.folder)
         self.device, self.dtype, self.quantize, self.compile = device, dtype, quantize, compile
+        self.parallel = max(1, int(parallel))
         self.glmv = None  # glmv_cli.api.Glmv once loaded
+        self._loading = threading.RLock()  # (a thread that asks while another loads waits)
         self.after_load: list = []  # functions of the session, called once the weights are loaded
 
     @property
@@ -89,12 +94,13 @@ class Session:
 
     def load(self):
         """Load the weights (once); returns the `glmv_cli.api.Glmv`."""
-        if self.glmv is None:
-            from glmv_cli.api import load
+        with self._loading:
+            if self.glmv is None:
+                from glmv_cli.api import load
 
-            self.glmv = load(self.folder, device=self.device, dtype=self.dtype, quantize=self.quantize)
-            for hook in self.after_load:
-                hook(self)
+                self.glmv = load(self.folder, device=self.device, dtype=self.dtype, quantize=self.quantize)
+                for hook in self.after_load:
+                    hook(self)
         return self.glmv
 
     def conversation(self, system: str | None = None) -> Conversation:
@@ -333,9 +339,11 @@ class Conversation:
 
             steering = AnswerSteering(fmt, s.tokenizer, glmv.stop_ids, glmv.model.cfg.text.vocab_size,
                                       answer_tags=s.prompt_config.answer_tags)
+        batcher = glmv.batcher(s.parallel) if s.parallel > 1 else None
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
-                          stop_ids=glmv.stop_ids, forced=forced, step=glmv.decode_step(s.compile),
-                          prompt_cache=glmv.reusable_cache(), steering=steering, logprobs=gen.logprobs)
+                          stop_ids=glmv.stop_ids, forced=forced,
+                          step=None if batcher else glmv.decode_step(s.compile), prompt_cache=glmv.reusable_cache(),
+                          steering=steering, logprobs=gen.logprobs, batcher=batcher)
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history

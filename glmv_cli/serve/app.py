@@ -39,9 +39,10 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
 
     @app.get("/health")
     async def health():
-        w = service.worker
-        return {"status": "ok", "model": service.model_id, "loaded": service.session.loaded, "busy": w.busy,
-                "waiting": w.waiting, "served": w.served}
+        w, s = service.worker, service.session
+        return {"status": "ok", "model": service.model_id, "loaded": s.loaded, "busy": w.busy,
+                "running": w.running, "waiting": w.waiting, "served": w.served, "parallel": s.parallel,
+                "decode_steps": s.glmv.batch_stats() if s.loaded else None}
 
     @app.get("/v1/models", dependencies=[guard])
     async def models():

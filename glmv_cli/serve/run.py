@@ -21,6 +21,22 @@ class ServeOptions:
     cors_origins: tuple[str, ...] = ()
     max_body_mb: int = 128
     names: tuple[str, ...] = ()  # --served-model-name: the first is /v1/models' id, all are accepted
+    parallel: int | None = None  # requests answered at once (None: parallel_for's default)
+
+
+DEFAULT_PARALLEL = 4  # on a CPU or Mac: four requests decoded together
+
+
+def parallel_for(device_type: str, compile: bool, asked: int | None) -> int:
+    """How many requests to answer at once. By default 4 where decode steps run eagerly (a CPU,
+    MPS); 1 on CUDA, whose one-request CUDA graph outruns an eager step of several rows, and with
+    --compile, whose compiled step takes one request (asking for more there is warned about)."""
+    if asked is None:
+        return 1 if compile or device_type == "cuda" else DEFAULT_PARALLEL
+    if asked > 1 and compile:
+        log.warning("serve: --compile decodes one request at a time; --parallel %d is not used", asked)
+        return 1
+    return asked
 
 
 def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype: str = "auto",
@@ -42,14 +58,15 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     session = Session(model, device=device, dtype=dtype, quantize=quantize, compile=compile)
     log.warning("serve: loading %s", session.name)
     glmv = session.load()
+    session.parallel = parallel_for(glmv.device.type, compile, opts.parallel)
     if compile or glmv.device.type == "cuda":  # compiling, CUDA-graph capture, Triton's JIT: now, not in
         log.warning("serve: warming up the decode step")  # the first client's answer
         collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
-    service = Service(session, Worker(opts.max_queue), root, names=opts.names)
+    service = Service(session, Worker(opts.max_queue, threads=session.parallel), root, names=opts.names)
     app = create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),
                      max_body_bytes=opts.max_body_mb * 2**20)
-    log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health)", service.model_id,
-                opts.host, opts.port)
+    log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health), %d request%s at once",
+                service.model_id, opts.host, opts.port, session.parallel, "s" if session.parallel > 1 else "")
     uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=2)
 
 

@@ -1,8 +1,9 @@
-"""The one thread that runs the model, fed by a bounded queue; the HTTP side stays async.
+"""The threads that run the model, fed by a bounded queue; the HTTP side stays async.
 
-The Session is not thread-safe, so exactly one worker thread iterates event generators. A `Job`
-holds a function that returns the event generator (run on the worker thread) and an asyncio queue
-the worker posts events into (thread-safely). `Job.cancel()` (a dropped client) makes the worker
+`threads` workers (glmv serve --parallel) each take a job and iterate its event generator; with
+more than one, the Session decodes their answers together (batching.py), each job in its own
+Conversation. A `Job` holds a function that returns the event generator (run on a worker thread)
+and an asyncio queue the worker posts events into (thread-safely). `Job.cancel()` (a dropped client) makes the worker
 close the generator at its next event, which stops generation at the next token (as Ctrl-C does in
 `glmv chat`), so the worker is free for the next job. A full queue raises `QueueFull` (503).
 """
@@ -51,14 +52,22 @@ class Job:
 
 
 class Worker:
-    """A daemon thread running jobs one at a time from a queue of at most `max_queue` waiting jobs."""
+    """`threads` daemon threads, each running one job at a time, from a queue of at most
+    `max_queue` waiting jobs."""
 
-    def __init__(self, max_queue: int = 16):
+    def __init__(self, max_queue: int = 16, threads: int = 1):
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=max(1, max_queue))
-        self.busy = False
+        self.running = 0  # jobs being run now
         self.served = 0
-        self._thread = threading.Thread(target=self._run, name="glmv-model", daemon=True)
-        self._thread.start()
+        self._count = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, name=f"glmv-model-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0
 
     @property
     def waiting(self) -> int:
@@ -76,12 +85,14 @@ class Worker:
             job = self.jobs.get()
             if job.cancelled.is_set():
                 continue
-            self.busy = True
+            with self._count:
+                self.running += 1
             try:
                 self._run_job(job)
             finally:
-                self.busy = False
-                self.served += 1
+                with self._count:
+                    self.running -= 1
+                    self.served += 1
 
     @staticmethod
     def _run_job(job: Job) -> None:

@@ -4,6 +4,7 @@ greedy ids equal to transformers' generate, stdin, model selection, and --draw-b
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -243,6 +244,34 @@ def test_each_asks_about_every_file_on_its_own_and_goes_on_past_a_bad_one(tiny, 
     assert text.code == 0
     assert text.out.startswith(f"==> {media['png']} <==\n") and f"\n\n==> {media['jpg']} <==\n" in text.out
     assert run_glmv("ask", "What is this?", *flags, "--each").code == 2
+
+
+def test_each_parallel_answers_together_in_order_with_the_same_answers(tiny, media, tmp_path):
+    """--each --parallel 3: five files (a bad one among them) on three threads, decoded together;
+    the output is --each's without it, line for line (the same answers, in order), and the text
+    form streams each answer under its own header."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(media["png"].read_bytes()[:60])
+    files = [media["png"], media["jpg"], broken, media["png2"], media["pdf"]]
+    flags = ("--model", tiny, "--dtype", "float32", "-t", "0", "--max-new-tokens", "12", "--each")
+    env = glmv_env(GLMV_NO_HISTORY="1")
+
+    def answers(run):
+        out = [json.loads(line) for line in run.out.splitlines()]
+        return [(d["source"], d.get("completion_ids"), d.get("error")) for d in out]
+
+    serial = run_glmv("ask", *files, "What is this?", *flags, "--json", env=env)
+    parallel = run_glmv("ask", *files, "What is this?", *flags, "--json", "--parallel", "3", "-v", env=env)
+    assert serial.code == parallel.code == 2 and "1 of 5 inputs failed" in parallel.err
+    together = re.search(r"--parallel 3: \d+ decode steps, ([\d.]+) answers in each", parallel.err)
+    assert together and float(together[1]) > 1.5  # (they were decoded together)
+    assert answers(parallel) == answers(serial)
+    assert len({str(a[1]) for a in answers(serial)}) == 5  # (different files, different answers)
+    text = run_glmv("ask", *files, "What is this?", *flags, "-R", "--parallel", "3", env=env)
+    plain = run_glmv("ask", *files, "What is this?", *flags, "-R", env=env)
+    assert text.out == plain.out and text.out.count("==> ") == 5
+    lonely = run_glmv("ask", media["png"], "What is this?", "--model", tiny, "--parallel", "2")
+    assert lonely.code == 2 and "goes with --each" in lonely.err
 
 
 def test_text_only_prompt_tokens_equal_reference(tiny, reference):

@@ -139,3 +139,34 @@ def test_an_error_in_a_step_reaches_every_row(glm, prompt_inputs, monkeypatch):
     with pytest.raises(torch.OutOfMemoryError):
         concurrently(lambda i: generation(glm, todo[i], batcher=batcher), 2)
     assert batcher.decoding == 0 and not batcher.live
+
+
+def test_steps_longer_than_the_wait_keep_generations_in_step(glm, prompt_inputs, monkeypatch):
+    """A step that takes longer than wait_s (a real model on a CPU: 0.1 s and more) must not part
+    two generations: the one waiting while the other's step runs is not 'held up'. The second
+    joins while the first is decoding, and from then on their rows go together."""
+    import time
+
+    todo = jobs(prompt_inputs)
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.005)
+    for name in ("decode", "decode_rows"):
+        plain = getattr(glm.model, name)
+
+        def slow(*args, _plain=plain, **kwargs):
+            time.sleep(0.03)
+            return _plain(*args, **kwargs)
+
+        monkeypatch.setattr(glm.model, name, slow)
+    first = iter(generation(glm, dict(todo[0], max_new_tokens=40), batcher=batcher))
+    head = [next(first) for _ in range(3)]
+    out = {}
+    second = threading.Thread(target=lambda: out.setdefault("second", list(generation(glm, todo[3],
+                                                                                       batcher=batcher))))
+    second.start()
+    rest = list(first)
+    second.join(60)
+    monkeypatch.undo()
+    assert head + rest == list(generation(glm, dict(todo[0], max_new_tokens=40)))
+    assert out["second"] == list(generation(glm, todo[3]))
+    together = batcher.row_steps - batcher.steps  # steps that held two rows
+    assert together >= todo[3]["max_new_tokens"] - 3

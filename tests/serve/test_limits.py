@@ -23,7 +23,7 @@ UI = "http://ui.example"
 @pytest.fixture(scope="module")
 def server(looping, tmp_path_factory):
     with glmv_server(looping, "--api-key", KEY, "--max-queue", "1", "--max-body-mb", "1", "--cors-origin", UI,
-                     log_dir=tmp_path_factory.mktemp("logs")) as s:
+                     "--parallel", "1", log_dir=tmp_path_factory.mktemp("logs")) as s:  # (one answered at once)
         yield s
 
 

@@ -1,0 +1,123 @@
+"""`glmv serve --parallel N` on a real process, driven by the `openai` client from several threads:
+requests sent together are answered together (their tokens decoded in shared steps), each with
+exactly the answer it gets alone; N run at once, the queue holds the rest."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import openai
+import pytest
+
+from glmv_cli.app.messages import data_uri
+from tests.serve.conftest import glmv_server
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    with glmv_server(tiny, "--parallel", "3", "--dtype", "float32", log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+def requests(media) -> list[dict]:
+    """Six different requests: text, images, a PDF, a video; greedy and seeded sampling; JSON and streamed."""
+    def image(key, mime="image/png"):
+        return {"type": "image_url", "image_url": {"url": data_uri(media[key].read_bytes(), mime)}}
+
+    def user(*parts):
+        return [{"role": "user", "content": [*parts, {"type": "text", "text": "What is this?"}]}]
+
+    pdf = {"type": "file", "file": {"file_data": data_uri(media["pdf"].read_bytes(), "application/pdf"),
+                                    "filename": "doc.pdf"}}
+    video = {"type": "video_url", "video_url": {"url": data_uri(media["mp4"].read_bytes(), "video/mp4")}}
+    return [
+        dict(messages=[{"role": "user", "content": "Write a haiku about the sea."}], max_tokens=30),
+        dict(messages=user(image("png")), max_tokens=22, stream=True),
+        dict(messages=user(image("jpg", "image/jpeg"), image("png2")), max_tokens=26, temperature=1.0, seed=7),
+        dict(messages=user(pdf), max_tokens=18),
+        dict(messages=user(video), max_tokens=24, stream=True),
+        dict(messages=[{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": "Count to ten."}], max_tokens=33, temperature=0.8, seed=3),
+    ]
+
+
+def answer(client, request: dict) -> tuple:
+    """(reasoning, content, finish reason, completion tokens) of one request."""
+    request = {"model": client.models.list().data[0].id, "temperature": 0, **request}
+    if request.get("stream"):
+        chunks = list(client.chat.completions.create(**request, stream_options={"include_usage": True}))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        return ("".join(getattr(d, "reasoning", None) or "" for d in deltas),
+                "".join(d.content or "" for d in deltas), finish, chunks[-1].usage.completion_tokens)
+    done = client.chat.completions.create(**request)
+    c = done.choices[0]
+    return getattr(c.message, "reasoning", None) or "", c.message.content or "", c.finish_reason, \
+        done.usage.completion_tokens
+
+
+def test_requests_sent_together_get_the_answers_they_get_alone(server, media):
+    client = server.client()
+    todo = requests(media)
+    alone = [answer(client, r) for r in todo]
+    assert len({a[1] for a in alone}) > 1  # (different requests, different answers)
+    before = server.health()["decode_steps"]
+    together, errors = [None] * len(todo), []
+    start = threading.Barrier(len(todo))
+
+    def send(i):
+        try:
+            start.wait()
+            together[i] = answer(server.client(), todo[i])
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(todo))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert together == alone
+    health = server.health()
+    after = health["decode_steps"]
+    assert health["parallel"] == 3
+    assert after["widest"] == 3  # decoded together, never more than --parallel at once
+    steps, rows = after["steps"] - (before or {}).get("steps", 0), after["rows"] - (before or {}).get("rows", 0)
+    assert rows / steps > 1.5
+    assert health["served"] >= 2 * len(todo) and not health["busy"]
+
+
+@pytest.fixture(scope="module")
+def singing(looping, tmp_path_factory):
+    with glmv_server(looping, "--parallel", "2", "--max-queue", "1", log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+def test_parallel_requests_run_at_once_and_the_queue_holds_the_rest(singing):
+    client = singing.client()
+    model = client.models.list().data[0].id
+
+    def sing(max_tokens, stream=False):
+        return client.chat.completions.create(model=model, stream=stream, temperature=0, max_tokens=max_tokens,
+                                              messages=[{"role": "user", "content": "Sing"}])
+
+    first, second = sing(60000, stream=True), sing(60000, stream=True)
+    next(iter(first)), next(iter(second))  # both are being answered
+    health = singing.health()
+    assert health["running"] == 2 and health["waiting"] == 0
+    waiting: list = []
+    t = threading.Thread(target=lambda: waiting.append(sing(5)))
+    t.start()
+    deadline = time.monotonic() + 10
+    while singing.health()["waiting"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(openai.APIStatusError) as refused:  # two running, one waiting: full
+        sing(5)
+    assert refused.value.status_code == 503
+    first.close()  # a place frees: the waiting request is answered while the other still sings
+    t.join(60)
+    assert waiting[0].choices[0].message.content == "la"
+    assert singing.health()["running"] == 1
+    second.close()

@@ -5,7 +5,8 @@
 # 1120x1120 image, 128 new tokens): ours by default (CUDA graphs) side by side with transformers in
 # one process, int8 with a ~4k-token prompt, --compile in a first and a second process (inductor's
 # disk cache), int4 as int8; the table; then where a decode step's time goes
-# (benchmarks/decode_profile.py, bf16, int8 and int4); a chat's second turn with and without the prompt cache (follow_up_bench.py); last, the
+# (benchmarks/decode_profile.py, bf16, int8 and int4); a chat's second turn with and without the prompt cache (follow_up_bench.py);
+# decode steps of 1-8 rows (glmv serve --parallel) against the one-row graph (batch_decode_bench.py); last, the
 # vision tower's peak memory over 30 pages, at once and in groups (vision_memory.py). Every step has
 # a time limit and the whole stays inside BUDGET seconds.
 #
@@ -86,6 +87,10 @@ for p in profile_bfloat16 profile_int8 profile_int4; do cp "$W/$p.out" "$OUT/$p.
 # a chat's second turn through the prompt cache, and without it (the same checkpoint, bfloat16)
 step follow_up 60 python3 benchmarks/follow_up_bench.py --model "$CKPT" --device "$DEVICE" --image "$IMAGE" --reps 2
 tail -n 1 "$W/follow_up.err"; tail -n 1 "$W/follow_up.out"
+# glmv serve --parallel's step: N rows eager against the one-row CUDA graph (decides CUDA's default)
+step batch_decode 50 python3 benchmarks/batch_decode_bench.py "$CKPT" --device "$DEVICE" --dtype bfloat16 \
+  --rows 1 2 4 8 --prompt 2048 --steps 24
+tail -n 6 "$W/batch_decode.err"
 # the vision tower over 30 pages at once and a group of patches at a time (peak memory, seconds)
 step vision_memory 40 python3 benchmarks/vision_memory.py --shape "$SHAPE" --images 30 --size "$IMAGE" \
   --device "$DEVICE" --group 0 8192

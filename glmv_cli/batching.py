@@ -7,7 +7,8 @@ worker or a caller's thread, and keeps its own KV cache; `DecodeBatcher` is what
 
 * `exclusive(caches)`: the model to one thread alone, with that generation's cache in it, for what
   cannot be batched: reading a prompt (prefill), tokens fed in at once (a think budget's
-  `</think>`), the prompt cache's bookkeeping;
+  `</think>`), the prompt cache's bookkeeping. While others are decoding, a prompt is read
+  SHARED_CHUNK tokens at a time and `pause` lets their next step run between two chunks;
 * `step(...)`: a thread's next token. Its row waits until every generation that is decoding has
   sent one (or the model has been idle for `wait_s`: a thread whose reader is slow holds up no
   one), then one thread runs them all as one step and each gets its row of logits back. A lone generation runs at once,
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 import torch
 
 WAIT_S = 0.02  # the longest a row waits for the other generations' rows
+SHARED_CHUNK = 512  # prompt tokens read between two of the others' steps while they are decoding
+PAUSE_S = 5.0  # the longest a prompt waits, between two chunks, for the others' step
 
 
 @dataclass
@@ -72,6 +75,29 @@ class DecodeBatcher:
                 yield
             finally:
                 text.caches = None
+
+    def pause(self, caches: list) -> None:
+        """Between two chunks of a prompt read under `lock` (held once by this thread): let the
+        generations that are decoding run one step, then take the model back, `caches` in it. A
+        long prompt then holds up the others' answers for a chunk at a time, not for all of it."""
+        with self._cv:
+            if not self._members:
+                return
+            done = self.steps
+            # rows already waiting: their step runs as soon as the model is free; none yet: a short
+            # wait for them (a reader that has stopped reading holds up no prompt)
+            timeout = PAUSE_S if self._pending or self._running else self.wait_s
+        self.lock.release()
+        try:
+            with self._cv:
+                self._cv.wait_for(lambda: self.steps != done or not self._members, timeout=timeout)
+        finally:
+            self.lock.acquire()
+            self.model.language_model.caches = caches
+
+    def prompt_chunk(self) -> int | None:
+        """The chunk a prompt is read in: a short one while others are decoding (None: the default)."""
+        return SHARED_CHUNK if self._members else None
 
     def join(self) -> None:
         """A generation starts decoding: steps wait for its rows too."""

@@ -192,27 +192,31 @@ class Generation:
         found, batcher, joined = None, self.batcher, False
         locked = batcher is not None and batcher.lock.acquire()  # from the prompt cache's match to the
         try:  # prompt held in this generation's cache, the model and the prompt cache to this thread
-            with self._alone():
-                if pc is not None:
-                    found, prompt, media = self._match(), self._prompt, self._media
-                    pc.set_aside(found)
-                reuse = self.cached_tokens = self._allocate(cache_len, found)
-                self.caches = text.caches
-                if batcher is not None:
-                    batcher.live.add(id(self.caches))
+            if batcher is not None:
+                text.caches = None
+            if pc is not None:
+                found, prompt, media = self._match(), self._prompt, self._media
+                pc.set_aside(found)
+            reuse = self.cached_tokens = self._allocate(cache_len, found)
+            self.caches = text.caches
+            if batcher is not None:
+                batcher.live.add(id(self.caches))
         except BaseException:
             if locked:
+                text.caches = None
                 batcher.lock.release()
             raise
         start = time.perf_counter() - self._matching_seconds  # finding what the cache holds counts too
         try:
-            with self._alone():
-                if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
-                    pc.hold(text.caches, prompt[:reuse], media)
-                logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse)
-                if pc is not None:
-                    pc.hold(text.caches, prompt, media)
+            if pc is not None:  # while the prompt goes in, the cache holds what was kept of the last one
+                pc.hold(text.caches, prompt[:reuse], media)
+            shared = {} if batcher is None else dict(chunk=batcher.prompt_chunk(),
+                                                     pause=lambda: batcher.pause(self.caches))
+            logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse, **shared)
+            if pc is not None:
+                pc.hold(text.caches, prompt, media)
             if locked:
+                text.caches = None
                 locked = batcher.lock.release()  # (None)
                 batcher.join()
                 joined = True
@@ -298,6 +302,7 @@ class Generation:
             raise
         finally:
             if locked:  # (the prompt failed)
+                text.caches = None
                 batcher.lock.release()
             self._found = None  # (iterating again matches again: the prompt cache has changed)
             if self.prefill_seconds:

@@ -99,12 +99,15 @@ class Glm4v(nn.Module):
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
-                video_grid_thw=None, mm_token_type_ids=None, start: int = 0, **_unused) -> tuple[torch.Tensor, int]:
+                video_grid_thw=None, mm_token_type_ids=None, start: int = 0, chunk: int | None = None,
+                pause=None, **_unused) -> tuple[torch.Tensor, int]:
         """One unpadded prompt (1, S) into the KV cache -> (last logits (1, vocab), rope delta).
 
         start > 0: the cache already holds the keys and values of the prompt's first `start`
         tokens (an earlier request's, see prompt_cache.py); only the rest is run, and the vision
-        tower sees only the images and videos in it. `start` must not cut an image or a video."""
+        tower sees only the images and videos in it. `start` must not cut an image or a video.
+        The decoder takes the prompt `chunk` tokens at a time (default PREFILL_CHUNK); `pause`
+        (optional) is called between chunks (batching.py: other requests' tokens meanwhile)."""
         types = mm_token_type_ids.cpu() if mm_token_type_ids is not None else self.token_types(input_ids.cpu())
         position_ids, deltas = self.positions(types, image_grid_thw, video_grid_thw)
         if start:
@@ -115,9 +118,11 @@ class Glm4v(nn.Module):
                             pixel_values=pixel_values, pixel_values_videos=pixel_values_videos)
         embeds = self.embed(x["input_ids"], x["types"], x["pixel_values"], image_grid_thw, x["pixel_values_videos"],
                             video_grid_thw)
-        length = embeds.shape[1]
-        for at in range(0, length, PREFILL_CHUNK):  # each chunk attends to the cache before it
-            end = min(at + PREFILL_CHUNK, length)
+        length, chunk = embeds.shape[1], chunk or PREFILL_CHUNK
+        for at in range(0, length, chunk):  # each chunk attends to the cache before it
+            if at and pause is not None:
+                pause()
+            end = min(at + chunk, length)
             hidden = self.language_model(embeds[:, at:end], x["position_ids"][:, :, at:end], start=start + at,
                                          use_cache=True)
         return self.lm_head(hidden[:, -1]), int(deltas[0, 0])

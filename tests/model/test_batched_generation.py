@@ -170,3 +170,37 @@ def test_steps_longer_than_the_wait_keep_generations_in_step(glm, prompt_inputs,
     assert out["second"] == list(generation(glm, todo[3]))
     together = batcher.row_steps - batcher.steps  # steps that held two rows
     assert together >= todo[3]["max_new_tokens"] - 3
+
+
+def test_a_long_prompt_lets_the_others_decode_between_its_chunks(glm, prompt_inputs, monkeypatch):
+    """A prompt read while another generation decodes goes in SHARED_CHUNK tokens at a time, the
+    other's steps running between its chunks; both still yield their tokens alone."""
+    from glmv_cli import batching
+    from glmv_cli.model import glm4v
+
+    monkeypatch.setattr(batching, "SHARED_CHUNK", 8)
+    todo = jobs(prompt_inputs)
+    long = todo[3]  # three images: 94 tokens, 12 chunks of 8
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.05)
+    first = iter(generation(glm, dict(todo[1], max_new_tokens=60), batcher=batcher))
+    head = [next(first)]
+    during = []
+    plain = glm4v.Glm4v.prefill
+
+    def watched(self, *args, **kwargs):
+        before = batcher.steps
+        out = plain(self, *args, **kwargs)
+        during.append(batcher.steps - before)
+        return out
+
+    monkeypatch.setattr(glm4v.Glm4v, "prefill", watched)
+    out = {}
+    reader = threading.Thread(target=lambda: out.setdefault("first", head + list(first)))
+    second = generation(glm, long, batcher=batcher)
+    reader.start()
+    got = list(second)
+    reader.join(60)
+    monkeypatch.undo()
+    assert during[0] >= 5  # the first generation's steps ran between the chunks (at most 11 pauses)
+    assert got == list(generation(glm, long))
+    assert out["first"] == list(generation(glm, dict(todo[1], max_new_tokens=60)))

@@ -1,9 +1,10 @@
 """The model on a GPU (marked `gpu`: skipped without CUDA; GLMV_GPU_TEST_DEVICE=cpu dry-runs the
 logic): parity with transformers on the device (float32 with TF32 off on both sides, bfloat16 by
 top-1 agreement and cosine), CUDA-graph, eager and compiled decoding giving the same greedy
-tokens, graphs reused between requests, streamed loading landing the same weights as CPU loading,
-int8 and int4 through their Triton kernels, and memory: the predicted weight bytes against the device's
-counters, a full GPU refusing a load and failing one question alone."""
+tokens, graphs reused between requests, batched rows (glmv serve --parallel), streamed loading
+landing the same weights as CPU loading, int8 and int4 through their Triton kernels, and memory:
+the predicted weight bytes against the device's counters, a full GPU refusing a load and failing
+one question alone."""
 
 from __future__ import annotations
 
@@ -116,6 +117,20 @@ def test_a_follow_up_through_the_graph_reuses_the_prompt_cache(ours, prompt_inpu
         tokens(ours, model_kwargs(prompt_inputs("video")), n=24, reuse=True, **sampled)
     gen = ours.generate(second, max_new_tokens=new_tokens, ignore_stop=True, reuse=True, **sampled)
     assert list(gen) == want and gen.cached_tokens == first["input_ids"].shape[1]
+
+
+def test_batched_rows_equal_each_row_alone_on_the_device(ours, prompt_inputs):
+    """glmv serve --parallel's step on the device: rows at their own positions in their own caches
+    give the logits each gets alone (float32, TF32 off)."""
+    from tests.model.test_batched_decode import alone, prefilled
+
+    runs = [prefilled(ours, model_kwargs(prompt_inputs(n)), 300) for n in ("text", "image", "video")]
+    twins = [prefilled(ours, model_kwargs(prompt_inputs(n)), 300) for n in ("text", "image", "video")]
+    tokens = torch.tensor([[int(r[1].argmax())] for r in runs])
+    batched = ours.model.decode_rows(tokens, [r[3] for r in runs], [r[2] for r in runs], [r[0] for r in runs])
+    for b, (caches, _, delta, n) in enumerate(twins):
+        single = alone(ours, caches, int(tokens[b]), n, delta)
+        torch.testing.assert_close(batched[b:b + 1], single, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -124,7 +124,7 @@ def pdf(
     extract: o.Extract = False, verbose: o.Verbose = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
     pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
-    map_reduce: o.MapReduce = False,
+    map_reduce: o.MapReduce = False, parallel: o.MapParallel = 1,
 ) -> None:
     """Ask about a PDF (or PowerPoint slides): each selected page is shown to the model as an image.
 
@@ -143,7 +143,7 @@ def pdf(
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                                    think_budget, max_context, c.answer_format(schema, choices, regex, grammar),
                                    no_think=no_think, logprobs=c.logprobs(logprobs, json or jsonl)),
-              out, map_reduce=map_reduce)
+              out, map_reduce=map_reduce, parallel=parallel)
 
 
 @app.command(epilog=_examples(

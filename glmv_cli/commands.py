@@ -152,9 +152,9 @@ def gifs_as_videos(items: list) -> list:
 # -- one question ---------------------------------------------------------------------------------
 
 def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,
-            out: OutputOptions, *, map_reduce: bool = False, resume: bool = False) -> None:
+            out: OutputOptions, *, map_reduce: bool = False, resume: bool = False, parallel: int = 1) -> None:
     """One question (`resume`: in the last conversation, `glmv ask -c`), kept as the last
-    conversation for the next -c (app/history.py)."""
+    conversation for the next -c (app/history.py). `parallel`: --map-reduce's chunks at once."""
     from glmv_cli.app import history
 
     term = render.Terminal(verbose=out.verbose)
@@ -169,8 +169,12 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         history.restore_into(conversation, record, load, gen)
         keep_cache(session)
         result = None
+        if parallel > 1 and not map_reduce:
+            raise InputError("--parallel reads several chunks at once; it goes with --map-reduce")
         if map_reduce:
             from glmv_cli.app.map_reduce import map_reduce as read_all
+
+            session.parallel = parallel
 
             events = read_all(session, question, items[0], system=out.system, load=load, generation=gen)
         else:

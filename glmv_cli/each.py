@@ -18,12 +18,10 @@ ones after it as soon as their turn comes.
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Iterator
 
 from glmv_cli import render
 from glmv_cli.app import attachments as att
+from glmv_cli.app.ahead import Ahead
 from glmv_cli.app.events import GenerationOptions
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.errors import InputError
@@ -50,13 +48,11 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
     finally:
         term.clear_status()
     failed: list[InputError] = []
-    if parallel > 1 and hasattr(session, "parallel"):  # (a RemoteSession: the server batches)
-        session.parallel = parallel
-    asks = Asks(session, items, question, load, gen, out.system, parallel)
-    try:
+    session.parallel = parallel  # (a RemoteSession: that many requests at once, for the server to batch)
+    makers = [lambda item=item: session.conversation(out.system).ask(question, [item], load=load, generation=gen)
+              for item in items]
+    with Ahead(makers, parallel) as asks:
         _render_all(items, asks, term, out, failed)
-    finally:
-        asks.stop()
     stats = session.glmv.batch_stats() if parallel > 1 and getattr(session, "glmv", None) else None
     if out.verbose and stats and stats["steps"]:
         term.line("", f"--parallel {parallel}: {stats['steps']} decode steps, {stats['rows'] / stats['steps']:.2f} "
@@ -66,7 +62,7 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
                          f"the other answers are complete")
 
 
-def _render_all(items: list, asks: Asks, term: render.Terminal, out, failed: list) -> None:
+def _render_all(items: list, asks: Ahead, term: render.Terminal, out, failed: list) -> None:
     for k, item in enumerate(items):
         source = label(item)
         renderer = render.make_renderer(term, json_=out.json, jsonl=out.jsonl, hide_reasoning=out.hide_reasoning,
@@ -86,63 +82,6 @@ def _render_all(items: list, asks: Asks, term: render.Terminal, out, failed: lis
             _report(term, out, source, e)
         finally:
             term.clear_status()
-
-
-_END = object()
-
-
-class Asks:
-    """The question asked about each item in its own conversation: lazily one after another, or
-    with `parallel` > 1 on that many threads ahead of the reader, each item's events queued for it."""
-
-    def __init__(self, session, items: list, question: str, load: LoadOptions, gen: GenerationOptions,
-                 system: str | None, parallel: int):
-        self.session, self.items, self.question, self.load, self.gen = session, items, question, load, gen
-        self.system, self.parallel = system, parallel
-        self._queues = [queue.Queue() for _ in items]
-        self._next = 0
-        self._lock, self._stopped = threading.Lock(), threading.Event()
-        if parallel > 1:
-            for i in range(min(parallel, len(items))):
-                threading.Thread(target=self._work, name=f"glmv-each-{i}", daemon=True).start()
-
-    def _ask(self, k: int) -> Iterator:
-        return self.session.conversation(self.system).ask(self.question, [self.items[k]], load=self.load,
-                                                          generation=self.gen)
-
-    def events(self, k: int) -> Iterator:
-        """Item k's events (raising what its question raised)."""
-        if self.parallel <= 1:
-            yield from self._ask(k)
-            return
-        while (event := self._queues[k].get()) is not _END:
-            if isinstance(event, BaseException):
-                raise event
-            yield event
-
-    def _work(self) -> None:
-        while not self._stopped.is_set():
-            with self._lock:
-                k, self._next = self._next, self._next + 1
-            if k >= len(self.items):
-                return
-            events = None
-            try:
-                events = self._ask(k)
-                for event in events:
-                    if self._stopped.is_set():
-                        break
-                    self._queues[k].put(event)
-            except BaseException as e:  # noqa: BLE001  (raised in the reader's thread, in its turn)
-                self._queues[k].put(e)
-            finally:
-                if events is not None:
-                    events.close()  # (stopped early: the generation ends at its next token)
-                self._queues[k].put(_END)
-
-    def stop(self) -> None:
-        """No more questions (all answered, Ctrl-C, or a failure that stops them all)."""
-        self._stopped.set()
 
 
 def _report(term: render.Terminal, out, source: str, error: InputError) -> None:

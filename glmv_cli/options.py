@@ -125,6 +125,10 @@ WithText = Annotated[bool, typer.Option("--with-text", rich_help_panel=PDF,
                                         help="Add each page's text layer to the prompt.")]
 Password = Annotated[str | None, typer.Option(rich_help_panel=PDF, show_default=False,
                                               help="Password of an encrypted PDF.")]
+MapParallel = Annotated[int, typer.Option(
+    "--parallel", min=1, rich_help_panel=PDF,
+    help="With --map-reduce: read this many chunks at once, their notes decoded together (the weights read "
+         "once per step for all; each chunk holds its own KV cache, so this many times the memory).")]
 MapReduce = Annotated[bool, typer.Option(
     "--map-reduce", rich_help_panel=PDF,
     help="Read every page, for whole-document questions: one pass per chunk of pages that fits the context "

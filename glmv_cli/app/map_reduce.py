@@ -5,7 +5,9 @@ chunk DPI (--dpi, else READABLE_DPI). One pass per chunk answers MAP_PROMPT: not
 with page numbers. One last pass answers the question from all the notes (REDUCE_PROMPT) and is
 streamed like any answer. Events: a Progress line per chunk (the pass's own progress prefixed with
 it), then the last pass's events; its Result gains `chunks` (the pages and notes of each pass) and
-`pages` (every page, as the chunk passes showed it).
+`pages` (every page, as the chunk passes showed it). With `session.parallel` N (--parallel), N
+chunks' passes run at once, their notes decoded together (app/ahead.py, batching.py): the same
+notes, sooner.
 
     for event in map_reduce(session, "List every deadline", "contract.pdf"): ...
 """
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from glmv_cli.app import loaders
+from glmv_cli.app.ahead import Ahead
 from glmv_cli.app.attachments import Attachment, is_url, resolve
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.session import Done, Event, GenerationOptions, Note, Progress, Session
@@ -55,15 +58,19 @@ def _map_then_reduce(session, question, att: Attachment, system, load, gen) -> I
     map_gen = map_options(session, gen)
     chunks, total = plan_chunks(session, att, question, load, map_gen)
     notes, pages = [], []
-    for k, run in enumerate(chunks, start=1):
-        head = f"chunk {k}/{len(chunks)}: pages {run[0]}-{run[-1]} of {total}"
-        yield Progress(head)
+
+    def chunk_pass(run: tuple[int, ...]):
         prompt = MAP_PROMPT.format(first=run[0], last=run[-1], total=total, name=att.label, question=question)
         opts = dataclasses.replace(load, pages=f"{run[0]}-{run[-1]}")
-        result = yield from _quiet(session.conversation(system).ask(prompt, [att], load=opts, generation=map_gen),
-                                   head)
-        notes.append(result.answer.strip() or result.thinking.strip() or "nothing relevant")
-        pages += result.pages
+        return session.conversation(system).ask(prompt, [att], load=opts, generation=map_gen)
+
+    with Ahead([lambda run=run: chunk_pass(run) for run in chunks], getattr(session, "parallel", 1)) as passes:
+        for k, run in enumerate(chunks, start=1):
+            head = f"chunk {k}/{len(chunks)}: pages {run[0]}-{run[-1]} of {total}"
+            yield Progress(head)
+            result = yield from _quiet(passes.events(k - 1), head)
+            notes.append(result.answer.strip() or result.thinking.strip() or "nothing relevant")
+            pages += result.pages
     chunk_json = [{"pages": list(run), "notes": text} for run, text in zip(chunks, notes, strict=True)]
     final = session.conversation(system)
     prompt = reduce_prompt(att.label, chunks, notes, question)

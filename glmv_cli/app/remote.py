@@ -53,6 +53,7 @@ class RemoteSession:
         self.client = OpenAI(base_url=self.base_url, api_key=api_key or "none", max_retries=0, timeout=TIMEOUT_S)
         self.name, self.server = self._pick(model)
         self.loaded = True
+        self.parallel = 1  # questions asked at once from threads (app/ahead.py), for the server to batch
 
     def _pick(self, wanted: str | None) -> tuple[str, str]:
         with errors(self.base_url):

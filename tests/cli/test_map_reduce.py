@@ -87,3 +87,26 @@ def test_chunk_passes_leave_room_for_notes_after_thinking(scripted):
     assert (small.max_new_tokens, small.think_budget) == (200, 100)
     mine = map_options(session, GenerationOptions(max_new_tokens=64, think_budget=0))
     assert (mine.max_new_tokens, mine.think_budget) == (64, 0)
+
+
+def test_chunks_read_at_once_write_the_same_notes(tiny, long_pdf):
+    """--parallel 3: three chunks' passes at once (their notes decoded together) give the notes,
+    pages and answer of one pass after another (a random checkpoint: every chunk's notes differ)."""
+    load = LoadOptions(dpi=30, pages="1-24")
+    gen = GenerationOptions(max_new_tokens=12, temperature=0, max_context=1024)
+
+    def read(parallel):
+        session = Session(tiny, dtype="float32", parallel=parallel)
+        events = list(map_reduce(session, "Summarize", str(long_pdf), load=load, generation=gen))
+        result = next(e.result for e in events if isinstance(e, Done))
+        steps = session.glmv.batch_stats()
+        return result, steps, [e.message for e in events if isinstance(e, Progress) and e.message.count(":") == 1]
+
+    one, _, progress = read(1)
+    three, steps, progress3 = read(3)
+    assert len(one.chunks) >= 4 and len({c["notes"] for c in one.chunks}) > 1
+    assert three.chunks == one.chunks and three.answer == one.answer and three.pages == one.pages
+    assert progress3 == progress  # the progress lines in the same order
+    assert steps["widest"] == 3 and steps["rows"] / steps["steps"] > 1.5
+    lone = run_glmv("pdf", long_pdf, "--parallel", "2", "--model", tiny)
+    assert lone.code == 2 and "goes with --map-reduce" in lone.err

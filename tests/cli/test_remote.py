@@ -62,6 +62,22 @@ def test_the_same_answer_as_a_local_run(server, tiny, media, command, kind):
     assert plain.code == 0 and plain.out == (local.json["answer"] + "\n" if local.json["answer"] else "")
 
 
+def test_each_parallel_sends_the_questions_at_once_and_answers_as_locally(server, tiny, media):
+    """--each --parallel 3 over the server: three requests at once (it decodes them together), the
+    answers those of --each run locally one after another, in order."""
+    files = (media["png"], media["jpg"], media["png2"])
+    args = ("ask", *files, "What is shown?", *GREEDY, "--each", "--json")
+    local = run_glmv(*args, "--model", tiny, env=glmv_env(GLMV_NO_HISTORY="1"))
+    before = server.health()["decode_steps"] or {"steps": 0, "rows": 0}
+    far = run_glmv(*args, "--parallel", "3", *remote(server))
+    assert local.code == far.code == 0, local.err + far.err
+    mine = [json.loads(line) for line in local.out.splitlines()]
+    theirs = [json.loads(line) for line in far.out.splitlines()]
+    assert [(d["source"], d["raw"]) for d in theirs] == [(d["source"], d["raw"]) for d in mine]
+    after = server.health()["decode_steps"]
+    assert (after["rows"] - before["rows"]) / (after["steps"] - before["steps"]) > 1.5
+
+
 def test_thinking_and_answer_stream_apart_as_locally(scripted_server, scripted, media):
     args = ("ask", media["png"], "Where is the blue square?", "--backend", "openai", "--base-url",
             scripted_server.base_url)

@@ -57,8 +57,13 @@ class DecodeBatcher:
         self._pending: list[_Row] = []
         self._running = False  # a step is being run
         self._last_end = 0.0  # when the last step ended
-        self.live: set[int] = set()  # id() of the caches generations are using (not to be reused in place)
+        # id() of the caches generations are using (not to be reused in place) -> their bytes
+        self.live: dict[int, int] = {}
         self.steps = self.row_steps = self.widest = 0  # batched steps run, rows in them, the most at once
+
+    def live_bytes(self) -> int:
+        """What the caches of the generations running now take (or will, once written)."""
+        return sum(self.live.values())
 
     @property
     def decoding(self) -> int:

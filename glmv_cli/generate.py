@@ -200,7 +200,7 @@ class Generation:
             reuse = self.cached_tokens = self._allocate(cache_len, found)
             self.caches = text.caches
             if batcher is not None:
-                batcher.live.add(id(self.caches))
+                batcher.live[id(self.caches)] = sum(c.k.nbytes + c.v.nbytes for c in self.caches)
         except BaseException:
             if locked:
                 text.caches = None
@@ -310,7 +310,7 @@ class Generation:
             if batcher is not None:  # (the model holds no cache between a batcher's calls)
                 if joined:
                     batcher.leave()
-                batcher.live.discard(id(self.caches))
+                batcher.live.pop(id(self.caches), None)
             elif self.step is not None:
                 self.step.end()
             else:
@@ -399,6 +399,9 @@ class Generation:
         positions = bucketed(cache_len) if self.step is not None else cache_len  # (StaticStep.begin's)
         need = text.cfg.kv_bytes(positions, text.norm.weight.dtype.itemsize)
         room = device_room(text.norm.weight.device)
-        if room is not None and need > room.free:
+        # the caches of generations running beside this one: zeroed pages the host has not handed
+        # out yet, so the free memory does not show them (counted whole: written parts twice)
+        others = self.batcher.live_bytes() if self.batcher is not None else 0
+        if room is not None and need + others > room.free:
             raise torch.cuda.OutOfMemoryError(f"CPU out of memory: the KV cache for {positions:,} positions. "
                                               f"Tried to allocate {size(need)}")

@@ -204,3 +204,27 @@ def test_a_long_prompt_lets_the_others_decode_between_its_chunks(glm, prompt_inp
     assert during[0] >= 5  # the first generation's steps ran between the chunks (at most 11 pauses)
     assert got == list(generation(glm, long))
     assert out["first"] == list(generation(glm, dict(todo[1], max_new_tokens=60)))
+
+
+def test_the_host_room_check_counts_the_caches_of_the_others(glm, prompt_inputs, monkeypatch):
+    """On a CPU a fresh KV cache is zeroed pages the host hands out only as they are written, so the
+    free memory does not show the caches of generations running beside a new one: the check before
+    allocating counts them."""
+    from glmv_cli import memory
+
+    todo = jobs(prompt_inputs)
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.01)
+    running = iter(generation(glm, todo[0], batcher=batcher))
+    next(running)
+    others = batcher.live_bytes()
+    job = todo[1]
+    text = glm.model.language_model
+    need = text.cfg.kv_bytes(job["inputs"]["input_ids"].shape[1] + job["max_new_tokens"], 4)
+    assert others > 0 and need > 0
+    monkeypatch.setattr(memory, "device_room", lambda device: memory.Room(need + others - 1, 10 * (need + others)))
+    with pytest.raises(torch.OutOfMemoryError, match="KV cache"):
+        list(generation(glm, job, batcher=batcher))
+    monkeypatch.setattr(memory, "device_room", lambda device: memory.Room(need + others, 10 * (need + others)))
+    assert list(generation(glm, job, batcher=batcher)) == list(generation(glm, job))
+    running.close()
+    assert not batcher.live

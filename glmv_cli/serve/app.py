@@ -56,18 +56,21 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
             raise ApiError(404, f"the model {body.model!r} does not exist here; this server serves "
                                 f"{service.model_id!r} (GET /v1/models)", code="model_not_found")
         messages = await run_in_threadpool(service.parse, body)
-        job = service.job(messages, body)
+        jobs = service.jobs(messages, body)
         try:
-            head = await chat.first_text(job, request.is_disconnected)
+            heads = await chat.heads(jobs, request.is_disconnected)
             if body.stream:
-                return StreamingResponse(chat.stream(job, head, body, service.model_id),
+                return StreamingResponse(chat.stream(jobs, heads, body, service.model_id),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-            return await chat.complete(job, head, body, service.model_id, request.is_disconnected)
+            return await chat.complete(jobs, heads, body, service.model_id, request.is_disconnected)
         except chat.ClientGone:
+            for job in jobs:
+                job.cancel()
             return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
         except BaseException:
-            job.cancel()
+            for job in jobs:
+                job.cancel()
             raise
 
     @app.post("/v1/responses", dependencies=[guard])

@@ -9,6 +9,7 @@ that does not decode, a prompt over the context) becomes a 4xx even for a stream
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -47,8 +48,22 @@ class Service:
     def parse(self, request: p.ChatRequest) -> list[Message]:
         return parse_messages(request.messages, local_root=self.local_root)
 
-    def job(self, messages: list[Message], request: p.ChatRequest) -> Job:
-        gen = request.generation()
+    def jobs(self, messages: list[Message], request: p.ChatRequest) -> list[Job]:
+        """The request's `n` choices, each its own job (with a seed, choice i samples with seed + i);
+        all are queued or none (a full queue: QueueFull, the ones queued cancelled)."""
+        gen, jobs = request.generation(), []
+        try:
+            for i in range(request.n):
+                seeded = gen if gen.seed is None or not i else dataclasses.replace(gen, seed=gen.seed + i)
+                jobs.append(self.job(messages, request, seeded))
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
+        return jobs
+
+    def job(self, messages: list[Message], request: p.ChatRequest, gen=None) -> Job:
+        gen = gen or request.generation()
 
         def events():
             conversation = self.session.conversation()
@@ -144,44 +159,99 @@ async def gather(job: Job, head: list, stops: list[str], is_disconnected) -> Rep
     return Reply(thinking, answer, calls, result, finish)
 
 
-async def complete(job: Job, head: list, request: p.ChatRequest, model: str, is_disconnected) -> dict:
-    """The whole answer as one chat.completion object."""
-    r = await gather(job, head, request.stop, is_disconnected)
-    return p.completion(p.Ids(model), r.thinking, r.answer, r.finish_reason, r.result, r.calls)
+async def heads(jobs: list[Job], is_disconnected) -> list[list]:
+    """first_text of each job (the first one's error raised: every choice has the same input)."""
+    return [await first_text(job, is_disconnected) for job in jobs]
 
 
-async def stream(job: Job, head: list, request: p.ChatRequest, model: str) -> AsyncIterator[str]:
-    """Server-sent events: a role chunk, reasoning / content deltas, the finish chunk, usage, [DONE].
-    Closing this generator (the client went away) cancels the job: generation stops at the next token."""
-    ids, stop, result, calls = p.Ids(model), p.StopFilter(request.stop), None, 0
+async def complete(jobs: list[Job], heads: list[list], request: p.ChatRequest, model: str,
+                   is_disconnected) -> dict:
+    """The whole answer (each of the n choices, generated together) as one chat.completion object."""
+    replies = await asyncio.gather(*(gather(job, head, request.stop, is_disconnected)
+                                     for job, head in zip(jobs, heads, strict=True)))
+    choices = [p.choice(i, r.thinking, r.answer, r.finish_reason, r.result, r.calls) for i, r in enumerate(replies)]
+    return {**p.Ids(model).head("chat.completion"), "choices": choices,
+            "usage": p.usage_of([r.result for r in replies])}
+
+
+async def stream(jobs: list[Job], heads: list[list], request: p.ChatRequest, model: str) -> AsyncIterator[str]:
+    """Server-sent events: per choice a role chunk, reasoning / content deltas and its finish chunk
+    (the n choices' chunks interleaved as they come, each with its index), then the usage and [DONE].
+    Closing this generator (the client went away) cancels the jobs: generation stops at the next token."""
+    ids, results = p.Ids(model), [None] * len(jobs)
+    choices = [_choice_chunks(job, head, request, ids, i, results)
+               for i, (job, head) in enumerate(zip(jobs, heads, strict=True))]
     try:
-        yield _sse(p.chunk(ids, {"role": "assistant", "content": ""}))
-        async for event in rest(job, head):
-            if isinstance(event, Thinking):
-                yield _sse(p.chunk(ids, p.reasoning_delta(event.text)))
-            elif isinstance(event, Answer):  # after a stop string the session ends at once, with its usage
-                if text := stop.feed(event.text):
-                    yield _sse(p.chunk(ids, {"content": text}))
-            elif isinstance(event, ToolCalled):
-                yield _sse(p.chunk(ids, p.tool_call_delta(event.call, calls)))
-                calls += 1
-            elif isinstance(event, Done):
-                result = event.result
-        if tail := stop.flush():
-            yield _sse(p.chunk(ids, {"content": tail}))
-        finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")
-        if (scores := p.logprobs(result)) is not None:  # the answer's tokens, all in one chunk before the last
-            yield _sse(p.chunk(ids, {}, None, scores))
-        yield _sse(p.chunk(ids, {}, finish))
-        if request.include_usage:
-            yield _sse(p.usage_chunk(ids, result))
+        async for obj in _merged(choices):
+            yield _sse(obj)
+        if request.include_usage and all(r is not None for r in results):
+            yield _sse(p.usage_chunk(ids, results))
     except Exception as e:  # noqa: BLE001  (mid-stream: the status line is sent; say it in the stream)
         from glmv_cli.serve.errors import describe
 
         yield _sse(p.error_body(describe(e)[1]))
     finally:
-        job.cancel()
+        for job in jobs:
+            job.cancel()
     yield "data: [DONE]\n\n"
+
+
+async def _choice_chunks(job: Job, head: list, request: p.ChatRequest, ids: p.Ids, index: int,
+                         results: list) -> AsyncIterator[dict]:
+    """One choice's chunks; its Result goes to results[index]."""
+    stop, calls = p.StopFilter(request.stop), 0
+    yield p.chunk(ids, {"role": "assistant", "content": ""}, index=index)
+    async for event in rest(job, head):
+        if isinstance(event, Thinking):
+            yield p.chunk(ids, p.reasoning_delta(event.text), index=index)
+        elif isinstance(event, Answer):  # after a stop string the session ends at once, with its usage
+            if text := stop.feed(event.text):
+                yield p.chunk(ids, {"content": text}, index=index)
+        elif isinstance(event, ToolCalled):
+            yield p.chunk(ids, p.tool_call_delta(event.call, calls), index=index)
+            calls += 1
+        elif isinstance(event, Done):
+            results[index] = event.result
+    result = results[index]
+    if tail := stop.flush():
+        yield p.chunk(ids, {"content": tail}, index=index)
+    finish = "stop" if stop.stopped else (result.finish_reason if result else "stop")
+    if (scores := p.logprobs(result)) is not None:  # the answer's tokens, all in one chunk before the last
+        yield p.chunk(ids, {}, None, scores, index=index)
+    yield p.chunk(ids, {}, finish, index=index)
+
+
+async def _merged(streams: list[AsyncIterator[dict]]) -> AsyncIterator[dict]:
+    """The items of several async iterators as they come (one: itself); an error in any is raised."""
+    if len(streams) == 1:
+        async for item in streams[0]:
+            yield item
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(s):
+        try:
+            async for item in s:
+                await queue.put(item)
+            await queue.put(done)
+        except Exception as e:  # noqa: BLE001  (re-raised below)
+            await queue.put(e)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        left = len(tasks)
+        while left:
+            item = await queue.get()
+            if item is done:
+                left -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 def _sse(obj: dict) -> str:

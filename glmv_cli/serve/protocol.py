@@ -32,6 +32,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+MAX_CHOICES = 8  # n: choices of one request, each its own generation (decoded together, --parallel)
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -45,7 +48,7 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     top_k: int | None = Field(default=None, ge=0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -147,14 +150,26 @@ class Ids:
 
 def completion(ids: Ids, thinking: str, answer: str, finish_reason: str, result: Result | None,
                calls: list[ToolCall] = ()) -> dict:
+    return {**ids.head("chat.completion"), "choices": [choice(0, thinking, answer, finish_reason, result, calls)],
+            "usage": usage(result)}
+
+
+def choice(index: int, thinking: str, answer: str, finish_reason: str, result: Result | None,
+           calls: list[ToolCall] = ()) -> dict:
     message = {"role": "assistant", "content": answer or (None if calls else ""), "reasoning": thinking or None,
                "reasoning_content": thinking or None}
     if calls:
         message["tool_calls"] = [c.openai() for c in calls]
-    return {**ids.head("chat.completion"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
-                         "logprobs": logprobs(result)}],
-            "usage": usage(result)}
+    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": logprobs(result)}
+
+
+def usage_of(results: list[Result | None]) -> dict:
+    """The usage of n choices of one prompt: its tokens once (as OpenAI counts them), every choice's
+    completion tokens."""
+    first = usage(results[0])
+    completion_tokens = sum(usage(r)["completion_tokens"] for r in results)
+    return {**first, "completion_tokens": completion_tokens,
+            "total_tokens": first["prompt_tokens"] + completion_tokens}
 
 
 def logprobs(result: Result | None) -> dict | None:
@@ -162,13 +177,14 @@ def logprobs(result: Result | None) -> dict | None:
     return {"content": result.logprobs} if result is not None and result.logprobs is not None else None
 
 
-def chunk(ids: Ids, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
+def chunk(ids: Ids, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None,
+          index: int = 0) -> dict:
     return {**ids.head("chat.completion.chunk"),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]}
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]}
 
 
-def usage_chunk(ids: Ids, result: Result | None) -> dict:
-    return {**ids.head("chat.completion.chunk"), "choices": [], "usage": usage(result)}
+def usage_chunk(ids: Ids, results: list[Result | None]) -> dict:
+    return {**ids.head("chat.completion.chunk"), "choices": [], "usage": usage_of(results)}
 
 
 def reasoning_delta(text: str) -> dict:

@@ -121,3 +121,39 @@ def test_parallel_requests_run_at_once_and_the_queue_holds_the_rest(singing):
     assert waiting[0].choices[0].message.content == "la"
     assert singing.health()["running"] == 1
     second.close()
+
+
+def test_n_choices_are_generated_together_each_as_its_own_request(server, media):
+    """n: 3 choices of one prompt, decoded together; with a seed, choice i is what a request with
+    seed + i gets alone. JSON and streamed (chunks interleaved, each with its index) agree; the
+    usage counts the prompt once and every choice's tokens."""
+    client = server.client()
+    model = client.models.list().data[0].id
+    messages = requests(media)[1]["messages"]
+    ask = dict(model=model, messages=messages, max_tokens=20, temperature=1.0)
+    alone = [client.chat.completions.create(**ask, seed=7 + i).choices[0].message for i in range(3)]
+    done = client.chat.completions.create(**ask, seed=7, n=3)
+    assert [c.index for c in done.choices] == [0, 1, 2]
+    assert [(c.message.content, c.message.reasoning) for c in done.choices] == [
+        (m.content, getattr(m, "reasoning", None)) for m in alone]
+    assert len({c.message.content for c in done.choices}) > 1  # (sampled: different choices)
+    singles = [client.chat.completions.create(**ask, seed=7 + i).usage for i in range(3)]
+    assert done.usage.prompt_tokens == singles[0].prompt_tokens
+    assert done.usage.completion_tokens == sum(u.completion_tokens for u in singles)
+    chunks = list(client.chat.completions.create(**ask, seed=7, n=3, stream=True,
+                                                 stream_options={"include_usage": True}))
+    streamed = {i: ["", ""] for i in range(3)}
+    finishes = {}
+    for c in chunks:
+        for ch in c.choices:
+            streamed[ch.index][0] += ch.delta.content or ""
+            streamed[ch.index][1] += getattr(ch.delta, "reasoning", None) or ""
+            if ch.finish_reason:
+                finishes[ch.index] = ch.finish_reason
+    assert [tuple(streamed[i]) for i in range(3)] == [(c.message.content or "", c.message.reasoning or "")
+                                                      for c in done.choices]
+    assert finishes == {i: c.finish_reason for i, c in enumerate(done.choices)}
+    assert chunks[-1].usage.completion_tokens == done.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(**ask, n=9)
+    assert server.health()["status"] == "ok"

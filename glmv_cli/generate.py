@@ -190,12 +190,14 @@ class Generation:
         text, pc = model.language_model, self.prompt_cache
         cache_len = self.prompt_tokens + self.max_new_tokens
         found, batcher, joined = None, self.batcher, False
+        if pc is not None:
+            self._describe()  # (hashing the pixels: before taking the model)
         locked = batcher is not None and batcher.lock.acquire()  # from the prompt cache's match to the
         try:  # prompt held in this generation's cache, the model and the prompt cache to this thread
             if batcher is not None:
                 text.caches = None
             if pc is not None:
-                found, prompt, media = self._match(), self._prompt, self._media
+                found, prompt, media = self._match(again=batcher is not None), self._prompt, self._media
                 pc.set_aside(found)
             reuse = self.cached_tokens = self._allocate(cache_len, found)
             self.caches = text.caches
@@ -334,21 +336,27 @@ class Generation:
         progress line; generation then runs only the rest)."""
         return self._match().n if self.prompt_cache is not None else 0
 
-    def _match(self):
-        """What the prompt cache holds of this prompt (prompt_cache.Found), matched once."""
-        if self._found is None:
-            from glmv_cli.prompt_cache import prompt_media
-
-            began = time.perf_counter()
-            ids = self.inputs["input_ids"]
-            types = self.inputs.get("mm_token_type_ids")
-            self._media = prompt_media(self.inputs, (types if types is not None else
-                                                     self.model.token_types(ids)).cpu())
-            self._prompt = ids[0].tolist()
+    def _match(self, again: bool = False):
+        """What the prompt cache holds of this prompt (prompt_cache.Found), matched once (`again`:
+        anew, since generations on other threads may have changed the prompt cache meanwhile)."""
+        if self._found is None or again:
+            self._describe()
             with self.batcher.lock if self.batcher is not None else nullcontext():
                 self._found = self.prompt_cache.find(self._prompt, self._media)
-            self._matching_seconds = time.perf_counter() - began
         return self._found
+
+    def _describe(self) -> None:
+        """The prompt's ids and its images' and videos' digests, for the prompt cache (once)."""
+        if self._prompt:
+            return
+        from glmv_cli.prompt_cache import prompt_media
+
+        began = time.perf_counter()
+        ids = self.inputs["input_ids"]
+        types = self.inputs.get("mm_token_type_ids")
+        self._media = prompt_media(self.inputs, (types if types is not None else self.model.token_types(ids)).cpu())
+        self._prompt = ids[0].tolist()
+        self._matching_seconds = time.perf_counter() - began
 
     def _allocate(self, cache_len: int, found) -> int:
         """The KV cache for this generation, on the model, with the first `found.n` positions of

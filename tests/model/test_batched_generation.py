@@ -228,3 +228,21 @@ def test_the_host_room_check_counts_the_caches_of_the_others(glm, prompt_inputs,
     assert list(generation(glm, job, batcher=batcher)) == list(generation(glm, job))
     running.close()
     assert not batcher.live
+
+
+def test_what_the_cache_holds_is_matched_again_when_the_prompt_goes_in(glm, prompt_inputs):
+    """A Session asks `held()` for its progress line before iterating; by the time the prompt goes
+    in, generations beside it may have changed the prompt cache (taken a snapshot back, handed the
+    working cache on): the match is made again then, under the model's lock, or a prompt would
+    start from another prompt's keys and values."""
+    todo = jobs(prompt_inputs)
+    pair = [dict(todo[0], max_new_tokens=16), dict(todo[3], max_new_tokens=16)]  # one image; three, the
+    order = [pair[i % 2] for i in range(6)]  # first of them the same: their prompts share a prefix
+    alone = [list(generation(glm, job)) for job in order]
+    cache = PromptCache()
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.05)
+    made = [generation(glm, job, batcher=batcher, prompt_cache=cache) for job in order]
+    list(made[0])  # the cache holds a prompt when the others look
+    for g in made[1:]:
+        g.held()
+    assert concurrently(lambda i: made[i + 1], 5) == alone[1:]

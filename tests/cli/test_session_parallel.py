@@ -1,0 +1,23 @@
+"""The Python API's Session(parallel=N) asked from several threads (the README's example): each
+thread's answer is the one a Session gives one question at a time, whatever the others ask about
+(the same image, or another that shares the prompt's beginning), and the steps ran together."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from glmv_cli import GenerationOptions, Session
+
+
+def test_questions_from_threads_get_the_answers_asked_alone(tiny, media):
+    photos = [media[k] for k in ("png", "jpg", "png", "png2", "jpg", "png")]
+    gen = GenerationOptions(temperature=0, max_new_tokens=16)
+    alone = Session(tiny, dtype="float32")
+    want = [alone.run("What is this?", [p], generation=gen).completion_ids for p in photos]
+    together = Session(tiny, dtype="float32", parallel=4)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda p: together.run("What is this?", [p], generation=gen).completion_ids, photos))
+    assert got == want
+    assert len({tuple(ids) for ids in want}) == 3  # (three images, three answers)
+    stats = together.glmv.batch_stats()
+    assert stats["widest"] >= 2 and stats["rows"] > stats["steps"]

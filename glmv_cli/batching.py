@@ -5,14 +5,15 @@ answering four requests one after another reads them four times per token where 
 rows (Glm4v.decode_rows) reads them once. Each generation runs on its own thread, as a `glmv serve`
 worker or a caller's thread, and keeps its own KV cache; `DecodeBatcher` is what they share:
 
-* `exclusive(caches)`: the model to one thread alone, with that generation's cache in it, for what
-  cannot be batched: reading a prompt (prefill), tokens fed in at once (a think budget's
-  `</think>`), the prompt cache's bookkeeping. While others are decoding, a prompt is read
-  SHARED_CHUNK tokens at a time and `pause` lets their next step run between two chunks;
+* `lock`: the model (and the prompt cache) to one thread alone, for what cannot be batched: the
+  prompt cache's bookkeeping and reading a prompt (prefill); `exclusive(caches)` also puts that
+  generation's cache in the model, for tokens fed in at once (a think budget's `</think>`). While
+  others are decoding, a prompt is read SHARED_CHUNK tokens at a time and `pause` lets their next
+  step run between two chunks;
 * `step(...)`: a thread's next token. Its row waits until every generation that is decoding has
   sent one (or the model has been idle for `wait_s`: a thread whose reader is slow holds up no
-  one), then one thread runs them all as one step and each gets its row of logits back. A lone generation runs at once,
-  as `Glm4v.decode` (no waiting, the same numbers).
+  one), then one thread runs them all as one step and each gets its row of logits back. A lone
+  generation runs at once, as `Glm4v.decode` (no waiting, the same numbers).
 
 Rows are at most `rows` per step (the rest go in the next). Row b's logits equal that sequence
 decoded alone (tests/model/test_batched_decode.py), so concurrency changes no answer.

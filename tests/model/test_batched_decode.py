@@ -65,3 +65,17 @@ def test_one_row_is_the_plain_decode(glm, prompt_inputs):
     token = int(logits.argmax())
     got = glm.model.decode_rows(torch.tensor([[token]]), [n], [delta], [caches])
     torch.testing.assert_close(got, alone(glm, twin, token, n, delta), rtol=0, atol=0)
+
+
+def test_int8_rows_equal_each_row_alone(tiny_folder, prompt_inputs):
+    """Weight-only int8 (glmv serve --quantize int8 --parallel N): its kernel takes the rows together."""
+    import glmv_cli
+
+    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="bfloat16", quantize="int8")
+    runs = [prefilled(glm, model_kwargs(prompt_inputs(n)), 300) for n in ("text", "image")]
+    twins = [prefilled(glm, model_kwargs(prompt_inputs(n)), 300) for n in ("text", "image")]
+    tokens = torch.tensor([[int(r[1].argmax())] for r in runs])
+    batched = glm.model.decode_rows(tokens, [r[3] for r in runs], [r[2] for r in runs], [r[0] for r in runs])
+    for b, (caches, _, delta, n) in enumerate(twins):
+        torch.testing.assert_close(batched[b:b + 1], alone(glm, caches, int(tokens[b]), n, delta), rtol=1e-2,
+                                   atol=1e-2)

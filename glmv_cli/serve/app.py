@@ -21,12 +21,13 @@ from glmv_cli import __version__
 from glmv_cli.serve import chat, errors, responses
 from glmv_cli.serve.errors import ApiError
 from glmv_cli.serve.protocol import ChatRequest, error_body
+from glmv_cli.serve.request_log import RequestLog, note
 
 DEFAULT_MAX_BODY = 128 * 2**20
 
 
 def create_app(service: chat.Service, *, api_key: str | None = None, cors_origins: list[str] | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY, request_log: bool = True) -> FastAPI:
     app = FastAPI(title="glmv", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     errors.install(app)
     if cors_origins:
@@ -34,6 +35,8 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
 
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if request_log:
+        app.add_middleware(RequestLog)  # (outside the body limit: a 413 gets its line too)
     guard = Depends(key_check(api_key))
     started = int(time.time())
 
@@ -59,11 +62,15 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
         jobs = service.jobs(messages, body)
         try:
             heads = await chat.heads(jobs, request.is_disconnected)
+            note(request, first_token=time.monotonic())
             if body.stream:
-                return StreamingResponse(chat.stream(jobs, heads, body, service.model_id),
+                return StreamingResponse(chat.stream(jobs, heads, body, service.model_id,
+                                                     lambda **fields: note(request, **fields)),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-            return await chat.complete(jobs, heads, body, service.model_id, request.is_disconnected)
+            done = await chat.complete(jobs, heads, body, service.model_id, request.is_disconnected)
+            note(request, results=done.pop("_results"))
+            return done
         except chat.ClientGone:
             for job in jobs:
                 job.cancel()
@@ -84,11 +91,14 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
         end_think = service.session.tokenizer.token_id("</think>")
         try:
             head = await chat.first_text(job, request.is_disconnected)
+            note(request, first_token=time.monotonic())
             if body.stream:
-                return StreamingResponse(responses.stream(job, head, body, service.model_id, end_think),
+                return StreamingResponse(responses.stream(job, head, body, service.model_id, end_think,
+                                                          lambda **fields: note(request, **fields)),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             reply = await chat.gather(job, head, [], request.is_disconnected)
+            note(request, results=[reply.result])
             return responses.complete(reply, body, service.model_id, end_think)
         except chat.ClientGone:
             return Response(status_code=499)

@@ -171,13 +171,15 @@ async def complete(jobs: list[Job], heads: list[list], request: p.ChatRequest, m
                                      for job, head in zip(jobs, heads, strict=True)))
     choices = [p.choice(i, r.thinking, r.answer, r.finish_reason, r.result, r.calls) for i, r in enumerate(replies)]
     return {**p.Ids(model).head("chat.completion"), "choices": choices,
-            "usage": p.usage_of([r.result for r in replies])}
+            "usage": p.usage_of([r.result for r in replies]), "_results": [r.result for r in replies]}
 
 
-async def stream(jobs: list[Job], heads: list[list], request: p.ChatRequest, model: str) -> AsyncIterator[str]:
+async def stream(jobs: list[Job], heads: list[list], request: p.ChatRequest, model: str,
+                 note=lambda **fields: None) -> AsyncIterator[str]:
     """Server-sent events: per choice a role chunk, reasoning / content deltas and its finish chunk
     (the n choices' chunks interleaved as they come, each with its index), then the usage and [DONE].
-    Closing this generator (the client went away) cancels the jobs: generation stops at the next token."""
+    Closing this generator (the client went away) cancels the jobs: generation stops at the next token.
+    `note` is told the results (and an error) for the request's log line."""
     ids, results = p.Ids(model), [None] * len(jobs)
     choices = [_choice_chunks(job, head, request, ids, i, results)
                for i, (job, head) in enumerate(zip(jobs, heads, strict=True))]
@@ -189,8 +191,10 @@ async def stream(jobs: list[Job], heads: list[list], request: p.ChatRequest, mod
     except Exception as e:  # noqa: BLE001  (mid-stream: the status line is sent; say it in the stream)
         from glmv_cli.serve.errors import describe
 
+        note(error=describe(e)[1])
         yield _sse(p.error_body(describe(e)[1]))
     finally:
+        note(results=results)
         for job in jobs:
             job.cancel()
     yield "data: [DONE]\n\n"

@@ -312,9 +312,11 @@ def _text_part(text: str, logprobs: list | None = None) -> dict:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
-async def stream(job, head: list, request: ResponsesRequest, model: str, end_think: int | None) -> AsyncIterator[str]:
+async def stream(job, head: list, request: ResponsesRequest, model: str, end_think: int | None,
+                 note=lambda **fields: None) -> AsyncIterator[str]:
     """response.created, in_progress, the items' events as the reply is generated, then
-    response.completed (or response.incomplete when max_output_tokens cut it)."""
+    response.completed (or response.incomplete when max_output_tokens cut it). `note` is told the
+    result (and an error) for the request's log line."""
     events, result = Events(Shape(request, model)), None
     try:
         started = events.shape.response("in_progress", [])
@@ -345,6 +347,8 @@ async def stream(job, head: list, request: ResponsesRequest, model: str, end_thi
         from glmv_cli.serve.errors import describe
 
         status, message, kind, code = describe(e)
+        note(error=message)
         yield events.sse("error", code=code or kind, message=message, param=None)
     finally:
+        note(results=[result])
         job.cancel()

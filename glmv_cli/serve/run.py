@@ -22,6 +22,7 @@ class ServeOptions:
     max_body_mb: int = 128
     names: tuple[str, ...] = ()  # --served-model-name: the first is /v1/models' id, all are accepted
     parallel: int | None = None  # requests answered at once (None: parallel_for's default)
+    request_log: bool = True  # a line on stderr per answered request
 
 
 DEFAULT_PARALLEL = 4  # on a CPU or Mac: four requests decoded together
@@ -64,7 +65,7 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
         collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
     service = Service(session, Worker(opts.max_queue, threads=session.parallel), root, names=opts.names)
     app = create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),
-                     max_body_bytes=opts.max_body_mb * 2**20)
+                     max_body_bytes=opts.max_body_mb * 2**20, request_log=opts.request_log)
     log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health), %d request%s at once",
                 service.model_id, opts.host, opts.port, session.parallel, "s" if session.parallel > 1 else "")
     uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=2)

@@ -23,7 +23,8 @@ UI = "http://ui.example"
 @pytest.fixture(scope="module")
 def server(looping, tmp_path_factory):
     with glmv_server(looping, "--api-key", KEY, "--max-queue", "1", "--max-body-mb", "1", "--cors-origin", UI,
-                     "--parallel", "1", log_dir=tmp_path_factory.mktemp("logs")) as s:  # (one answered at once)
+                     "--parallel", "1", "--no-request-log",  # (one answered at once; no line per request)
+                     log_dir=tmp_path_factory.mktemp("logs")) as s:
         yield s
 
 
@@ -57,6 +58,7 @@ def test_the_api_key_is_enforced(server, client):
     assert server.health()["status"] == "ok"  # /health needs no key
     done = say(client, 6)  # <think>, a thought, </think>, <answer>, then "la", " la"
     assert done.choices[0].message.content == "la la" and done.choices[0].finish_reason == "length"
+    assert " POST /v1/" not in server.log.read_text()  # --no-request-log
 
 
 def test_a_dropped_stream_frees_the_worker(server, client):

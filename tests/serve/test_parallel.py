@@ -157,3 +157,30 @@ def test_n_choices_are_generated_together_each_as_its_own_request(server, media)
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(**ask, n=9)
     assert server.health()["status"] == "ok"
+
+
+def test_each_answered_request_gets_a_line_in_the_servers_log(server, media):
+    """The request log: status, route, prompt tokens (cached ones), tokens generated (every choice),
+    first token and speed; an error's line carries the message the client got."""
+    import re
+
+    client = server.client()
+    model = client.models.list().data[0].id
+    messages = requests(media)[0]["messages"]
+    done = client.chat.completions.create(model=model, messages=messages, max_tokens=9, temperature=0)
+    list(client.chat.completions.create(model=model, messages=messages, max_tokens=7, temperature=0, n=2,
+                                        stream=True))
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+    client.responses.create(model=model, input="Hello", max_output_tokens=5)
+    time.sleep(0.5)
+    lines = [line for line in server.log.read_text().splitlines() if re.match(r"glmv: \d\d:\d\d:\d\d \d{3} ", line)]
+    n = done.usage.prompt_tokens
+    json_line = rf"200 POST /v1/chat/completions: {n:,} prompt tokens( \(\d+ cached\))?, 9 generated, first token"
+    assert any(re.search(json_line, line) for line in lines), lines[-6:]
+    assert any(re.search(r"200 POST /v1/chat/completions: .*, 14 generated in 2 choices, first token [\d.]+ s, "
+                         r"[\d.]+ s, [\d.]+ tokens/s$", line) for line in lines), lines[-6:]
+    assert any(line.endswith("400 POST /v1/chat/completions: " + bad.value.body["message"]) for line in lines)
+    assert any(re.search(r"200 POST /v1/responses: .*, 5 generated", line) for line in lines), lines[-6:]
+    assert not any("/health" in line for line in lines)

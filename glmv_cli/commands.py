@@ -175,6 +175,8 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
             from glmv_cli.app.map_reduce import map_reduce as read_all
 
             session.parallel = parallel
+            if note := getattr(session, "parallel_note", lambda: None)():
+                term.line("note: ", note, style="yellow")
 
             events = read_all(session, question, items[0], system=out.system, load=load, generation=gen)
         else:

@@ -115,6 +115,19 @@ class Session:
         """`ask`, collected: the final Result."""
         return collect(self.ask(question, attachments, **kwargs))
 
+    def parallel_note(self) -> str | None:
+        """What to tell someone who asked for several questions at once where one at a time is
+        faster: on CUDA the lone request's decode step is a CUDA graph, N together run eagerly."""
+        if self.parallel <= 1:
+            return None
+        from glmv_cli.loading import pick_device
+
+        if pick_device(self.device).type != "cuda":
+            return None
+        return (f"--parallel {self.parallel} on CUDA decodes {self.parallel} rows per step without the CUDA graph "
+                f"a lone request gets, which is often slower in all; python benchmarks/batch_decode_bench.py "
+                f"MODEL --device cuda measures both on this card")
+
     def closes_thinking(self, gen: GenerationOptions) -> bool:
         """Thinking is asked off (enable_thinking false) of a template without that switch
         (GLM-4.1V-Thinking): then the thinking is closed as soon as it opens (a think budget of 0)."""

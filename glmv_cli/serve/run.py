@@ -60,6 +60,8 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     log.warning("serve: loading %s", session.name)
     glmv = session.load()
     session.parallel = parallel_for(glmv.device.type, compile, opts.parallel)
+    if note := session.parallel_note():
+        log.warning("serve: note: %s", note)
     if compile or glmv.device.type == "cuda":  # compiling, CUDA-graph capture, Triton's JIT: now, not in
         log.warning("serve: warming up the decode step")  # the first client's answer
         collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))

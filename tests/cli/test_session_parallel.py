@@ -21,3 +21,17 @@ def test_questions_from_threads_get_the_answers_asked_alone(tiny, media):
     assert len({tuple(ids) for ids in want}) == 3  # (three images, three answers)
     stats = together.glmv.batch_stats()
     assert stats["widest"] >= 2 and stats["rows"] > stats["steps"]
+
+
+def test_several_at_once_on_cuda_comes_with_a_note(tiny, monkeypatch):
+    """On CUDA a lone request decodes in a CUDA graph and N together eagerly: asking for N says so
+    (and points at the benchmark that measures both); elsewhere, or one at a time, nothing is said."""
+    import torch
+
+    from glmv_cli import loading
+
+    assert Session(tiny, device="cpu", parallel=4).parallel_note() is None
+    monkeypatch.setattr(loading, "pick_device", lambda device="auto": torch.device("cuda"))
+    note = Session(tiny, parallel=4).parallel_note()
+    assert note.startswith("--parallel 4 on CUDA") and "batch_decode_bench.py" in note
+    assert Session(tiny, parallel=1).parallel_note() is None

@@ -1,6 +1,8 @@
 """What decoding several sequences in one step costs (Glm4v.decode_rows, glmv serve --parallel):
 time per step and tokens/s over all rows, for 1, 2, 4, 8 rows, against the one-sequence step glmv
-uses by default (eager on a CPU, the CUDA graph on CUDA).
+uses by default (eager on a CPU, the CUDA graph on CUDA), and the fixed-shape step of N rows that
+glmv serve --parallel runs on CUDA in a graph per set of requests (batch_graphs.py; on a CPU the
+same step eagerly).
 
     python benchmarks/batch_decode_bench.py CHECKPOINT [--device cuda] [--dtype bfloat16] \\
         [--rows 1 2 4 8] [--prompt 512] [--steps 32]
@@ -54,6 +56,19 @@ def main(argv: list[str] | None = None) -> None:
         got = timed(lambda pos, c=caches, n=rows: model.decode_rows(torch.ones(n, 1, dtype=torch.long),
                                                                      [pos] * n, [0] * n, c), args, rows)
         got["how"] = f"decode_rows, {rows} row{'s' if rows > 1 else ''}"
+        results["settings"].append(got)
+        report(got, baseline)
+    for rows in args.rows:  # what glmv serve --parallel runs on CUDA: the static step, in a graph per set
+        from glmv_cli.batch_graphs import EagerGraph, RowGraphs
+        from glmv_cli.batching import _Row
+
+        cuda = args.device.startswith("cuda")
+        graphs = RowGraphs(model, make_graph=None if cuda else EagerGraph)
+        caches = [[copy(c) for c in first] for _ in range(rows)]
+        token = torch.ones(1, 1, dtype=torch.long, device=glm.device)
+        got = timed(lambda pos, c=caches, g=graphs, t=token: g.run([_Row(t, pos, 0, r) for r in c]), args, rows)
+        got["how"] = f"{'CUDA graph' if cuda else 'static step'}, {rows} row{'s' if rows > 1 else ''}"
+        got["captures"] = graphs.captures
         results["settings"].append(got)
         report(got, baseline)
     print(json.dumps(results))

@@ -82,14 +82,26 @@ class Glmv:
         """What generations on several threads share to decode together (batching.py), made once;
         at most `rows` sequences per step."""
         if self._batcher is None:
-            self._batcher = DecodeBatcher(self.model, rows)
+            from glmv_cli.cuda_graph import graphs_enabled
+
+            graphs = None
+            if graphs_enabled(self.device):
+                from glmv_cli.batch_graphs import RowGraphs
+
+                graphs = RowGraphs(self.model)
+            self._batcher = DecodeBatcher(self.model, rows, graphs=graphs)
         self._batcher.rows = max(1, rows)
         return self._batcher
 
     def batch_stats(self) -> dict | None:
         """The batcher's counts (None before any): steps run, rows in them, the most rows at once."""
         b = self._batcher
-        return None if b is None else {"steps": b.steps, "rows": b.row_steps, "widest": b.widest}
+        if b is None:
+            return None
+        out = {"steps": b.steps, "rows": b.row_steps, "widest": b.widest}
+        if b.graphs is not None:
+            out |= {"graph_captures": b.graphs.captures, "capture_s": round(b.graphs.capture_seconds, 3)}
+        return out
 
     def generate(self, inputs: dict, *, max_new_tokens: int | None = None, ignore_stop: bool = False,
                  compile: bool = False, graph: bool | None = None, reuse: bool = False, **sampling) -> Generation:

@@ -50,8 +50,10 @@ class _Row:
 
 
 class DecodeBatcher:
-    def __init__(self, model, rows: int = 4, wait_s: float = WAIT_S):
-        self.model, self.rows, self.wait_s = model, max(1, rows), wait_s
+    def __init__(self, model, rows: int = 4, wait_s: float = WAIT_S, graphs=None):
+        """`graphs` (batch_graphs.RowGraphs; CUDA): the steps run as CUDA graphs, one per set of
+        generations; without, eagerly (a lone generation as Glm4v.decode)."""
+        self.model, self.rows, self.wait_s, self.graphs = model, max(1, rows), wait_s, graphs
         self.lock = threading.RLock()  # the model (and the prompt cache) to one thread
         self._cv = threading.Condition()
         self._members = 0  # generations past their prompt, decoding
@@ -110,7 +112,11 @@ class DecodeBatcher:
         with self._cv:
             self._members += 1
 
-    def leave(self) -> None:
+    def leave(self, caches: list | None = None) -> None:
+        """A generation stops decoding; the graphs that hold its cache go."""
+        if self.graphs is not None and caches is not None:
+            with self.lock:
+                self.graphs.forget(caches)
         with self._cv:
             self._members -= 1
             self._cv.notify_all()  # (a row waiting for this one's need not)
@@ -146,7 +152,9 @@ class DecodeBatcher:
     def _run(self, batch: list[_Row]) -> None:
         try:
             with self.lock:
-                if len(batch) == 1:
+                if self.graphs is not None:
+                    logits = self.graphs.run(batch)
+                elif len(batch) == 1:
                     r = batch[0]
                     self.model.language_model.caches = r.caches
                     try:

@@ -311,7 +311,7 @@ class Generation:
                 self.decode_seconds = time.perf_counter() - start
             if batcher is not None:  # (the model holds no cache between a batcher's calls)
                 if joined:
-                    batcher.leave()
+                    batcher.leave(self.caches)
                 batcher.live.pop(id(self.caches), None)
             elif self.step is not None:
                 self.step.end()

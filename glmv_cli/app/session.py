@@ -116,17 +116,17 @@ class Session:
         return collect(self.ask(question, attachments, **kwargs))
 
     def parallel_note(self) -> str | None:
-        """What to tell someone who asked for several questions at once where one at a time is
-        faster: on CUDA the lone request's decode step is a CUDA graph, N together run eagerly."""
+        """What to tell someone who asked for several questions at once on CUDA, where that is not
+        yet measured against one at a time (each in the one-request CUDA graph)."""
         if self.parallel <= 1:
             return None
         from glmv_cli.loading import pick_device
 
         if pick_device(self.device).type != "cuda":
             return None
-        return (f"--parallel {self.parallel} on CUDA decodes {self.parallel} rows per step without the CUDA graph "
-                f"a lone request gets, which is often slower in all; python benchmarks/batch_decode_bench.py "
-                f"MODEL --device cuda measures both on this card")
+        return (f"--parallel {self.parallel} on CUDA decodes up to {self.parallel} rows per step in a CUDA graph "
+                f"captured for each set of requests, not yet measured against one at a time; python "
+                f"benchmarks/batch_decode_bench.py MODEL --device cuda measures both on this card")
 
     def closes_thinking(self, gen: GenerationOptions) -> bool:
         """Thinking is asked off (enable_thinking false) of a template without that switch

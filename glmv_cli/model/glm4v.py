@@ -175,6 +175,24 @@ class Glm4v(nn.Module):
                                      start=list(starts), use_cache=True, rows=caches)
         return self.lm_head(hidden[:, -1])
 
+    def decode_rows_static(self, tokens: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor,
+                           caches: list[list]) -> torch.Tensor:
+        """decode_rows with shapes that never change (a CUDA graph's, batch_graphs.py): tokens
+        (B, 1), each row's position (B,) and rope delta (B,) as tensors; row b's attention reads its
+        whole cache under a mask, as decode_step does for one."""
+        B, dtype = tokens.shape[0], self.language_model.norm.weight.dtype
+        position_ids = (input_pos + rope_delta).view(1, B, 1).expand(3, B, 1)
+        masks = []
+        for b, row in enumerate(caches):
+            length = row[0].k.shape[2]
+            written = (torch.arange(length, device=tokens.device) <= input_pos[b]).view(1, 1, 1, length)
+            masks.append(torch.zeros(written.shape, dtype=dtype, device=tokens.device).masked_fill_(
+                ~written, float("-inf")))
+        hidden = self.language_model(self.language_model.embed_tokens(tokens), position_ids,
+                                     start=[input_pos[b:b + 1] for b in range(B)], mask=masks, use_cache=True,
+                                     rows=caches)
+        return self.lm_head(hidden[:, -1])
+
     def decode_step(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
         """One token (1, 1) at cache position `input_pos` (1,) -> logits (1, vocab), with shapes that
         never change: attention reads the whole cache under a mask, the position is a tensor, no

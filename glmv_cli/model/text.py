@@ -104,7 +104,8 @@ class TextAttention(nn.Module):
             q, k = qk.split([H, KV], dim=1)  # (B, H, S, D), (B, KV, S, D)
             v = qkv[:, :, H + KV:].transpose(1, 2)  # (B, KV, S, D)
             if isinstance(cache, list):  # a batched decode step: each row its own cache and position
-                rows = [self._one_token(q[b:b + 1], *c.update(at, k[b:b + 1], v[b:b + 1]), None, False)
+                rows = [self._one_token(q[b:b + 1], *c.update(at, k[b:b + 1], v[b:b + 1]),
+                                        mask[b] if mask is not None else None, False)
                         for b, (c, at) in enumerate(zip(cache, start, strict=True))]
                 return self.o_proj(torch.cat(rows))  # (the projection once, for every row)
             if cache is not None:
@@ -234,7 +235,8 @@ class TextModel(nn.Module):
         With use_cache the keys/values go to the preallocated cache at [start, start+S) and
         attention reads everything cached before them. `rows` (a batched decode step, S = 1): each
         row's own cache (one KVCache per layer, batch 1) instead of `caches`, and `start` a list of
-        each row's position in it; the projections and MLPs run once for all rows.
+        each row's position in it (ints, or (1,) tensors with `mask` a list of each row's mask over
+        its whole cache: Glm4v.decode_rows_static); the projections and MLPs run once for all rows.
         """
         cos, sin = text_rope(position_ids, self.inv_freq, self.cfg.mrope_section, embeds.dtype)
         if use_cache and rows is None and self.caches is None:

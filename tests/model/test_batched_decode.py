@@ -79,3 +79,26 @@ def test_int8_rows_equal_each_row_alone(tiny_folder, prompt_inputs):
     for b, (caches, _, delta, n) in enumerate(twins):
         torch.testing.assert_close(batched[b:b + 1], alone(glm, caches, int(tokens[b]), n, delta), rtol=1e-2,
                                    atol=1e-2)
+
+
+def test_the_static_step_of_rows_equals_the_rows_step(checkpoints, prompt_inputs):
+    """decode_rows_static (fixed shapes, positions as tensors: what a CUDA graph captures) gives the
+    logits of decode_rows and writes the same keys and values."""
+    import glmv_cli
+
+    torch.set_num_threads(1)
+    glm = glmv_cli.load(checkpoints("base"), device="cpu", dtype="float32")
+    names = ("text", "image", "video")
+    runs = [prefilled(glm, model_kwargs(prompt_inputs(n)), 200 + 100 * i) for i, n in enumerate(names)]
+    twins = [prefilled(glm, model_kwargs(prompt_inputs(n)), 200 + 100 * i) for i, n in enumerate(names)]
+    tokens = torch.tensor([[int(r[1].argmax())] for r in runs])
+    positions, deltas = [r[3] for r in runs], [r[2] for r in runs]
+    for _ in range(4):
+        static = glm.model.decode_rows_static(tokens, torch.tensor(positions), torch.tensor(deltas),
+                                              [r[0] for r in runs])
+        plain = glm.model.decode_rows(tokens, positions, deltas, [t[0] for t in twins])
+        torch.testing.assert_close(static, plain, rtol=1e-5, atol=1e-5)
+        tokens, positions = static.argmax(-1, keepdim=True), [p + 1 for p in positions]
+    for (caches, *_), (twin, *_) in zip(runs, twins, strict=True):
+        for c, t in zip(caches, twin, strict=True):
+            torch.testing.assert_close(c.k, t.k, rtol=1e-5, atol=1e-5)

@@ -246,3 +246,22 @@ def test_what_the_cache_holds_is_matched_again_when_the_prompt_goes_in(glm, prom
     for g in made[1:]:
         g.held()
     assert concurrently(lambda i: made[i + 1], 5) == alone[1:]
+
+
+def test_steps_as_graphs_one_per_set_of_generations(glm, prompt_inputs):
+    """With RowGraphs (CUDA graphs on a GPU; here EagerGraph, the same bookkeeping): every step of a
+    set of generations runs in the graph captured for that set, the answers are those alone, and
+    a generation that leaves takes its graphs with it."""
+    from glmv_cli.batch_graphs import EagerGraph, RowGraphs
+
+    todo = jobs(prompt_inputs)
+    alone = [list(generation(glm, job)) for job in todo]
+    graphs = RowGraphs(glm.model, make_graph=EagerGraph)
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=1.0, graphs=graphs)
+    together = concurrently(lambda i: generation(glm, todo[i], batcher=batcher), len(todo))
+    assert together == alone
+    # one capture per set: the four together, then fewer as each one ends (and some lone ones)
+    assert 1 <= graphs.captures <= 8 and batcher.steps > 3 * graphs.captures
+    assert not graphs.graphs  # every generation left: no graph keeps a cache alive
+    lone = generation(glm, todo[0], batcher=batcher)
+    assert list(lone) == alone[0] and graphs.captures <= 9

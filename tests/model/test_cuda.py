@@ -133,6 +133,22 @@ def test_batched_rows_equal_each_row_alone_on_the_device(ours, prompt_inputs):
         torch.testing.assert_close(batched[b:b + 1], single, rtol=1e-4, atol=1e-4)
 
 
+def test_generations_decoded_together_in_cuda_graphs_yield_what_each_yields_alone(ours, prompt_inputs, gpu):
+    """glmv serve --parallel on CUDA: the steps of a set of generations replayed from the graph
+    captured for that set (batch_graphs.py) give each the tokens it gets alone (float32)."""
+    needs_cuda(gpu)
+    from glmv_cli.batch_graphs import RowGraphs
+    from glmv_cli.batching import DecodeBatcher
+    from tests.model.test_batched_generation import concurrently, generation, jobs
+
+    todo = jobs(prompt_inputs)
+    alone = [list(generation(ours, job)) for job in todo]
+    graphs = RowGraphs(ours.model)
+    batcher = DecodeBatcher(ours.model, rows=4, wait_s=1.0, graphs=graphs)
+    assert concurrently(lambda i: generation(ours, todo[i], batcher=batcher), len(todo)) == alone
+    assert not graphs.failed and graphs.captures >= 1 and batcher.steps > 3 * graphs.captures
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_streamed_loading_lands_the_cpu_weights(tiny_folder, gpu, dtype):
     cpu = glmv_cli.load(tiny_folder, device="cpu", dtype=dtype).model.state_dict()

@@ -28,6 +28,7 @@ from glmv_cli.memory import is_out_of_memory
 log = logging.getLogger(__name__)
 
 KEEP = 4  # graphs kept (sets of generations seen lately)
+WARMUP_CALLS = 2  # as cuda_graph.py's
 
 
 class EagerGraph:
@@ -50,10 +51,13 @@ class CudaGraph(EagerGraph):
         self.device, self.pool = device, pool
 
     def warm(self, fn):
+        """The step, twice, on a side stream (lazy initialisation, Triton's autotuning); the second
+        writes the same keys and values again."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            out = fn()
+            for _ in range(WARMUP_CALLS):
+                out = fn()
         torch.cuda.current_stream(self.device).wait_stream(side)
         return out
 

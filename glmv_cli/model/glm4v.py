@@ -57,8 +57,9 @@ class Glm4v(nn.Module):
         return mm_token_types(input_ids, c.image_token_id, c.video_start_token_id, c.video_end_token_id)
 
     def embed(self, input_ids: torch.Tensor, types: torch.Tensor, pixel_values=None, image_grid_thw=None,
-              pixel_values_videos=None, video_grid_thw=None) -> torch.Tensor:
-        """Token embeddings (B, S, hidden) with vision features scattered into the placeholders."""
+              pixel_values_videos=None, video_grid_thw=None, pause=None) -> torch.Tensor:
+        """Token embeddings (B, S, hidden) with vision features scattered into the placeholders
+        (`pause`: called between the vision tower's groups of patches, and between images and video)."""
         embeds = self.language_model.embed_tokens(input_ids)
         for kind, pixels, grids in ((1, pixel_values, image_grid_thw), (2, pixel_values_videos, video_grid_thw)):
             slots = types == kind
@@ -67,7 +68,9 @@ class Glm4v(nn.Module):
                 if n_slots:
                     raise ValueError(f"the prompt has {n_slots} {_NAMES[kind]} placeholders but no pixels")
                 continue
-            features = self.visual(pixels.to(embeds.device), grids)  # (PatchCodes are expanded there)
+            if kind == 2 and pause is not None and pixel_values is not None:
+                pause()
+            features = self.visual(pixels.to(embeds.device), grids, pause)  # (PatchCodes are expanded there)
             if features.shape[0] != n_slots:
                 raise ValueError(f"{_NAMES[kind]} features ({features.shape[0]}) and placeholders ({n_slots}) "
                                  f"do not match")
@@ -117,7 +120,7 @@ class Glm4v(nn.Module):
         x = on_model_device(self.device, input_ids=input_ids, types=types, position_ids=position_ids,
                             pixel_values=pixel_values, pixel_values_videos=pixel_values_videos)
         embeds = self.embed(x["input_ids"], x["types"], x["pixel_values"], image_grid_thw, x["pixel_values_videos"],
-                            video_grid_thw)
+                            video_grid_thw, pause)
         length, chunk = embeds.shape[1], chunk or PREFILL_CHUNK
         for at in range(0, length, chunk):  # each chunk attends to the cache before it
             if at and pause is not None:

@@ -183,15 +183,19 @@ class VisionModel(nn.Module):
         self.merger = PatchMerger(cfg)
         self.register_buffer("inv_freq", inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta), persistent=False)
 
-    def forward(self, pixel_values: torch.Tensor | PatchCodes, grid_thw: torch.Tensor | list) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor | PatchCodes, grid_thw: torch.Tensor | list,
+                pause=None) -> torch.Tensor:
         """pixel_values (N, C*T*p*p) or PatchCodes standing for them, grid_thw (n, 3) in patches ->
-        (N / merge^2, out_hidden). At most GROUP_PATCHES patches go through the tower at a time."""
+        (N / merge^2, out_hidden). At most GROUP_PATCHES patches go through the tower at a time;
+        `pause` (optional) is called between two groups (batching.py: other requests' tokens)."""
         grids = [tuple(int(v) for v in row) for row in (grid_thw.tolist() if torch.is_tensor(grid_thw) else grid_thw)]
         groups = patch_groups(grids, GROUP_PATCHES)
         if len(groups) == 1:
             return self._forward(pixel_values, grids)
         out, row = [], 0
-        for group in groups:
+        for k, group in enumerate(groups):
+            if k and pause is not None:
+                pause()
             n = sum(t * h * w for t, h, w in group)
             out.append(self._forward(pixel_values[row:row + n], group))
             row += n

@@ -265,3 +265,34 @@ def test_steps_as_graphs_one_per_set_of_generations(glm, prompt_inputs):
     assert not graphs.graphs  # every generation left: no graph keeps a cache alive
     lone = generation(glm, todo[0], batcher=batcher)
     assert list(lone) == alone[0] and graphs.captures <= 9
+
+
+def test_others_decode_between_the_vision_towers_groups_of_a_new_prompt(glm, prompt_inputs, monkeypatch):
+    """A prompt's images go through the vision tower a group of patches at a time; while others
+    decode, their steps run between the groups too (a PDF's pages on a CPU take seconds each)."""
+    from glmv_cli.model import glm4v, vision
+
+    monkeypatch.setattr(vision, "GROUP_PATCHES", 100)  # the three images (up to 140 patches): three groups
+    todo = jobs(prompt_inputs)
+    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.05)
+    first = iter(generation(glm, dict(todo[1], max_new_tokens=60), batcher=batcher))
+    head = [next(first)]
+    during, plain = [], glm4v.Glm4v.embed
+
+    def watched(self, *args, **kwargs):
+        before = batcher.steps
+        out = plain(self, *args, **kwargs)
+        during.append(batcher.steps - before)
+        return out
+
+    monkeypatch.setattr(glm4v.Glm4v, "embed", watched)
+    out = {}
+    reader = threading.Thread(target=lambda: out.setdefault("first", head + list(first)))
+    second = generation(glm, todo[3], batcher=batcher)
+    reader.start()
+    got = list(second)
+    reader.join(60)
+    monkeypatch.undo()
+    assert during[0] >= 2  # steps of the first generation between the second's groups of patches
+    assert got == list(generation(glm, todo[3]))
+    assert out["first"] == list(generation(glm, dict(todo[1], max_new_tokens=60)))

@@ -54,7 +54,8 @@ def _root() -> None:
     'glmv ask street.jpg "Where is the bus? Give its box" --draw-boxes boxes.png',
     'glmv ask receipt.jpg "Shop and total?" --schema receipt.schema.json   (the answer: JSON of that schema)',
     'glmv ask -c "And the one on the left?"   (continues the last glmv ask, with its attachments)',
-    'glmv ask photos/*.jpg "Write a one-line caption" --each --json > captions.jsonl'))
+    'glmv ask photos/*.jpg "Write a one-line caption" --each --json > captions.jsonl',
+    'glmv ask photos/*.jpg "Write a one-line caption" --each --parallel 4'))
 def ask(
     args: Args = None, model: o.Model = None, device: o.Device = "auto", dtype: o.Dtype = "auto",
     quantize: o.Quantize = None, compile: o.Compile = False,
@@ -107,7 +108,7 @@ def ask(
     'glmv pdf report.pdf "What was the revenue in 2023?" --pages 2-5 --dpi 150',
     'glmv pdf scan.pdf "Transcribe page 1" --pages 1 --with-text',
     'glmv pdf locked.pdf --password hunter2 -R',
-    'glmv pdf contract.pdf "List every deadline" --map-reduce',
+    'glmv pdf contract.pdf "List every deadline" --map-reduce [--parallel 4]',
     'glmv pdf slides.pptx "List the action items"   (needs LibreOffice)'))
 def pdf(
     file: File, question: Question = None, model: o.Model = None, device: o.Device = "auto",
@@ -226,7 +227,8 @@ def chat(
 @app.command(epilog=_examples(
     "glmv serve --model zai-org/GLM-4.1V-9B-Thinking",
     "glmv serve --port 8001 --api-key $(openssl rand -hex 16) --max-queue 8",
-    "glmv serve --host 0.0.0.0 --api-key KEY --allowed-local-media-path ~/shared"))
+    "glmv serve --host 0.0.0.0 --api-key KEY --allowed-local-media-path ~/shared",
+    "glmv serve --parallel 8   (eight requests decoded together)"))
 def serve(
     model: o.Model = None, host: o.Host = "127.0.0.1", port: o.Port = 8000, api_key: o.ServerKey = None,
     device: o.Device = "auto", dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,

@@ -1,5 +1,6 @@
 """The HTTP app (FastAPI): GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/responses
-(OpenAI's Responses API, over the same requests: responses.py).
+(OpenAI's Responses API, over the same requests: responses.py) and GET / DELETE /v1/responses/{id}
+(the responses kept: stored.py).
 
 /health answers at once, even while the model is busy. The /v1 routes need `Authorization:
 Bearer KEY` when the server has an API key (compared in constant time). Request bodies over
@@ -82,7 +83,14 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
 
     @app.post("/v1/responses", dependencies=[guard])
     async def responses_route(body: responses.ResponsesRequest, request: Request):
-        chat_request = body.to_chat()
+        kept = service.responses
+        history = kept.conversation(body.previous_response_id) if body.previous_response_id else []
+        chat_request = body.to_chat(history)
+
+        def store(response: dict) -> None:
+            if body.store is not False:
+                kept.keep(response, history, body.input_items())
+
         if not service.knows(chat_request.model):
             raise ApiError(404, f"the model {body.model!r} does not exist here; this server serves "
                                 f"{service.model_id!r} (GET /v1/models)", code="model_not_found")
@@ -94,17 +102,33 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
             note(request, first_token=time.monotonic())
             if body.stream:
                 return StreamingResponse(responses.stream(job, head, body, service.model_id, end_think,
-                                                          lambda **fields: note(request, **fields)),
+                                                          lambda **fields: note(request, **fields), store),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             reply = await chat.gather(job, head, [], request.is_disconnected)
             note(request, results=[reply.result])
-            return responses.complete(reply, body, service.model_id, end_think)
+            done = responses.complete(reply, body, service.model_id, end_think)
+            store(done)
+            return done
         except chat.ClientGone:
             return Response(status_code=499)
         except BaseException:
             job.cancel()
             raise
+
+    @app.get("/v1/responses/{response_id}", dependencies=[guard])
+    async def stored_response(response_id: str):
+        found = service.responses.get(response_id)
+        if found is None:
+            raise ApiError(404, f"no response {response_id!r} is kept here (stored responses live in the "
+                                f"server's memory until it restarts)", code="response_not_found")
+        return found
+
+    @app.delete("/v1/responses/{response_id}", dependencies=[guard])
+    async def delete_response(response_id: str):
+        if not service.responses.delete(response_id):
+            raise ApiError(404, f"no response {response_id!r} is kept here", code="response_not_found")
+        return {"id": response_id, "object": "response", "deleted": True}
 
     return app
 

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from glmv_cli.app.loaders import LoadOptions
@@ -21,6 +21,7 @@ from glmv_cli.app.messages import Message, history_turns, parse_messages, split_
 from glmv_cli.app.session import Done, Progress, Session
 from glmv_cli.app.tools import ToolCalled
 from glmv_cli.serve import protocol as p
+from glmv_cli.serve.stored import ResponseStore
 from glmv_cli.serve.worker import END, Job, Worker
 from glmv_cli.stream import Answer, Thinking
 
@@ -36,6 +37,7 @@ class Service:
     local_root: Path | None = None
     load: LoadOptions = LoadOptions()
     names: tuple[str, ...] = ()  # --served-model-name: the first is the model's id, all are accepted
+    responses: ResponseStore = field(default_factory=ResponseStore)  # the Responses API's, kept (stored.py)
 
     @property
     def model_id(self) -> str:

@@ -9,8 +9,9 @@ max_tokens, and `reasoning.effort` "none" or "minimal" turns the thinking off. T
 `message` item (output_text) and one `function_call` item per call; streamed, the API's typed events
 (response.created ... response.output_text.delta ... response.completed).
 
-glmv keeps no responses: `previous_response_id` is refused; send the whole conversation as `input`
-(as clients do with `store: false`).
+Responses are kept in the server's memory (stored.py) unless `store` is false, so a request may go
+on from one with `previous_response_id`; the ids go away when the server restarts or the store is
+full, and a client can always send the whole conversation as `input` instead.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ResponsesRequest(BaseModel):
     text: dict | None = None
     reasoning: dict | None = None
     previous_response_id: str | None = None
+    store: bool | None = None  # (OpenAI's default: true)
     metadata: dict | None = None
     include: list | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -61,14 +63,17 @@ class ResponsesRequest(BaseModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     think_budget: int | None = Field(default=None, ge=0)
 
-    def to_chat(self) -> p.ChatRequest:
-        """The same request in the chat-completions shape (an InputError: a 400 naming the field)."""
-        if self.previous_response_id:
-            raise InputError("glmv keeps no responses, so previous_response_id cannot be used; send the whole "
-                             "conversation as input")
+    def input_items(self) -> list:
+        """`input` as a list of items (a string is one user message)."""
+        if isinstance(self.input, str):
+            return [{"type": "message", "role": "user", "content": self.input}]
+        return list(self.input)
+
+    def to_chat(self, history: list = ()) -> p.ChatRequest:
+        """The same request in the chat-completions shape (an InputError: a 400 naming the field);
+        `history`: the items of the conversation `previous_response_id` names (stored.py)."""
         messages = [{"role": "system", "content": self.instructions}] if self.instructions else []
-        messages += [{"role": "user", "content": self.input}] if isinstance(self.input, str) else \
-            input_messages(self.input)
+        messages += input_messages([*history, *self.input_items()])
         effort = (self.reasoning or {}).get("effort")
         return p.ChatRequest(
             model=self.model, messages=messages, temperature=self.temperature, top_p=self.top_p,
@@ -185,8 +190,9 @@ class Shape:
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "instructions": r.instructions, "max_output_tokens": r.max_output_tokens, "model": self.model,
             "output": output, "parallel_tool_calls": r.parallel_tool_calls is not False,
-            "previous_response_id": None, "reasoning": {"effort": (r.reasoning or {}).get("effort"), "summary": None},
-            "store": False, "temperature": r.temperature, "text": r.text or {"format": {"type": "text"}},
+            "previous_response_id": r.previous_response_id,
+            "reasoning": {"effort": (r.reasoning or {}).get("effort"), "summary": None}, "store": r.store is not False,
+            "temperature": r.temperature, "text": r.text or {"format": {"type": "text"}},
             "tool_choice": r.tool_choice or "auto", "tools": r.tools or [], "top_p": r.top_p,
             "truncation": "disabled", "usage": usage, "metadata": r.metadata or {},
         }
@@ -313,10 +319,10 @@ def _text_part(text: str, logprobs: list | None = None) -> dict:
 
 
 async def stream(job, head: list, request: ResponsesRequest, model: str, end_think: int | None,
-                 note=lambda **fields: None) -> AsyncIterator[str]:
+                 note=lambda **fields: None, done=lambda response: None) -> AsyncIterator[str]:
     """response.created, in_progress, the items' events as the reply is generated, then
     response.completed (or response.incomplete when max_output_tokens cut it). `note` is told the
-    result (and an error) for the request's log line."""
+    result (and an error) for the request's log line, `done` the final response (to store it)."""
     events, result = Events(Shape(request, model)), None
     try:
         started = events.shape.response("in_progress", [])
@@ -342,6 +348,7 @@ async def stream(job, head: list, request: ResponsesRequest, model: str, end_thi
             yield line
         status = "incomplete" if result is not None and result.finish_reason == "length" else "completed"
         final = events.shape.response(status, events.output, result, reasoning_tokens(result, end_think))
+        done(final)
         yield events.sse(f"response.{status}", response=final)
     except Exception as e:  # noqa: BLE001  (mid-stream: the status line is sent; say it in the stream)
         from glmv_cli.serve.errors import describe

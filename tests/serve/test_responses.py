@@ -103,7 +103,7 @@ def test_reasoning_effort_minimal_answers_without_thinking(create):
 
 
 BAD = {
-    "previous_response_id": ({"previous_response_id": "resp_123"}, "keeps no responses"),
+    "an unknown previous_response_id": ({"previous_response_id": "resp_123"}, "is not a response this server keeps"),
     "a hosted tool": ({"tools": [{"type": "web_search"}]}, "function tools only"),
     "an unknown item": ({"input": [{"type": "computer_call"}]}, "is not one of message"),
     "an image by file id": ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f1"}]}]},
@@ -130,3 +130,33 @@ def test_output_text_logprobs_when_included(create):
     done = [e for e in events if e.type == "response.output_text.done"][0]
     assert "".join(t.token for t in done.logprobs) == ANSWER
     assert create(QUESTION).output[-1].content[0].logprobs == []
+
+
+def test_previous_response_id_goes_on_from_a_kept_response(client, create, server, media):
+    """store (the default): the response is kept; previous_response_id puts its conversation (its
+    input and output, not its instructions) before the new input, as if sent whole; GET returns it,
+    DELETE forgets it; store=false keeps nothing."""
+    picture = {"type": "input_image", "image_url": image(media["png"])["image_url"]["url"]}
+    asked = [{"role": "user", "content": [picture, {"type": "input_text", "text": QUESTION}]}]
+    first = create(asked, instructions="Be brief.")
+    assert first.store and client.responses.retrieve(first.id).output_text == ANSWER
+    second = create("And the red one?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id and second.output_text == ANSWER
+    whole = [*asked, *[o.model_dump(exclude_none=True) for o in first.output],
+             {"role": "user", "content": "And the red one?"}]
+    explicit = create(whole)
+    assert second.usage.input_tokens == explicit.usage.input_tokens  # the same conversation, sent whole
+    assert second.usage.input_tokens_details.cached_tokens > 0  # (the first turn's KV cache was reused)
+    streamed = list(create("And the green one?", previous_response_id=second.id, stream=True))
+    third = streamed[-1].response
+    assert client.responses.retrieve(third.id).previous_response_id == second.id
+    assert third.usage.input_tokens > second.usage.input_tokens
+    code, body, _ = server.request("DELETE", f"/v1/responses/{second.id}")
+    assert code == 200 and body["deleted"] is True
+    code, body, _ = server.request("GET", f"/v1/responses/{second.id}")
+    assert code == 404 and "no response" in body["error"]["message"]
+    code, body, _ = server.request("POST", "/v1/responses", {"input": "x", "previous_response_id": second.id})
+    assert code == 400 and "send the whole conversation" in body["error"]["message"]
+    unkept = create(QUESTION, store=False)
+    assert not unkept.store and server.request("GET", f"/v1/responses/{unkept.id}")[0] == 404
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class Glmv:
     load_seconds: float = 0.0
     _steps: dict = field(default_factory=dict, repr=False)
     _batcher: DecodeBatcher | None = field(default=None, repr=False)
+    _making: threading.Lock = field(default_factory=threading.Lock, repr=False)
     prompt_cache: PromptCache = field(default_factory=PromptCache, repr=False)  # the last request's KV cache
 
     @property
@@ -81,6 +83,10 @@ class Glmv:
     def batcher(self, rows: int) -> DecodeBatcher:
         """What generations on several threads share to decode together (batching.py), made once;
         at most `rows` sequences per step."""
+        with self._making:  # (the first questions of several threads ask for it at once: one for all)
+            return self._make_batcher(rows)
+
+    def _make_batcher(self, rows: int) -> DecodeBatcher:
         if self._batcher is None:
             from glmv_cli.cuda_graph import graphs_enabled
 

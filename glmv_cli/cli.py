@@ -234,7 +234,7 @@ def serve(
     device: o.Device = "auto", dtype: o.Dtype = "auto", quantize: o.Quantize = None, compile: o.Compile = False,
     max_queue: o.MaxQueue = 16, allowed_local_media_path: o.AllowedLocalMediaPath = None,
     cors_origin: o.CorsOrigin = None, max_body_mb: o.MaxBodyMb = 128, served_model_name: o.ServedModelName = None,
-    parallel: o.Parallel = None, request_log: o.RequestLog = True,
+    parallel: o.Parallel = None, request_log: o.RequestLog = True, max_context: o.ServeMaxContext = None,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/responses,
     /v1/models, /health).
@@ -247,7 +247,8 @@ def serve(
     from glmv_cli.serve.run import serve as run_server
 
     run_server(model, ServeOptions(host, port, api_key, max_queue, allowed_local_media_path, tuple(cors_origin or ()),
-                                   max_body_mb, tuple(served_model_name or ()), parallel, request_log),
+                                   max_body_mb, tuple(served_model_name or ()), parallel, request_log,
+                                   max_context),
                device=device, dtype=dtype, quantize=quantize, compile=compile)
 
 

@@ -171,6 +171,10 @@ ServerKey = Annotated[str | None, typer.Option(
     help="Require Authorization: Bearer KEY on /v1 routes \\[env: GLMV_API_KEY; default: no key].")]
 MaxQueue = Annotated[int, typer.Option(min=1, rich_help_panel=SERVER,
                                        help="Requests waiting for the model; more get 503 with Retry-After.")]
+ServeMaxContext = Annotated[int | None, typer.Option(
+    "--max-context", min=64, rich_help_panel=SERVER, show_default=False,
+    help="Tokens each request may hold, prompt and answer (vLLM's --max-model-len): bounds every request's "
+         "KV cache, so that --parallel of them fit \\[default: the model's context].")]
 RequestLog = Annotated[bool, typer.Option(
     "--request-log/--no-request-log", rich_help_panel=SERVER,
     help="A line on stderr per answered request: status, route, prompt tokens (cached), tokens generated, "

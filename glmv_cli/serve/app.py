@@ -52,7 +52,7 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
     async def models():
         return {"object": "list", "data": [{
             "id": service.model_id, "object": "model", "created": started, "owned_by": "glmv",
-            "max_model_len": service.session.config.text.max_position_embeddings}]}
+            "max_model_len": service.context}]}
 
     @app.post("/v1/chat/completions", dependencies=[guard])
     async def completions(body: ChatRequest, request: Request):
@@ -69,8 +69,8 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
                                                      lambda **fields: note(request, **fields)),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-            done = await chat.complete(jobs, heads, body, service.model_id, request.is_disconnected)
-            note(request, results=done.pop("_results"))
+            done, results = await chat.complete(jobs, heads, body, service.model_id, request.is_disconnected)
+            note(request, results=results)
             return done
         except chat.ClientGone:
             for job in jobs:

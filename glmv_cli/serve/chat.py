@@ -38,6 +38,12 @@ class Service:
     load: LoadOptions = LoadOptions()
     names: tuple[str, ...] = ()  # --served-model-name: the first is the model's id, all are accepted
     responses: ResponseStore = field(default_factory=ResponseStore)  # the Responses API's, kept (stored.py)
+    max_context: int | None = None  # --max-context: prompt + answer of every request (None: the model's)
+
+    @property
+    def context(self) -> int:
+        """The tokens a request may hold, prompt and answer (GET /v1/models' max_model_len)."""
+        return self.max_context or self.session.config.text.max_position_embeddings
 
     @property
     def model_id(self) -> str:
@@ -66,6 +72,8 @@ class Service:
 
     def job(self, messages: list[Message], request: p.ChatRequest, gen=None) -> Job:
         gen = gen or request.generation()
+        if self.max_context:
+            gen = dataclasses.replace(gen, max_context=self.max_context)
 
         def events():
             conversation = self.session.conversation()
@@ -167,13 +175,14 @@ async def heads(jobs: list[Job], is_disconnected) -> list[list]:
 
 
 async def complete(jobs: list[Job], heads: list[list], request: p.ChatRequest, model: str,
-                   is_disconnected) -> dict:
-    """The whole answer (each of the n choices, generated together) as one chat.completion object."""
+                   is_disconnected) -> tuple[dict, list]:
+    """The whole answer (each of the n choices, generated together) as one chat.completion object,
+    and the choices' Results (for the request's log line)."""
     replies = await asyncio.gather(*(gather(job, head, request.stop, is_disconnected)
                                      for job, head in zip(jobs, heads, strict=True)))
     choices = [p.choice(i, r.thinking, r.answer, r.finish_reason, r.result, r.calls) for i, r in enumerate(replies)]
-    return {**p.Ids(model).head("chat.completion"), "choices": choices,
-            "usage": p.usage_of([r.result for r in replies]), "_results": [r.result for r in replies]}
+    results = [r.result for r in replies]
+    return {**p.Ids(model).head("chat.completion"), "choices": choices, "usage": p.usage_of(results)}, results
 
 
 async def stream(jobs: list[Job], heads: list[list], request: p.ChatRequest, model: str,

@@ -23,6 +23,7 @@ class ServeOptions:
     names: tuple[str, ...] = ()  # --served-model-name: the first is /v1/models' id, all are accepted
     parallel: int | None = None  # requests answered at once (None: parallel_for's default)
     request_log: bool = True  # a line on stderr per answered request
+    max_context: int | None = None  # prompt + answer of each request (None: the model's context)
 
 
 DEFAULT_PARALLEL = 4  # on a CPU or Mac: four requests decoded together
@@ -57,6 +58,9 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
         log.warning("serve: listening on %s without --api-key: anyone who can reach this port can use the model "
                     "(and make it fetch URLs)", opts.host)
     session = Session(model, device=device, dtype=dtype, quantize=quantize, compile=compile)
+    if opts.max_context and opts.max_context > session.config.text.max_position_embeddings:
+        raise InputError(f"--max-context {opts.max_context:,} is over the model's context "
+                         f"({session.config.text.max_position_embeddings:,} tokens); give at most that")
     log.warning("serve: loading %s", session.name)
     glmv = session.load()
     session.parallel = parallel_for(glmv.device.type, compile, opts.parallel)
@@ -65,7 +69,8 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     if compile or glmv.device.type == "cuda":  # compiling, CUDA-graph capture, Triton's JIT: now, not in
         log.warning("serve: warming up the decode step")  # the first client's answer
         collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
-    service = Service(session, Worker(opts.max_queue, threads=session.parallel), root, names=opts.names)
+    service = Service(session, Worker(opts.max_queue, threads=session.parallel), root, names=opts.names,
+                      max_context=opts.max_context)
     app = create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),
                      max_body_bytes=opts.max_body_mb * 2**20, request_log=opts.request_log)
     log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health), %d request%s at once",

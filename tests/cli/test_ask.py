@@ -4,8 +4,10 @@ greedy ids equal to transformers' generate, stdin, model selection, and --draw-b
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from tests.cli.crafted import ANSWER, RAW, THINKING
 from tests.reference import reference_model, reference_processor
 
 MAX_NEW = 24
+STEP_HOOK = Path(__file__).resolve().parents[1] / "oom_hook"  # sitecustomize: GLMV_TEST_STEP_DELAY_MS
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +257,8 @@ def test_each_parallel_answers_together_in_order_with_the_same_answers(tiny, med
     broken.write_bytes(media["png"].read_bytes()[:60])
     files = [media["png"], media["jpg"], broken, media["png2"], media["pdf"]]
     flags = ("--model", tiny, "--dtype", "float32", "-t", "0", "--max-new-tokens", "12", "--each")
-    env = glmv_env(GLMV_NO_HISTORY="1")
+    env = glmv_env(GLMV_NO_HISTORY="1", GLMV_TEST_STEP_DELAY_MS="25")  # (decoding outlasts loading a file)
+    env["PYTHONPATH"] = os.pathsep.join([str(STEP_HOOK), env["PYTHONPATH"]])
 
     def answers(run):
         out = [json.loads(line) for line in run.out.splitlines()]

@@ -7,13 +7,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from glmv_cli import GenerationOptions, Session
+from tests.cli.test_map_reduce import slow_steps
 
 
-def test_questions_from_threads_get_the_answers_asked_alone(tiny, media):
+def test_questions_from_threads_get_the_answers_asked_alone(tiny, media, monkeypatch):
     photos = [media[k] for k in ("png", "jpg", "png", "png2", "jpg", "png")]
     gen = GenerationOptions(temperature=0, max_new_tokens=16)
     alone = Session(tiny, dtype="float32")
     want = [alone.run("What is this?", [p], generation=gen).completion_ids for p in photos]
+    slow_steps(monkeypatch)  # (decoding outlasts reading a photo, as with a real model)
     together = Session(tiny, dtype="float32", parallel=4)
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda p: together.run("What is this?", [p], generation=gen).completion_ids, photos))

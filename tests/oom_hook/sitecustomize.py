@@ -1,7 +1,12 @@
-"""A test hook, on PYTHONPATH only in the out-of-memory tests: with GLMV_TEST_OOM_ABOVE=N the
-model's prefill of a prompt longer than N tokens fails as CUDA's allocator fails (the exception
-and message torch raises), so a CPU-only machine can check how glmv reports running out of memory
-and that it keeps working after (the question that fits is answered)."""
+"""Test hooks, on PYTHONPATH only in the tests that use them.
+
+GLMV_TEST_OOM_ABOVE=N: the model's prefill of a prompt longer than N tokens fails as CUDA's
+allocator fails (the exception and message torch raises), so a CPU-only machine can check how glmv
+reports running out of memory and that it keeps working after (the question that fits is answered).
+
+GLMV_TEST_STEP_DELAY_MS=D: each decode step (one row or several) takes D ms more, as a real model's
+does, so that questions asked together are decoding at the same time however fast the machine
+prepares their attachments (the tiny test checkpoints decode a token in about a millisecond)."""
 
 import os
 
@@ -21,3 +26,19 @@ if os.environ.get("GLMV_TEST_OOM_ABOVE"):
         return _prefill(self, *args, **kwargs)
 
     Glm4v.prefill = _failing_prefill
+
+if os.environ.get("GLMV_TEST_STEP_DELAY_MS"):  # decode steps as slow as a real model's (batching tests)
+    import time
+
+    from glmv_cli.model.glm4v import Glm4v
+
+    _delay = float(os.environ["GLMV_TEST_STEP_DELAY_MS"]) / 1000
+
+    def _slowed(step):
+        def slow(self, *args, **kwargs):
+            time.sleep(_delay)
+            return step(self, *args, **kwargs)
+
+        return slow
+
+    Glm4v.decode, Glm4v.decode_rows = _slowed(Glm4v.decode), _slowed(Glm4v.decode_rows)

@@ -4,6 +4,7 @@ exactly the answer it gets alone; N run at once, the queue holds the rest."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -11,12 +12,16 @@ import openai
 import pytest
 
 from glmv_cli.app.messages import data_uri
-from tests.serve.conftest import glmv_server
+from tests.cli.test_ask import STEP_HOOK
+from tests.serve.conftest import glmv_env, glmv_server
 
 
 @pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
-    with glmv_server(tiny, "--parallel", "3", "--dtype", "float32", log_dir=tmp_path_factory.mktemp("logs")) as s:
+    env = glmv_env(GLMV_TEST_STEP_DELAY_MS="10")  # (decoding outlasts reading a request's attachments)
+    env["PYTHONPATH"] = os.pathsep.join([str(STEP_HOOK), env["PYTHONPATH"]])
+    with glmv_server(tiny, "--parallel", "3", "--dtype", "float32", log_dir=tmp_path_factory.mktemp("logs"),
+                     env=env) as s:
         yield s
 
 
@@ -184,3 +189,18 @@ def test_each_answered_request_gets_a_line_in_the_servers_log(server, media):
     assert any(line.endswith("400 POST /v1/chat/completions: " + bad.value.body["message"]) for line in lines)
     assert any(re.search(r"200 POST /v1/responses: .*, 5 generated", line) for line in lines), lines[-6:]
     assert not any("/health" in line for line in lines)
+
+
+def test_max_context_bounds_every_request(looping, tmp_path_factory):
+    """--max-context (vLLM's --max-model-len): /v1/models says it, a request asking for more is a 400,
+    one without max_tokens gets what the context leaves (each request's KV cache stays bounded)."""
+    with glmv_server(looping, "--max-context", "300", log_dir=tmp_path_factory.mktemp("logs")) as s:
+        client = s.client()
+        model = client.models.list().data[0]
+        assert model.model_extra["max_model_len"] == 300
+        ask = dict(model=model.id, messages=[{"role": "user", "content": "Sing"}], temperature=0)
+        with pytest.raises(openai.BadRequestError, match="context"):
+            client.chat.completions.create(**ask, max_tokens=400)
+        done = client.chat.completions.create(**ask)
+        assert done.choices[0].finish_reason == "length"
+        assert done.usage.prompt_tokens + done.usage.completion_tokens == 300

@@ -176,16 +176,23 @@ def test_a_long_prompt_lets_the_others_decode_between_its_chunks(glm, prompt_inp
     """A prompt read while another generation decodes goes in SHARED_CHUNK tokens at a time, the
     other's steps running between its chunks; both still yield their tokens alone."""
     from glmv_cli import batching
-    from glmv_cli.model import glm4v
 
     monkeypatch.setattr(batching, "SHARED_CHUNK", 8)
-    todo = jobs(prompt_inputs)
-    long = todo[3]  # three images: 94 tokens, 12 chunks of 8
+    todo = jobs(prompt_inputs)  # todo[3]: three images, 94 tokens: 12 chunks of 8
+    during = steps_while(glm, monkeypatch, "prefill", dict(todo[1], max_new_tokens=60), todo[3])
+    assert during >= 5  # the first generation's steps ran between the chunks (at most 11 pauses)
+
+
+def steps_while(glm, monkeypatch, method: str, decoding: dict, arriving: dict) -> int:
+    """Start `decoding`, then while it decodes on a thread of its own run `arriving`: both must
+    yield their tokens alone; returns how many of the first one's steps ran during the second's
+    call of Glm4v.`method` (its prompt going in)."""
+    from glmv_cli.model import glm4v
+
     batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.05)
-    first = iter(generation(glm, dict(todo[1], max_new_tokens=60), batcher=batcher))
+    first = iter(generation(glm, decoding, batcher=batcher))
     head = [next(first)]
-    during = []
-    plain = glm4v.Glm4v.prefill
+    during, plain = [], getattr(glm4v.Glm4v, method)
 
     def watched(self, *args, **kwargs):
         before = batcher.steps
@@ -193,18 +200,17 @@ def test_a_long_prompt_lets_the_others_decode_between_its_chunks(glm, prompt_inp
         during.append(batcher.steps - before)
         return out
 
-    monkeypatch.setattr(glm4v.Glm4v, "prefill", watched)
+    monkeypatch.setattr(glm4v.Glm4v, method, watched)
     out = {}
     reader = threading.Thread(target=lambda: out.setdefault("first", head + list(first)))
-    second = generation(glm, long, batcher=batcher)
+    second = generation(glm, arriving, batcher=batcher)
     reader.start()
     got = list(second)
     reader.join(60)
-    monkeypatch.undo()
-    assert during[0] >= 5  # the first generation's steps ran between the chunks (at most 11 pauses)
-    assert got == list(generation(glm, long))
-    assert out["first"] == list(generation(glm, dict(todo[1], max_new_tokens=60)))
-
+    monkeypatch.setattr(glm4v.Glm4v, method, plain)
+    assert got == list(generation(glm, arriving))
+    assert out["first"] == list(generation(glm, decoding))
+    return during[0]
 
 def test_the_host_room_check_counts_the_caches_of_the_others(glm, prompt_inputs, monkeypatch):
     """On a CPU a fresh KV cache is zeroed pages the host hands out only as they are written, so the
@@ -270,49 +276,9 @@ def test_steps_as_graphs_one_per_set_of_generations(glm, prompt_inputs):
 def test_others_decode_between_the_vision_towers_groups_of_a_new_prompt(glm, prompt_inputs, monkeypatch):
     """A prompt's images go through the vision tower a group of patches at a time; while others
     decode, their steps run between the groups too (a PDF's pages on a CPU take seconds each)."""
-    from glmv_cli.model import glm4v, vision
+    from glmv_cli.model import vision
 
     monkeypatch.setattr(vision, "GROUP_PATCHES", 100)  # the three images (up to 140 patches): three groups
     todo = jobs(prompt_inputs)
-    batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.05)
-    first = iter(generation(glm, dict(todo[1], max_new_tokens=60), batcher=batcher))
-    head = [next(first)]
-    during, plain = [], glm4v.Glm4v.embed
-
-    def watched(self, *args, **kwargs):
-        before = batcher.steps
-        out = plain(self, *args, **kwargs)
-        during.append(batcher.steps - before)
-        return out
-
-    monkeypatch.setattr(glm4v.Glm4v, "embed", watched)
-    out = {}
-    reader = threading.Thread(target=lambda: out.setdefault("first", head + list(first)))
-    second = generation(glm, todo[3], batcher=batcher)
-    reader.start()
-    got = list(second)
-    reader.join(60)
-    monkeypatch.undo()
-    assert during[0] >= 2  # steps of the first generation between the second's groups of patches
-    assert got == list(generation(glm, todo[3]))
-    assert out["first"] == list(generation(glm, dict(todo[1], max_new_tokens=60)))
-
-
-def test_threads_asking_for_the_batcher_at_once_get_the_same_one(tiny_folder):
-    """The first questions of several threads make the batcher at the same moment: one for all (two
-    would let two steps use the model at once)."""
-    import glmv_cli
-
-    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
-    start, got = threading.Barrier(8), []
-
-    def ask():
-        start.wait()
-        got.append(glm.batcher(4))
-
-    threads = [threading.Thread(target=ask) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(got) == 8 and all(b is got[0] for b in got)
+    during = steps_while(glm, monkeypatch, "embed", dict(todo[1], max_new_tokens=60), todo[3])
+    assert during >= 2  # steps of the first generation between the second's groups of patches

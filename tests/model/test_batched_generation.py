@@ -282,3 +282,23 @@ def test_others_decode_between_the_vision_towers_groups_of_a_new_prompt(glm, pro
     todo = jobs(prompt_inputs)
     during = steps_while(glm, monkeypatch, "embed", dict(todo[1], max_new_tokens=60), todo[3])
     assert during >= 2  # steps of the first generation between the second's groups of patches
+
+
+def test_threads_asking_for_the_batcher_at_once_get_the_same_one(tiny_folder):
+    """The first questions of several threads make the batcher at the same moment: one for all (two
+    would let two steps use the model at once)."""
+    import glmv_cli
+
+    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+    start, got = threading.Barrier(8), []
+
+    def ask():
+        start.wait()
+        got.append(glm.batcher(4))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(b is got[0] for b in got)

@@ -148,12 +148,6 @@ class Ids:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
 
-def completion(ids: Ids, thinking: str, answer: str, finish_reason: str, result: Result | None,
-               calls: list[ToolCall] = ()) -> dict:
-    return {**ids.head("chat.completion"), "choices": [choice(0, thinking, answer, finish_reason, result, calls)],
-            "usage": usage(result)}
-
-
 def choice(index: int, thinking: str, answer: str, finish_reason: str, result: Result | None,
            calls: list[ToolCall] = ()) -> dict:
     message = {"role": "assistant", "content": answer or (None if calls else ""), "reasoning": thinking or None,

@@ -41,6 +41,31 @@ def glmv_env(**extra: str) -> dict[str, str]:
     return env
 
 
+HOOKS = ROOT / "tests" / "oom_hook"  # sitecustomize: GLMV_TEST_OOM_ABOVE, GLMV_TEST_STEP_DELAY_MS
+
+
+def hooked_env(**extra: str) -> dict[str, str]:
+    """glmv_env with the test hooks on the path (the GLMV_TEST_ variables in `extra` switch them on)."""
+    env = glmv_env(**extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(HOOKS), env["PYTHONPATH"]])
+    return env
+
+
+def slow_steps(monkeypatch, seconds: float = 0.01) -> None:
+    """In this process: each decode step (one row or several) `seconds` slower, as a real model's is
+    (GLMV_TEST_STEP_DELAY_MS does the same in a glmv process)."""
+    from glmv_cli.model.glm4v import Glm4v
+
+    for name in ("decode", "decode_rows"):
+        plain = getattr(Glm4v, name)
+
+        def slow(self, *args, _plain=plain, **kwargs):
+            time.sleep(seconds)
+            return _plain(self, *args, **kwargs)
+
+        monkeypatch.setattr(Glm4v, name, slow)
+
+
 @dataclass
 class Run:
     code: int

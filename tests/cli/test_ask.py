@@ -4,22 +4,19 @@ greedy ids equal to transformers' generate, stdin, model selection, and --draw-b
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from glmv_cli.stream import parse
-from tests.cli.conftest import glmv_env, run_glmv
+from tests.cli.conftest import glmv_env, hooked_env, run_glmv
 from tests.cli.crafted import ANSWER, RAW, THINKING
 from tests.reference import reference_model, reference_processor
 
 MAX_NEW = 24
-STEP_HOOK = Path(__file__).resolve().parents[1] / "oom_hook"  # sitecustomize: GLMV_TEST_STEP_DELAY_MS
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +254,7 @@ def test_each_parallel_answers_together_in_order_with_the_same_answers(tiny, med
     broken.write_bytes(media["png"].read_bytes()[:60])
     files = [media["png"], media["jpg"], broken, media["png2"], media["pdf"]]
     flags = ("--model", tiny, "--dtype", "float32", "-t", "0", "--max-new-tokens", "12", "--each")
-    env = glmv_env(GLMV_NO_HISTORY="1", GLMV_TEST_STEP_DELAY_MS="25")  # (decoding outlasts loading a file)
-    env["PYTHONPATH"] = os.pathsep.join([str(STEP_HOOK), env["PYTHONPATH"]])
+    env = hooked_env(GLMV_NO_HISTORY="1", GLMV_TEST_STEP_DELAY_MS="25")  # (decoding outlasts loading a file)
 
     def answers(run):
         out = [json.loads(line) for line in run.out.splitlines()]

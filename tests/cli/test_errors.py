@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import glmv_env, random_image, run_glmv
+from tests.cli.conftest import hooked_env, random_image, run_glmv
 
 
 def one_line_error(run, code: int, *fragments: str) -> None:
@@ -115,15 +113,11 @@ def test_bad_input_fails_before_loading_weights(scripted, media):
     assert any(m.startswith("loading weights") for m in messages)
 
 
-OOM_HOOK = Path(__file__).resolve().parents[1] / "oom_hook"  # sitecustomize: prefill fails as CUDA's allocator
-
-
 def test_running_out_of_memory_is_one_line_and_the_next_file_is_answered(scripted, media, tmp_path):
     """A prompt the device cannot hold: exit 2 and one line saying what to send less of; with
     --each the big image fails and the small one (a prompt under the limit) is still answered."""
     big = random_image(tmp_path / "big.png", 400, 300)
-    env = glmv_env(GLMV_TEST_OOM_ABOVE="30")
-    env["PYTHONPATH"] = os.pathsep.join([str(OOM_HOOK), env["PYTHONPATH"]])
+    env = hooked_env(GLMV_TEST_OOM_ABOVE="30")  # (prefill fails as CUDA's allocator does)
     one_line_error(run_glmv("ask", big, "q", "--model", scripted, env=env), 2,
                    "out of memory on cpu reading a ",
                    "-token prompt (it asked for 7.91 GiB more", "): send less: smaller images (--max-pixels)")

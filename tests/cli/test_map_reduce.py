@@ -13,7 +13,7 @@ from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.map_reduce import map_options, map_reduce, reduce_prompt
 from glmv_cli.app.session import Done, GenerationOptions, Progress, Session
 from glmv_cli.errors import InputError
-from tests.cli.conftest import run_glmv
+from tests.cli.conftest import run_glmv, slow_steps
 from tests.cli.crafted import ANSWER
 from tests.inputs.long_docs import write_long_pdf
 
@@ -112,18 +112,3 @@ def test_chunks_read_at_once_write_the_same_notes(tiny, long_pdf, monkeypatch):
     lone = run_glmv("pdf", long_pdf, "--parallel", "2", "--model", tiny)
     assert lone.code == 2 and "goes with --map-reduce" in lone.err
 
-
-def slow_steps(monkeypatch, seconds: float = 0.01) -> None:
-    """Each decode step (one row or several) as slow as a real model's."""
-    import time
-
-    from glmv_cli.model.glm4v import Glm4v
-
-    for name in ("decode", "decode_rows"):
-        plain = getattr(Glm4v, name)
-
-        def slow(self, *args, _plain=plain, **kwargs):
-            time.sleep(seconds)
-            return _plain(self, *args, **kwargs)
-
-        monkeypatch.setattr(Glm4v, name, slow)

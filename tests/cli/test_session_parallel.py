@@ -7,7 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from glmv_cli import GenerationOptions, Session
-from tests.cli.test_map_reduce import slow_steps
+from tests.cli.conftest import slow_steps
 
 
 def test_questions_from_threads_get_the_answers_asked_alone(tiny, media, monkeypatch):

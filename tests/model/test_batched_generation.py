@@ -145,18 +145,11 @@ def test_steps_longer_than_the_wait_keep_generations_in_step(glm, prompt_inputs,
     """A step that takes longer than wait_s (a real model on a CPU: 0.1 s and more) must not part
     two generations: the one waiting while the other's step runs is not 'held up'. The second
     joins while the first is decoding, and from then on their rows go together."""
-    import time
+    from tests.cli.conftest import slow_steps
 
     todo = jobs(prompt_inputs)
     batcher = DecodeBatcher(glm.model, rows=4, wait_s=0.005)
-    for name in ("decode", "decode_rows"):
-        plain = getattr(glm.model, name)
-
-        def slow(*args, _plain=plain, **kwargs):
-            time.sleep(0.03)
-            return _plain(*args, **kwargs)
-
-        monkeypatch.setattr(glm.model, name, slow)
+    slow_steps(monkeypatch, 0.03)
     first = iter(generation(glm, dict(todo[0], max_new_tokens=40), batcher=batcher))
     head = [next(first) for _ in range(3)]
     out = {}

@@ -5,7 +5,6 @@ dropped stream freeing the worker, and the request body cap. The `looping` check
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -125,11 +124,9 @@ def test_a_request_that_runs_out_of_memory_is_a_400_and_the_server_keeps_serving
     """Under the test hook (tests/oom_hook) a prompt over 30 tokens fails as CUDA's allocator does:
     that request gets a 400 saying what to send less of, and the next one is answered."""
     from glmv_cli.app.messages import data_uri
-    from tests.cli.conftest import glmv_env
-    from tests.cli.test_errors import OOM_HOOK
+    from tests.cli.conftest import hooked_env
 
-    env = glmv_env(GLMV_TEST_OOM_ABOVE="30")
-    env["PYTHONPATH"] = os.pathsep.join([str(OOM_HOOK), env["PYTHONPATH"]])
+    env = hooked_env(GLMV_TEST_OOM_ABOVE="30")
     with glmv_server(scripted, log_dir=tmp_path, env=env) as server:
         client = server.client()
         model = client.models.list().data[0].id

@@ -4,7 +4,6 @@ exactly the answer it gets alone; N run at once, the queue holds the rest."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -12,14 +11,13 @@ import openai
 import pytest
 
 from glmv_cli.app.messages import data_uri
-from tests.cli.test_ask import STEP_HOOK
-from tests.serve.conftest import glmv_env, glmv_server
+from tests.cli.conftest import hooked_env
+from tests.serve.conftest import glmv_server
 
 
 @pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
-    env = glmv_env(GLMV_TEST_STEP_DELAY_MS="10")  # (decoding outlasts reading a request's attachments)
-    env["PYTHONPATH"] = os.pathsep.join([str(STEP_HOOK), env["PYTHONPATH"]])
+    env = hooked_env(GLMV_TEST_STEP_DELAY_MS="10")  # (decoding outlasts reading a request's attachments)
     with glmv_server(tiny, "--parallel", "3", "--dtype", "float32", log_dir=tmp_path_factory.mktemp("logs"),
                      env=env) as s:
         yield s

@@ -110,18 +110,21 @@ class Glmv:
         return out
 
     def generate(self, inputs: dict, *, max_new_tokens: int | None = None, ignore_stop: bool = False,
-                 compile: bool = False, graph: bool | None = None, reuse: bool = False, **sampling) -> Generation:
+                 compile: bool = False, graph: bool | None = None, reuse: bool = False, draft: int | None = None,
+                 **sampling) -> Generation:
         """An iterator of new token ids for the processor-style `inputs` (batch of one, on any
         device); compile=True decodes with the compiled step; graph=False turns CUDA graphs off;
         reuse=True skips the prompt's first tokens that the last reusing request left in the KV
-        cache (a conversation's next turn: prompt_cache.py; the Session does this)."""
+        cache (a conversation's next turn: prompt_cache.py; the Session does this); draft: ids looked
+        up in the text so far and checked with each token (lookup.py; None: the device's default,
+        0: off)."""
         limit = max_new_tokens or int(self.defaults.get("max_new_tokens") or 1024)
         cache = self.reusable_cache() if reuse else None
         if cache is None:
             self.prompt_cache.clear()  # nothing is kept for a later request: its memory goes back
         return Generation(self.model, inputs, max_new_tokens=limit, sampling=self.sampling(**sampling),
                           stop_ids=() if ignore_stop else self.stop_ids, step=self.decode_step(compile, graph),
-                          prompt_cache=cache)
+                          prompt_cache=cache, draft=draft)
 
     def reusable_cache(self) -> PromptCache | None:
         """The prompt cache, unless GLMV_PROMPT_CACHE=0 turns reuse off (then what it held is let go)."""

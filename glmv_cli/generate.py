@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from glmv_cli.lookup import Lookup, StepCost, draft_tokens
 from glmv_cli.model.glm4v import Glm4v
 
 if TYPE_CHECKING:
@@ -151,13 +152,19 @@ class Generation:
     def __init__(self, model: Glm4v, inputs: dict, *, max_new_tokens: int, sampling: Sampling = Sampling(),
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
                  step: Callable | None = None, prompt_cache: PromptCache | None = None, steering=None,
-                 logprobs: int | None = None, batcher: DecodeBatcher | None = None):
+                 logprobs: int | None = None, batcher: DecodeBatcher | None = None, draft: int | None = None,
+                 reference: Sequence[int] = ()):
         """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
         method compiled, see compiled_step); None decodes with the eager Glm4v.decode.
         `prompt_cache`: the KV cache an earlier generation left (prompt_cache.py); the prompt's
         first tokens that it holds are not run again, and this generation leaves its own there.
         `batcher` (batching.py; with step None): the model is shared with generations on other
-        threads; this one's decode steps run batched with theirs, the rest with the model alone."""
+        threads; this one's decode steps run batched with theirs, the rest with the model alone.
+        `draft`: ids looked up in the sequence so far and checked in the same step as each new
+        token (lookup.py; None: lookup.draft_tokens's default for the device, 0: off). Only an eager
+        step drafts (step None), and with a batcher only while no other generation is decoding; the
+        tokens are the ones drawn without drafts. `reference`: ids the answer is expected to repeat
+        (OpenAI's `prediction`), drafted from too."""
         if step is not None and not isinstance(step, StaticStep):
             step = StaticStep(model, step)
         if batcher is not None and step is not None:
@@ -176,6 +183,8 @@ class Generation:
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
         self.finish_reason: str | None = None
         self.prefill_seconds = self.decode_seconds = 0.0
+        self.draft, self.reference = draft, list(reference)
+        self.drafted = self.accepted = 0  # ids drafted, and of them drawn (each saved a step)
 
     def __iter__(self) -> Iterator[int]:
         model, s = self.model, self.sampling
@@ -234,11 +243,47 @@ class Generation:
                 pos_t.fill_(pos)  # no host-to-device copy per token
                 return self.step(token, pos_t, delta_t)
 
+            lookup_k = self._draft_tokens()  # ids drafted a step (lookup.py), 0: none
             # CUDA: queue the next step before reading the id, and read the id through pinned
             # memory behind an event, so the step queued after it runs while the host hands it on
-            queue_early = device.type == "cuda" and self.steering is None and self.logprobs is None
-            # (steering needs each id first; log-probabilities are read from this step's logits)
+            # (steering needs each id first; log-probabilities are read from this step's logits;
+            # drafts are looked up after each id)
+            queue_early = (device.type == "cuda" and self.steering is None and self.logprobs is None
+                           and not lookup_k)
             steer = self.steering
+            lookup, queue = self._lookup(ids) if lookup_k else None, []  # queue: (drafted id, logits after it)
+            cost = StepCost(timed=device.type == "cpu")
+
+            def advance(token: torch.Tensor, value: int) -> torch.Tensor:
+                """The logits after `token` (its id `value`): from the step that checked it as a
+                draft, else from a step of its own, which checks the ids drafted after it too while
+                drafts pay (lookup.py)."""
+                nonlocal queue
+                if lookup is None:
+                    return decode_one(token)
+                lookup.append(value)
+                if queue and queue[0][0] == value:
+                    self.accepted += 1
+                    return queue.pop(0)[1]
+                queue = []
+                alone = batcher is None or batcher.decoding == 1
+                drafts = []
+                if alone and not lookup.proposing():  # (others decoding: one row each, in their step)
+                    drafts = lookup.draft(min(lookup_k, self.max_new_tokens - step))
+                began = time.perf_counter()
+                if not drafts or not lookup.paying(cost.ratio):  # (scored all the same: free)
+                    logits = decode_one(token)
+                    if alone:
+                        cost.add(time.perf_counter() - began, checking=False)
+                    return logits
+                row = torch.tensor([[value, *drafts]], dtype=torch.long, device=device)
+                with self._alone():
+                    out = model.decode(row, pos, delta)[0]  # (1 + k, V)
+                cost.add(time.perf_counter() - began, checking=True)
+                self.drafted += len(drafts)
+                queue = [(d, out[i + 1:i + 2]) for i, d in enumerate(drafts)]
+                return out[:1]
+
             if queue_early:
                 host = torch.empty(1, dtype=torch.long, pin_memory=True)
                 ready = torch.cuda.Event()
@@ -274,7 +319,7 @@ class Generation:
                     self.scores.append(scored)
                 yield value
                 if more and not queue_early:
-                    logits = decode_one(token)
+                    logits = advance(token, value)
                     if pc is not None:
                         pc.fed(value, self.caches)
                 pos += 1
@@ -286,6 +331,10 @@ class Generation:
                         counts.scatter_add_(1, row, torch.ones_like(row, dtype=counts.dtype))
                     with self._alone():
                         logits = model.decode(row, pos, delta)[:, -1]
+                    if lookup is not None:
+                        queue = []
+                        for forced in extra:
+                            lookup.append(forced)
                     if pc is not None:
                         for forced in extra:
                             pc.fed(forced, self.caches)
@@ -317,6 +366,17 @@ class Generation:
                 self.step.end()
             else:
                 text.drop_cache()
+
+    def _draft_tokens(self) -> int:
+        if self.step is not None:
+            return 0  # (a static step takes one token)
+        return draft_tokens(self.model.device.type) if self.draft is None else self.draft
+
+    def _lookup(self, ids: torch.Tensor) -> Lookup:
+        cfg = self.model.cfg
+        media = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
+                 cfg.video_start_token_id, cfg.video_end_token_id}
+        return Lookup(ids[0].tolist(), skip=media, reference=self.reference)
 
     def _alone(self):
         """The model to this generation alone, its own cache in it (with a batcher; else as it is)."""

@@ -49,6 +49,7 @@ class GenerationOptions:
     tools: ToolUse | None = None  # functions the model may call, and whether it must (tools.py)
     template_kwargs: dict = field(default_factory=dict)  # the chat template's switches, e.g. enable_thinking
     logprobs: int | None = None  # the answer's log-probabilities, with this many alternatives (app/logprobs.py)
+    prediction: str | None = None  # text the answer is expected to repeat (OpenAI's `prediction`): drafted from
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Usage:
     image_tokens: int  # placeholders the images / pages / video frames fill
     completion_tokens: int
     cached_tokens: int = 0  # of the prompt's, already in the KV cache from the last request (not run again)
+    drafted_tokens: int = 0  # ids looked up and checked in a step with the token before them (lookup.py)
+    accepted_drafts: int = 0  # of them, the ones the model drew itself: each saved a decode step
 
 
 @dataclass(frozen=True)

@@ -356,7 +356,8 @@ class Conversation:
         return Generation(glmv.model, inputs.as_dict(), max_new_tokens=max_new, sampling=sampling,
                           stop_ids=glmv.stop_ids, forced=forced,
                           step=None if batcher else glmv.decode_step(s.compile), prompt_cache=glmv.reusable_cache(),
-                          steering=steering, logprobs=gen.logprobs, batcher=batcher)
+                          steering=steering, logprobs=gen.logprobs, batcher=batcher,
+                          reference=s.tokenizer.encode(gen.prediction) if gen.prediction else ())
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history
@@ -368,7 +369,8 @@ class Conversation:
         return Result(
             model=self.session.name, thinking=parser.thinking, answer=parser.answer, raw=raw,
             boxes=find_boxes(answer_for_history(raw)), images=images,
-            usage=Usage(inputs.num_prompt_tokens, sum(inputs.attachment_tokens), len(ids), decoding.cached_tokens),
+            usage=Usage(inputs.num_prompt_tokens, sum(inputs.attachment_tokens), len(ids), decoding.cached_tokens,
+                        decoding.drafted, decoding.accepted),
             timings=Timings(timings.load_s, timings.preprocess_s, decoding.prefill_seconds, rate),
             finish_reason=decoding.finish_reason or "length", completion_ids=ids, notes=notes,
             pages=list(self.pages),

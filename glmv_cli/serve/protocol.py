@@ -2,7 +2,8 @@
 
 Standard fields: model, messages, stream, stream_options.include_usage, temperature, top_p,
 max_tokens / max_completion_tokens, seed, stop, presence_penalty, frequency_penalty, logprobs,
-top_logprobs, n (1 only). Documented extras (as vLLM takes them):
+top_logprobs, n, prediction (Predicted Outputs: drafted from, lookup.py). Documented extras (as vLLM
+takes them):
 top_k, repetition_penalty, think_budget (thinking tokens before the answer is forced). The
 answer's format: OpenAI's `response_format` (json_object, json_schema), vLLM's `structured_outputs`
 ({"json" | "choice" | "regex" | "grammar": ...}) and its older `guided_json` / `guided_choice` /
@@ -55,6 +56,7 @@ class ChatRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     think_budget: int | None = Field(default=None, ge=0)
     response_format: dict | None = None
+    prediction: dict | None = None  # OpenAI's Predicted Outputs (lookup.py drafts from it)
     structured_outputs: dict | None = None
     guided_json: dict | str | None = None
     guided_choice: list[str] | None = None
@@ -85,7 +87,23 @@ class ChatRequest(BaseModel):
                                  format=self.answer_format(),
                                  tools=ToolUse.from_openai(self.tools, self.tool_choice, self.parallel_tool_calls),
                                  template_kwargs=dict(self.chat_template_kwargs or {}),
-                                 logprobs=(self.top_logprobs or 0) if self.logprobs else None)
+                                 logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+                                 prediction=self.predicted())
+
+    def predicted(self) -> str | None:
+        """OpenAI's Predicted Outputs: `prediction` {"type": "content", "content": text or text parts}."""
+        if self.prediction is None:
+            return None
+        content = self.prediction.get("content") if isinstance(self.prediction, dict) else None
+        if self.prediction.get("type", "content") != "content" or not isinstance(content, (str, list)):
+            raise InputError('prediction must be {"type": "content", "content": the text the answer is '
+                             'expected to repeat}')
+        if isinstance(content, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in content):
+                raise InputError('prediction content parts must be {"type": "text", "text": ...}')
+            content = "".join(p["text"] for p in content)
+        return content or None
 
     def answer_format(self) -> AnswerFormat | None:
         """The answer's format from whichever of the fields names one (an InputError: a 400)."""
@@ -127,13 +145,19 @@ def error_body(message: str, kind: str = "invalid_request_error", code: str | No
 
 
 def usage(result: Result | None, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict:
-    """OpenAI's usage; prompt_tokens_details.cached_tokens: prompt tokens the KV cache already held."""
-    cached = 0
+    """OpenAI's usage; prompt_tokens_details.cached_tokens: prompt tokens the KV cache already held;
+    completion_tokens_details: of the ids drafted from the text so far (lookup.py, and a request's
+    `prediction`), those the model drew itself (accepted) and the others (rejected), as OpenAI
+    counts a prediction's."""
+    cached = drafted = accepted = 0
     if result is not None:
         u = result.usage
         prompt_tokens, completion_tokens, cached = u.prompt_tokens, u.completion_tokens, u.cached_tokens
+        drafted, accepted = u.drafted_tokens, u.accepted_drafts
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached}}
+            "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"accepted_prediction_tokens": accepted,
+                                          "rejected_prediction_tokens": drafted - accepted}}
 
 
 class Ids:
@@ -160,10 +184,11 @@ def choice(index: int, thinking: str, answer: str, finish_reason: str, result: R
 def usage_of(results: list[Result | None]) -> dict:
     """The usage of n choices of one prompt: its tokens once (as OpenAI counts them), every choice's
     completion tokens."""
-    first = usage(results[0])
-    completion_tokens = sum(usage(r)["completion_tokens"] for r in results)
-    return {**first, "completion_tokens": completion_tokens,
-            "total_tokens": first["prompt_tokens"] + completion_tokens}
+    each = [usage(r) for r in results]
+    completion_tokens = sum(u["completion_tokens"] for u in each)
+    details = {k: sum(u["completion_tokens_details"][k] for u in each) for k in each[0]["completion_tokens_details"]}
+    return {**each[0], "completion_tokens": completion_tokens, "completion_tokens_details": details,
+            "total_tokens": each[0]["prompt_tokens"] + completion_tokens}
 
 
 def logprobs(result: Result | None) -> dict | None:

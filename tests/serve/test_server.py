@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from glmv_cli.app.messages import data_uri
-from tests.cli.crafted import ANSWER, THINKING
+from tests.cli.crafted import ANSWER, RAW, THINKING
 from tests.serve.conftest import glmv_server
 
 QUESTION = {"type": "text", "text": "Where is the blue square?"}
@@ -180,6 +180,8 @@ BAD = {
                     "the regular expression is not valid"),
     "two formats at once": ({"messages": user(QUESTION), "response_format": {"type": "json_object"},
                              "guided_choice": ["a"]}, 400, "each set the answer's format"),
+    "a prediction without content": ({"messages": user(QUESTION), "prediction": {"type": "content"}}, 400,
+                                     "prediction must be"),
 }
 
 
@@ -321,3 +323,20 @@ def test_served_model_names_are_the_id_and_its_aliases(scripted, tmp_path):
             assert done.model == "glm-4.1v"
         with pytest.raises(openai.NotFoundError, match="glm-4.1v"):
             client.chat.completions.create(model="gpt-4", messages=user(QUESTION), max_tokens=2)
+
+
+def test_a_prediction_is_drafted_from_and_changes_nothing(ask, media):
+    """OpenAI's Predicted Outputs: the text the answer is expected to repeat. Its ids are drafted
+    and checked with each token (glmv_cli/lookup.py); the answer is the one without it, and the
+    usage says how many drafted ids the model drew itself."""
+    messages = user(image(media["png"]), QUESTION)
+    plain = ask(messages)
+    # (the scripted model's pieces are single tokens: the prediction needs its tags to line up)
+    head, tail = RAW.split("<answer>")
+    predicted = ask(messages, prediction={"type": "content", "content": [{"type": "text", "text": head},
+                                                                         {"type": "text", "text": "<answer>" + tail}]})
+    for done in (plain, predicted):
+        assert (done.choices[0].message.content, done.choices[0].message.reasoning) == (ANSWER, THINKING)
+    before, after = plain.usage.completion_tokens_details, predicted.usage.completion_tokens_details
+    assert after.accepted_prediction_tokens >= 4 > before.accepted_prediction_tokens
+    assert predicted.usage.completion_tokens == plain.usage.completion_tokens == 10

@@ -1,0 +1,143 @@
+"""Draft tokens looked up in the text so far (prompt lookup decoding), for generate.py.
+
+A decode step reads every weight to produce one token; the same read can check several. Answers
+often repeat what came before them: the question, a PDF's words, a chat's earlier turns, and above
+all a thinking model's own thinking, which its answer restates. `Lookup` keeps the ids of the
+sequence so far and, after each new token, finds the last earlier place where the sequence's last
+few ids (from MAX_NGRAM down to MIN_NGRAM) occurred, and proposes the ids that followed there. The
+generation runs the new token and that draft through the model in one step; every drafted id the
+model then draws itself costs no step of its own. Nothing is ever accepted that the model would
+not have drawn: each token is still drawn from its own logits, by the same rules and random
+numbers, and a draft only saves the step when the drawn token is the drafted one.
+
+Checking drafts is not free: a step of 1 + k tokens costs more than a step of one (little on a
+large model bound by reading its weights, a fifth or more on a small one bound by Python), and a
+draft that is not drawn saves nothing. So every lookup's draft is scored against the tokens that
+follow, whether it was checked or not (the score of one not checked is free), and drafts are
+checked only while they pay: while the ids a draft saves, on average, exceed what checking it
+costs beyond a one-token step (`Lookup.paying`, with the generation's measured step times).
+
+Image and video placeholder ids are never drafted, nor matched (a run of them matches itself).
+GLMV_SPECULATE=0 turns it off; GLMV_SPECULATE=N drafts at most N ids a step.
+"""
+
+from __future__ import annotations
+
+import os
+
+MAX_NGRAM = 4  # the longest suffix looked up first: a longer match predicts better
+MIN_NGRAM = 2  # one id alone ("the", a comma) is followed by too many things to draft from
+DRAFT_TOKENS = 3  # a step of 4 tokens: 0.95x a one-token step in bfloat16, 1.17x in int8 (`1b`, CPU; lookup_bench.py)
+SAVED_PRIOR = 0.5  # ids a draft saves, before any was scored
+COST_PRIOR = 1.25  # a step of 1 + DRAFT_TOKENS against a step of one, before any was timed
+EMA = 0.25  # weight of the newest draft's score and step time
+SEPARATOR = -1  # between a reference and the prompt: no n-gram spans it, no draft runs into it
+
+
+def draft_tokens(device_type: str) -> int:
+    """Ids drafted a step by default where the step is eager (a CPU, a Mac): DRAFT_TOKENS, or what
+    GLMV_SPECULATE says (0: off). A CUDA graph's one-token step outruns an eager step of several
+    rows, so CUDA drafts only when asked with GLMV_SPECULATE."""
+    value = os.environ.get("GLMV_SPECULATE", "").strip()
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            return 0 if value.lower() in ("off", "false", "no") else DRAFT_TOKENS
+    return 0 if device_type == "cuda" else DRAFT_TOKENS
+
+
+class Lookup:
+    """The ids of a sequence, indexed by their n-grams; `draft(k)` proposes up to k ids to follow,
+    and each proposal is scored by the ids that do follow (`saved`: how many it got right, on
+    average)."""
+
+    def __init__(self, ids: list[int], skip: set[int] = frozenset(), reference: list[int] = ()):
+        """`ids`: the prompt's; `reference` (optional): ids the answer is expected to repeat
+        (OpenAI's `prediction`), looked up too, before the prompt's (a later occurrence wins)."""
+        skip = {*skip, SEPARATOR}
+        self.ids, self.skip = [*reference, SEPARATOR, *ids] if reference else list(ids), skip
+        self.last: dict[tuple[int, ...], int] = {}  # n-gram -> where the ids after its last occurrence begin
+        self.indexed = 0  # n-grams ending before this position are in `last`
+        self.open: list[int] = []  # the last proposal, while the ids after it match it so far
+        self.matched = 0  # of `open`, matched so far
+        self.saved = SAVED_PRIOR  # moving average of the ids each proposal got right
+
+    def append(self, token: int) -> None:
+        self.ids.append(token)
+        if self.open:
+            if token == self.open[self.matched]:
+                self.matched += 1
+                if self.matched < len(self.open):
+                    return
+            self._score(self.matched)
+
+    def proposing(self) -> bool:
+        """A proposal is still being matched by the ids that follow it (no new one is made meanwhile)."""
+        return bool(self.open)
+
+    def paying(self, cost: float) -> bool:
+        """Checking drafts saves more steps than it costs: `cost` is a step of 1 + k tokens against a
+        step of one."""
+        return self.saved > cost - 1.0
+
+    def draft(self, k: int) -> list[int]:
+        """Up to k ids that followed the last earlier occurrence of the longest suffix (MAX_NGRAM
+        down to MIN_NGRAM ids); the proposal is then scored by the ids appended next."""
+        ids, n_ids = self.ids, len(self.ids)
+        self._index(n_ids - 1)  # every n-gram that ends before the last id: the earlier occurrences
+        for n in range(MAX_NGRAM, MIN_NGRAM - 1, -1):
+            if n_ids < n:
+                continue
+            at = self.last.get(tuple(ids[n_ids - n:]))
+            if at is None:
+                continue
+            out = []
+            for token in ids[at:at + k]:
+                if token in self.skip:
+                    break
+                out.append(token)
+            if out:
+                self.open, self.matched = out, 0
+                return out
+        return []
+
+    def _score(self, matched: int) -> None:
+        self.saved += EMA * (matched - self.saved)
+        self.open, self.matched = [], 0
+
+    def _index(self, end: int) -> None:
+        ids, skip = self.ids, self.skip
+        for stop in range(self.indexed + 1, end + 1):  # the n-grams ending just before `stop`
+            for n in range(MIN_NGRAM, MAX_NGRAM + 1):
+                if stop - n < 0:
+                    break
+                gram = tuple(ids[stop - n:stop])
+                if gram[-1] in skip or gram[0] in skip:
+                    break
+                self.last[gram] = stop
+        self.indexed = max(self.indexed, end)
+
+
+class StepCost:
+    """What a step that checks drafts costs against a one-token step, from their measured times
+    (moving averages; COST_PRIOR until both were timed). Only where a step's time is its wall time
+    (a CPU: the device is the host); elsewhere the prior."""
+
+    def __init__(self, timed: bool):
+        self.timed = timed
+        self.one = self.checking = 0.0
+
+    def add(self, seconds: float, checking: bool) -> None:
+        if not self.timed:
+            return
+        old = self.checking if checking else self.one
+        new = seconds if not old else old + EMA * (seconds - old)
+        if checking:
+            self.checking = new
+        else:
+            self.one = new
+
+    @property
+    def ratio(self) -> float:
+        return self.checking / self.one if self.one and self.checking else COST_PRIOR

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from glmv_cli.lookup import Lookup, StepCost, draft_tokens
+from glmv_cli.lookup import Drafting, Lookup, draft_tokens
 from glmv_cli.model.glm4v import Glm4v
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ class Generation:
         self.finish_reason: str | None = None
         self.prefill_seconds = self.decode_seconds = 0.0
         self.draft, self.reference = draft, list(reference)
-        self.drafted = self.accepted = 0  # ids drafted, and of them drawn (each saved a step)
+        self._drafts: Drafting | None = None
 
     def __iter__(self) -> Iterator[int]:
         model, s = self.model, self.sampling
@@ -251,38 +251,20 @@ class Generation:
             queue_early = (device.type == "cuda" and self.steering is None and self.logprobs is None
                            and not lookup_k)
             steer = self.steering
-            lookup, queue = self._lookup(ids) if lookup_k else None, []  # queue: (drafted id, logits after it)
-            cost = StepCost(timed=device.type == "cpu")
+            drafts = self._drafting(ids, device) if lookup_k else None
 
             def advance(token: torch.Tensor, value: int) -> torch.Tensor:
-                """The logits after `token` (its id `value`): from the step that checked it as a
-                draft, else from a step of its own, which checks the ids drafted after it too while
-                drafts pay (lookup.py)."""
-                nonlocal queue
-                if lookup is None:
+                """The logits after `token` (its id `value`), drafts checked with it (lookup.py)."""
+                if drafts is None:
                     return decode_one(token)
-                lookup.append(value)
-                if queue and queue[0][0] == value:
-                    self.accepted += 1
-                    return queue.pop(0)[1]
-                queue = []
-                alone = batcher is None or batcher.decoding == 1
-                drafts = []
-                if alone and not lookup.proposing():  # (others decoding: one row each, in their step)
-                    drafts = lookup.draft(min(lookup_k, self.max_new_tokens - step))
-                began = time.perf_counter()
-                if not drafts or not lookup.paying(cost.ratio):  # (scored all the same: free)
-                    logits = decode_one(token)
-                    if alone:
-                        cost.add(time.perf_counter() - began, checking=False)
-                    return logits
-                row = torch.tensor([[value, *drafts]], dtype=torch.long, device=device)
-                with self._alone():
-                    out = model.decode(row, pos, delta)[0]  # (1 + k, V)
-                cost.add(time.perf_counter() - began, checking=True)
-                self.drafted += len(drafts)
-                queue = [(d, out[i + 1:i + 2]) for i, d in enumerate(drafts)]
-                return out[:1]
+
+                def check(ids: list[int]) -> torch.Tensor:
+                    row = torch.tensor([[value, *ids]], dtype=torch.long, device=device)
+                    with self._alone():
+                        return model.decode(row, pos, delta)[0]  # (1 + k, V)
+
+                return drafts.after(value, self.max_new_tokens - step, batcher is None or batcher.decoding == 1,
+                                    lambda: decode_one(token), check)
 
             if queue_early:
                 host = torch.empty(1, dtype=torch.long, pin_memory=True)
@@ -331,10 +313,8 @@ class Generation:
                         counts.scatter_add_(1, row, torch.ones_like(row, dtype=counts.dtype))
                     with self._alone():
                         logits = model.decode(row, pos, delta)[:, -1]
-                    if lookup is not None:
-                        queue = []
-                        for forced in extra:
-                            lookup.append(forced)
+                    if drafts is not None:
+                        drafts.forced(extra)
                     if pc is not None:
                         for forced in extra:
                             pc.fed(forced, self.caches)
@@ -372,11 +352,23 @@ class Generation:
             return 0  # (a static step takes one token)
         return draft_tokens(self.model.device.type) if self.draft is None else self.draft
 
-    def _lookup(self, ids: torch.Tensor) -> Lookup:
+    def _drafting(self, ids: torch.Tensor, device: torch.device) -> Drafting:
         cfg = self.model.cfg
         media = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
                  cfg.video_start_token_id, cfg.video_end_token_id}
-        return Lookup(ids[0].tolist(), skip=media, reference=self.reference)
+        self._drafts = Drafting(Lookup(ids[0].tolist(), skip=media, reference=self.reference), self._draft_tokens(),
+                                timed=device.type == "cpu")
+        return self._drafts
+
+    @property
+    def drafted(self) -> int:
+        """Ids drafted and checked (lookup.py), in the last iteration."""
+        return self._drafts.drafted if self._drafts is not None else 0
+
+    @property
+    def accepted(self) -> int:
+        """Of the ids drafted, those drawn: each saved a step."""
+        return self._drafts.accepted if self._drafts is not None else 0
 
     def _alone(self):
         """The model to this generation alone, its own cache in it (with a batcher; else as it is)."""

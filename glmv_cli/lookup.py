@@ -24,6 +24,8 @@ GLMV_SPECULATE=0 turns it off; GLMV_SPECULATE=N drafts at most N ids a step.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 MAX_NGRAM = 4  # the longest suffix looked up first: a longer match predicts better
 MIN_NGRAM = 2  # one id alone ("the", a comma) is followed by too many things to draft from
@@ -141,3 +143,44 @@ class StepCost:
     @property
     def ratio(self) -> float:
         return self.checking / self.one if self.one and self.checking else COST_PRIOR
+
+
+class Drafting:
+    """One generation's drafts (generate.py): after each id it yields, `after` gives the logits for
+    the next draw, from a step that checked that id as a draft when it was one, else from a step of
+    its own, which also checks the ids drafted after it while drafts pay."""
+
+    def __init__(self, lookup: Lookup, k: int, timed: bool):
+        self.lookup, self.k, self.cost = lookup, k, StepCost(timed)
+        self.queue: list[tuple[int, object]] = []  # (drafted id, the logits after it), checked
+        self.drafted = self.accepted = 0  # ids checked, and of them drawn (each saved a step)
+
+    def after(self, value: int, limit: int, alone: bool, one: Callable[[], object],
+              check: Callable[[list[int]], object]):
+        """`value`: the id just drawn; `limit`: ids still to be drawn; `alone`: no other generation
+        is decoding (else its tokens go in their batched step: no drafts); `one()`: the logits after
+        it from a one-token step; `check(drafts)`: the logits after it and after each draft (1 + k,
+        V), from one step."""
+        self.lookup.append(value)
+        if self.queue and self.queue[0][0] == value:
+            self.accepted += 1
+            return self.queue.pop(0)[1]
+        self.queue = []
+        drafts = self.lookup.draft(min(self.k, limit)) if alone and not self.lookup.proposing() else []
+        began = time.perf_counter()
+        if not drafts or not self.lookup.paying(self.cost.ratio):  # (scored all the same: free)
+            logits = one()
+            if alone:
+                self.cost.add(time.perf_counter() - began, checking=False)
+            return logits
+        out = check(drafts)
+        self.cost.add(time.perf_counter() - began, checking=True)
+        self.drafted += len(drafts)
+        self.queue = [(d, out[i + 1:i + 2]) for i, d in enumerate(drafts)]
+        return out[:1]
+
+    def forced(self, ids) -> None:
+        """Ids fed in after the last one drawn (a think budget's): the checked drafts no longer follow."""
+        self.queue = []
+        for token in ids:
+            self.lookup.append(token)

@@ -153,7 +153,7 @@ class Generation:
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
                  step: Callable | None = None, prompt_cache: PromptCache | None = None, steering=None,
                  logprobs: int | None = None, batcher: DecodeBatcher | None = None, draft: int | None = None,
-                 reference: Sequence[int] = ()):
+                 references: Sequence[Sequence[int]] = ()):
         """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
         method compiled, see compiled_step); None decodes with the eager Glm4v.decode.
         `prompt_cache`: the KV cache an earlier generation left (prompt_cache.py); the prompt's
@@ -163,8 +163,9 @@ class Generation:
         `draft`: ids looked up in the sequence so far and checked in the same step as each new
         token (lookup.py; None: lookup.draft_tokens's default for the device, 0: off). Only an eager
         step drafts (step None), and with a batcher only while no other generation is decoding; the
-        tokens are the ones drawn without drafts. `reference`: ids the answer is expected to repeat
-        (OpenAI's `prediction`), drafted from too."""
+        tokens are the ones drawn without drafts. `references`: ids the answer may repeat though
+        they are not in the prompt (OpenAI's `prediction`, the text a PDF page's image shows),
+        drafted from too."""
         if step is not None and not isinstance(step, StaticStep):
             step = StaticStep(model, step)
         if batcher is not None and step is not None:
@@ -183,7 +184,7 @@ class Generation:
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
         self.finish_reason: str | None = None
         self.prefill_seconds = self.decode_seconds = 0.0
-        self.draft, self.reference = draft, list(reference)
+        self.draft, self.references = draft, [list(r) for r in references]
         self._drafts: Drafting | None = None
 
     def __iter__(self) -> Iterator[int]:
@@ -356,7 +357,7 @@ class Generation:
         cfg = self.model.cfg
         media = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
                  cfg.video_start_token_id, cfg.video_end_token_id}
-        self._drafts = Drafting(Lookup(ids[0].tolist(), skip=media, reference=self.reference), self._draft_tokens(),
+        self._drafts = Drafting(Lookup(ids[0].tolist(), skip=media, references=self.references), self._draft_tokens(),
                                 timed=device.type == "cpu")
         return self._drafts
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 MAX_NGRAM = 4  # the longest suffix looked up first: a longer match predicts better
 MIN_NGRAM = 2  # one id alone ("the", a comma) is followed by too many things to draft from
@@ -33,7 +33,7 @@ DRAFT_TOKENS = 3  # a step of 4 tokens: 0.95x a one-token step in bfloat16, 1.17
 SAVED_PRIOR = 0.5  # ids a draft saves, before any was scored
 COST_PRIOR = 1.25  # a step of 1 + DRAFT_TOKENS against a step of one, before any was timed
 EMA = 0.25  # weight of the newest draft's score and step time
-SEPARATOR = -1  # between a reference and the prompt: no n-gram spans it, no draft runs into it
+SEPARATOR = -1  # after each reference: no n-gram spans it, no draft runs into what follows
 
 
 def draft_tokens(device_type: str) -> int:
@@ -54,11 +54,12 @@ class Lookup:
     and each proposal is scored by the ids that do follow (`saved`: how many it got right, on
     average)."""
 
-    def __init__(self, ids: list[int], skip: set[int] = frozenset(), reference: list[int] = ()):
-        """`ids`: the prompt's; `reference` (optional): ids the answer is expected to repeat
-        (OpenAI's `prediction`), looked up too, before the prompt's (a later occurrence wins)."""
-        skip = {*skip, SEPARATOR}
-        self.ids, self.skip = [*reference, SEPARATOR, *ids] if reference else list(ids), skip
+    def __init__(self, ids: list[int], skip: set[int] = frozenset(), references: Sequence[Sequence[int]] = ()):
+        """`ids`: the prompt's; `references` (optional): ids the answer may repeat that are not in
+        the prompt (OpenAI's `prediction`, a PDF page's text under its image), looked up too, before
+        the prompt's (a later occurrence wins)."""
+        self.skip = {*skip, SEPARATOR}
+        self.ids = [t for r in references for t in (*r, SEPARATOR)] + list(ids)
         self.last: dict[tuple[int, ...], int] = {}  # n-gram -> where the ids after its last occurrence begin
         self.indexed = 0  # n-grams ending before this position are in `last`
         self.open: list[int] = []  # the last proposal, while the ids after it match it so far

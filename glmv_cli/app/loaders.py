@@ -55,6 +55,7 @@ class Loaded:
     parts: tuple[Part, ...]
     notes: tuple[str, ...] = ()
     pages: tuple[dict, ...] = ()  # PDFs: how each selected page went in (page_plan.PagePlan.to_json)
+    layers: tuple[str, ...] = ()  # PDFs: the text layers of pages that went in as images only (drafted from)
 
 
 def describe(att: Attachment, opts: LoadOptions) -> str:
@@ -130,7 +131,8 @@ def load_pdf(att: Attachment, spec: PatchSpec, opts: LoadOptions, budget_tokens:
         if page.text:
             parts.append(text_part(page.number, page.text, with_image=True))
     pages = tuple({"source": att.label} | p.to_json() for p in doc.layout)
-    return Loaded(tuple(parts), (doc.message,) if doc.message else (), pages)
+    layers = tuple(page.layer for page in doc.pages if page.layer)
+    return Loaded(tuple(parts), (doc.message,) if doc.message else (), pages, layers)
 
 
 def load_video(att: Attachment, spec: PatchSpec, opts: LoadOptions) -> VisualInput:

@@ -173,13 +173,14 @@ class Conversation:
         self.turns: list[Turn] = [Turn.system(system)] if system else []
         self.attachments: list[list[Attachment]] = []  # per user turn, for transcripts
         self.pages: list[dict] = []  # how the last turn's PDF pages went in (Result.pages)
+        self.layers: list[str] = []  # text the images of its PDF pages show: answers quote it (lookup.py)
         self._last_tokens = 0  # prompt + completion tokens of the last turn
 
     def reset(self) -> None:
         from glmv_cli.prompt import Turn
 
         self.turns = [Turn.system(self.system)] if self.system else []
-        self.attachments, self._last_tokens = [], 0
+        self.attachments, self.layers, self._last_tokens = [], [], 0
 
     def ask(self, question: str, attachments: Iterable = (), *, load: LoadOptions | None = None,
             generation: GenerationOptions | None = None, role: str = "user",
@@ -330,6 +331,7 @@ class Conversation:
             room -= sum(_tokens(p, s.prompt_config.merge_size, self._count) for p in loaded.parts)
             parts += loaded.parts
             self.pages += loaded.pages
+            self.layers += loaded.layers
             used.append(att)
         return parts, used
 
@@ -357,7 +359,7 @@ class Conversation:
                           stop_ids=glmv.stop_ids, forced=forced,
                           step=None if batcher else glmv.decode_step(s.compile), prompt_cache=glmv.reusable_cache(),
                           steering=steering, logprobs=gen.logprobs, batcher=batcher,
-                          reference=s.tokenizer.encode(gen.prediction) if gen.prediction else ())
+                          references=[s.tokenizer.encode(t) for t in [*self.layers, gen.prediction or ""] if t])
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history

@@ -68,6 +68,7 @@ class PdfPage:
     number: int  # 1-based
     visual: VisualInput | None  # None: the page goes in as its text layer only
     text: str | None = None  # the page's text layer, when asked for or instead of the image
+    layer: str = ""  # an image page's text layer that is not in the prompt: drafted from (lookup.py)
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,8 @@ def load_pdf(
             if page.mode == "image":
                 image = render_page(doc, n, page.dpi, name=label)
                 visual = preprocess_image(image, spec, source=f"{label} page {n}")
-                out.append(PdfPage(n, visual, (text or "") if with_text else None))
+                out.append(PdfPage(n, visual, (text or "") if with_text else None,
+                                   "" if with_text else doc[n - 1].get_text().strip()))
                 if progress:
                     progress(sum(p.visual is not None for p in out), total)
             elif page.mode == "text":

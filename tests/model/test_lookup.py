@@ -48,14 +48,17 @@ def test_image_and_video_placeholders_are_never_matched_nor_drafted():
 
 
 def test_a_reference_is_looked_up_behind_the_prompt_and_never_run_into():
-    lookup = Lookup([1, 2, 3, 5, 6], reference=[5, 6, 7, 8, 9])
+    lookup = Lookup([1, 2, 3, 5, 6], references=[[5, 6, 7, 8, 9]])
     assert lookup.draft(4) == [7, 8, 9], "the reference's ids, not the prompt's first ones"
-    lookup = Lookup([5, 6, 2, 4, 1, 5, 6], reference=[5, 6, 7, 8, 9])
+    lookup = Lookup([5, 6, 2, 4, 1, 5, 6], references=[[5, 6, 7, 8, 9]])
     assert lookup.draft(3) == [2, 4, 1], "a later occurrence, in the prompt, wins"
-    lookup = Lookup([9], reference=[3, 1, 2])
+    lookup = Lookup([9], references=[[3, 1, 2]])
     lookup.append(1)
     lookup.append(2)
     assert lookup.draft(3) == [], "the reference's end does not run on into the prompt"
+    lookup = Lookup([9, 1], references=[[1, 2, 3, 7], [1, 2, 4]])
+    lookup.append(2)
+    assert lookup.draft(3) == [4], "the later of two references, and not into the prompt"
 
 
 def test_each_proposal_is_scored_by_the_ids_that_follow_it():

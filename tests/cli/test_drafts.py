@@ -1,0 +1,67 @@
+"""Drafts from text the answer may repeat (glmv_cli/lookup.py), through the real CLI: a PDF page's
+text layer, which the model sees only as the page's image, is drafted from; the answer is the
+same, and --json's usage counts the drafted ids the model drew."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import run_glmv
+from tests.cli.crafted import write_crafted
+
+# the model reads the page aloud: its thinking is the page's words, a few to a token
+SCRIPT = ["<think>", "The page says", " one two", " three four", " five six", " seven eight", "</think>",
+          "<answer>", "eight", "</answer>", "<|endoftext|>"]
+PAGE_TEXT = "The page says one two three four five six seven eight"
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory) -> Path:
+    return write_crafted(tmp_path_factory.mktemp("reader"), SCRIPT)
+
+
+def pdf(path: Path, text: str | None) -> Path:
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=420, height=300)
+    if text:
+        page.insert_text((20, 60), text, fontsize=12)
+    page.draw_rect(pymupdf.Rect(20, 100, 120, 200), color=(0, 0, 1), fill=(0, 0, 1))
+    doc.save(path)
+    return path
+
+
+def ask(reader: Path, document: Path, *extra: str) -> dict:
+    run = run_glmv("pdf", document, "What is the last number?", "--model", reader, "--json", *extra)
+    assert run.code == 0, run.err
+    return json.loads(run.out)
+
+
+def test_a_pdf_page_s_text_layer_is_drafted_from(reader, tmp_path):
+    with_layer = ask(reader, pdf(tmp_path / "words.pdf", PAGE_TEXT))
+    scan = ask(reader, pdf(tmp_path / "scan.pdf", None))
+    assert with_layer["raw"] == scan["raw"] == "".join(SCRIPT[:-1])
+    assert with_layer["answer"] == "eight"
+    # after "The page says", " one two": the layer's next ids; the script has 4 words-pairs in a row
+    assert with_layer["usage"]["accepted_drafts"] >= 3
+    assert scan["usage"]["accepted_drafts"] == 0
+
+
+def test_with_text_the_layer_is_in_the_prompt_and_drafted_from_there(reader, tmp_path):
+    got = ask(reader, pdf(tmp_path / "words.pdf", PAGE_TEXT), "--with-text")
+    assert got["answer"] == "eight" and got["usage"]["accepted_drafts"] >= 3
+
+
+def test_no_drafts_when_turned_off(reader, tmp_path):
+    from tests.cli.conftest import glmv_env
+
+    run = run_glmv("pdf", pdf(tmp_path / "words.pdf", PAGE_TEXT), "What is the last number?", "--model", reader,
+                   "--json", env=glmv_env(GLMV_SPECULATE="0"))
+    assert run.code == 0, run.err
+    got = json.loads(run.out)
+    assert got["raw"] == "".join(SCRIPT[:-1])
+    assert got["usage"]["drafted_tokens"] == got["usage"]["accepted_drafts"] == 0

@@ -6,7 +6,8 @@
 # one process, int8 with a ~4k-token prompt, --compile in a first and a second process (inductor's
 # disk cache), int4 as int8; the table; then where a decode step's time goes
 # (benchmarks/decode_profile.py, bf16, int8 and int4); a chat's second turn with and without the prompt cache (follow_up_bench.py);
-# decode steps of 1-8 rows (glmv serve --parallel) against the one-row graph (batch_decode_bench.py); last, the
+# decode steps of 1-8 rows (glmv serve --parallel) against the one-row graph (batch_decode_bench.py); the
+# graphs that check drafts against the one-token graph (lookup_bench.py); last, the
 # vision tower's peak memory over 30 pages, at once and in groups (vision_memory.py). Every step has
 # a time limit and the whole stays inside BUDGET seconds.
 #
@@ -91,6 +92,10 @@ tail -n 1 "$W/follow_up.err"; tail -n 1 "$W/follow_up.out"
 step batch_decode 50 python3 benchmarks/batch_decode_bench.py "$CKPT" --device "$DEVICE" --dtype bfloat16 \
   --rows 1 2 4 8 --prompt 2048 --steps 24
 tail -n 6 "$W/batch_decode.err"
+# drafts (lookup.py): the graphs that check a token and 1-8 drafts against the one-token graph
+# (decides whether CUDA drafts by default: it does not until this is measured)
+step lookup 40 python3 benchmarks/lookup_bench.py "$CKPT" --device "$DEVICE" --dtype bfloat16 --questions none
+head -n 8 "$W/lookup.err"
 # the vision tower over 30 pages at once and a group of patches at a time (peak memory, seconds)
 step vision_memory 40 python3 benchmarks/vision_memory.py --shape "$SHAPE" --images 30 --size "$IMAGE" \
   --device "$DEVICE" --group 0 8192

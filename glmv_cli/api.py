@@ -21,6 +21,7 @@ import torch
 from glmv_cli.batching import DecodeBatcher
 from glmv_cli.generate import Generation, Sampling, StaticStep, compiled_step
 from glmv_cli.loading import DEFAULT_REPO, load_model, pick_device, pick_dtype, resolve_checkpoint
+from glmv_cli.lookup import RecentAnswers
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
 from glmv_cli.prompt_cache import PromptCache
@@ -44,6 +45,7 @@ class Glmv:
     _batcher: DecodeBatcher | None = field(default=None, repr=False)
     _making: threading.Lock = field(default_factory=threading.Lock, repr=False)
     prompt_cache: PromptCache = field(default_factory=PromptCache, repr=False)  # the last request's KV cache
+    answers: RecentAnswers = field(default_factory=RecentAnswers, repr=False)  # the last answers: drafted from
 
     @property
     def config(self) -> Glm4vConfig:

@@ -48,6 +48,7 @@ class CudaGraphStep(StaticStep):
         self.caches = None
         self.capture_seconds = 0.0  # of the last capture, warm-up included
         self.failed = False  # a capture failed: the step runs eagerly (a StaticStep) from then on
+        self.checks: dict[int, tuple | None] = {}  # S -> (graph, tokens, logits): a token, S - 1 drafts (lookup.py)
 
     def begin(self, cache_len: int) -> None:
         if self.failed:
@@ -76,14 +77,58 @@ class CudaGraphStep(StaticStep):
         self.graph.replay()
         return self.logits
 
+    def check(self, tokens: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
+        """A token and the ids drafted after it (1, S) -> logits (S, V), from a graph of its own for
+        each S over the same cache, captured at its first use (valid until the next replay)."""
+        S = tokens.shape[1]
+        if self.failed or self.graph is None:
+            return super().check(tokens, input_pos, rope_delta)
+        if S not in self.checks:
+            try:
+                self.checks[S] = self._capture_check(S)
+            except RuntimeError as e:
+                if is_out_of_memory(e):
+                    raise
+                self.checks[S] = None
+                log.warning("could not capture the %d-token decode step as a CUDA graph (%s); checking drafts "
+                            "without it", S, str(e).splitlines()[0])
+        if self.checks[S] is None:
+            return super().check(tokens, input_pos, rope_delta)
+        graph, static, logits = self.checks[S]
+        static.copy_(tokens)
+        self.input_pos.copy_(input_pos)
+        self.rope_delta.copy_(rope_delta)
+        graph.replay()
+        return logits
+
     def end(self) -> None:
         self.model.language_model.drop_cache()  # the step keeps the cache for the next request
 
     def release(self) -> None:
         """Free the graph and its cache (before a capture of another length)."""
         self.graph = self.caches = self.logits = None
+        self.checks = {}
         self.cache_len = 0
         self.model.language_model.drop_cache()
+
+    @torch.no_grad()
+    def _capture_check(self, S: int) -> tuple:
+        """The S-token step as a graph over the cache in use. Its warm-up runs write at the end of
+        the cache, where no token is yet (a position is written by its own step before it is read)."""
+        model, device = self.model, self.model.device
+        tokens = torch.zeros(1, S, dtype=torch.long, device=device)
+        self.input_pos.fill_(self.cache_len - S)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                model.decode_step(tokens, self.input_pos, self.rope_delta)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = model.decode_step(tokens, self.input_pos, self.rope_delta)
+        log.info("captured the %d-token decode step (a token and its drafts)", S)
+        return graph, tokens, logits
 
     @torch.no_grad()
     def _capture(self, length: int) -> None:

@@ -129,6 +129,11 @@ class StaticStep:
     def __call__(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
         return self.fn(token, input_pos, rope_delta)
 
+    def check(self, tokens: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
+        """A token and the ids drafted after it (1, S) at [input_pos, input_pos + S) -> logits (S, V),
+        in this step's cache (lookup.py): Glm4v.decode_step, eager (not compiled: one shape per S)."""
+        return self.model.decode_step(tokens, input_pos, rope_delta)
+
     def end(self) -> None:
         self.model.language_model.drop_cache()
 
@@ -161,11 +166,11 @@ class Generation:
         `batcher` (batching.py; with step None): the model is shared with generations on other
         threads; this one's decode steps run batched with theirs, the rest with the model alone.
         `draft`: ids looked up in the sequence so far and checked in the same step as each new
-        token (lookup.py; None: lookup.draft_tokens's default for the device, 0: off). Only an eager
-        step drafts (step None), and with a batcher only while no other generation is decoding; the
-        tokens are the ones drawn without drafts. `references`: ids the answer may repeat though
-        they are not in the prompt (OpenAI's `prediction`, the text a PDF page's image shows),
-        drafted from too."""
+        token (lookup.py; None: lookup.draft_tokens's default for the device, 0: off); with a batcher
+        only while no other generation is decoding; with a static step in its `check` (a CUDA
+        graph's: one per width). The tokens are the ones drawn without drafts. `references`: ids
+        the answer may repeat though they are not in the prompt (OpenAI's `prediction`, the text a
+        PDF page's image shows, the last answers), drafted from too."""
         if step is not None and not isinstance(step, StaticStep):
             step = StaticStep(model, step)
         if batcher is not None and step is not None:
@@ -261,6 +266,9 @@ class Generation:
 
                 def check(ids: list[int]) -> torch.Tensor:
                     row = torch.tensor([[value, *ids]], dtype=torch.long, device=device)
+                    if self.step is not None:  # (a static step: its own cache and graphs)
+                        pos_t.fill_(pos)
+                        return self.step.check(row, pos_t, delta_t)
                     with self._alone():
                         return model.decode(row, pos, delta)[0]  # (1 + k, V)
 
@@ -349,8 +357,6 @@ class Generation:
                 text.drop_cache()
 
     def _draft_tokens(self) -> int:
-        if self.step is not None:
-            return 0  # (a static step takes one token)
         return draft_tokens(self.model.device.type) if self.draft is None else self.draft
 
     def _drafting(self, ids: torch.Tensor, device: torch.device) -> Drafting:

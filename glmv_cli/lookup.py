@@ -24,6 +24,7 @@ GLMV_SPECULATE=0 turns it off; GLMV_SPECULATE=N drafts at most N ids a step.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -34,6 +35,7 @@ SAVED_PRIOR = 0.5  # ids a draft saves, before any was scored
 COST_PRIOR = 1.25  # a step of 1 + DRAFT_TOKENS against a step of one, before any was timed
 EMA = 0.25  # weight of the newest draft's score and step time
 SEPARATOR = -1  # after each reference: no n-gram spans it, no draft runs into what follows
+RECENT_IDS = 8192  # the ids of the last answers kept to draft from (RecentAnswers)
 
 
 def draft_tokens(device_type: str) -> int:
@@ -185,3 +187,27 @@ class Drafting:
         self.queue = []
         for token in ids:
             self.lookup.append(token)
+
+
+class RecentAnswers:
+    """The last answers of a loaded model (their ids, RECENT_IDS at most), drafted from by the next
+    questions: answers to like questions are alike (the same JSON keys for every file of an
+    `--each --schema`, the same phrasing for every image of a batch). Shared by the threads that
+    answer with the model."""
+
+    def __init__(self, limit: int = RECENT_IDS):
+        self.limit, self._lock = limit, threading.Lock()
+        self._answers: list[list[int]] = []
+
+    def add(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            self._answers.append(list(ids[-self.limit:]))
+            while sum(map(len, self._answers)) > self.limit:
+                self._answers.pop(0)
+
+    def snapshot(self) -> list[list[int]]:
+        """Oldest first (a later answer's occurrence wins)."""
+        with self._lock:
+            return list(self._answers)

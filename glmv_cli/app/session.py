@@ -227,6 +227,7 @@ class Conversation:
                 self.turns += [turn, answered]
                 self.attachments.append(used)
                 self._last_tokens = n_prompt + len(ids)
+                s.glmv.answers.add(ids)  # (the next questions draft from it: lookup.py)
         notes = _notes(parser, decoding, max_new)
         yield from (Note(n) for n in notes)
         result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))
@@ -359,7 +360,8 @@ class Conversation:
                           stop_ids=glmv.stop_ids, forced=forced,
                           step=None if batcher else glmv.decode_step(s.compile), prompt_cache=glmv.reusable_cache(),
                           steering=steering, logprobs=gen.logprobs, batcher=batcher,
-                          references=[s.tokenizer.encode(t) for t in [*self.layers, gen.prediction or ""] if t])
+                          references=[*glmv.answers.snapshot(),
+                                      *(s.tokenizer.encode(t) for t in [*self.layers, gen.prediction or ""] if t)])
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history

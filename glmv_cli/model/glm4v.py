@@ -199,17 +199,20 @@ class Glm4v(nn.Module):
     def decode_step(self, token: torch.Tensor, input_pos: torch.Tensor, rope_delta: torch.Tensor) -> torch.Tensor:
         """One token (1, 1) at cache position `input_pos` (1,) -> logits (1, vocab), with shapes that
         never change: attention reads the whole cache under a mask, the position is a tensor, no
-        Python branches on values. This is the step `torch.compile` compiles (generate.py)."""
-        cache_len = self.language_model.caches[0].k.shape[2]
-        position_ids = (input_pos + rope_delta).view(1, 1, 1).expand(3, 1, 1)  # (3, B, S)
+        Python branches on values. This is the step `torch.compile` compiles (generate.py). S tokens
+        (1, S) at [input_pos, input_pos + S) -> (S, vocab): a token and the drafts after it (lookup.py)."""
+        S, cache_len = token.shape[1], self.language_model.caches[0].k.shape[2]
+        steps = torch.arange(S, device=token.device)
+        position_ids = (input_pos + rope_delta + steps).view(1, 1, S).expand(3, 1, S)  # (3, B, S)
         # additive (0 / -inf) in the activation dtype, made once per step: a boolean mask would be
-        # converted to this inside attention, once per layer
+        # converted to this inside attention, once per layer; row i sees the cache up to its own token
         dtype = self.language_model.norm.weight.dtype
-        written = (torch.arange(cache_len, device=token.device) <= input_pos).view(1, 1, 1, cache_len)
+        last = (input_pos + steps).view(S, 1)  # the last position each row sees
+        written = (torch.arange(cache_len, device=token.device) <= last).view(1, 1, S, cache_len)
         mask = torch.zeros(written.shape, dtype=dtype, device=token.device).masked_fill_(~written, float("-inf"))
         hidden = self.language_model(self.language_model.embed_tokens(token), position_ids, start=input_pos,
                                      mask=mask, use_cache=True)
-        return self.lm_head(hidden[:, -1])
+        return self.lm_head(hidden[0])
 
 
 _NAMES = {1: "image", 2: "video"}

@@ -1,6 +1,6 @@
 """Drafts from text the answer may repeat (glmv_cli/lookup.py), through the real CLI: a PDF page's
-text layer, which the model sees only as the page's image, is drafted from; the answer is the
-same, and --json's usage counts the drafted ids the model drew."""
+text layer, which the model sees only as the page's image, and the answers before (--each) are
+drafted from; the answer is the same, and --json's usage counts the drafted ids the model drew."""
 
 from __future__ import annotations
 
@@ -65,3 +65,15 @@ def test_no_drafts_when_turned_off(reader, tmp_path):
     got = json.loads(run.out)
     assert got["raw"] == "".join(SCRIPT[:-1])
     assert got["usage"]["drafted_tokens"] == got["usage"]["accepted_drafts"] == 0
+
+
+def test_each_file_s_answer_drafts_from_the_answers_before(scripted, media):
+    """--each: answers to one question about several files are alike (here, the same): the second
+    and third draft from the first."""
+    files = [media["png"], media["jpg"], media["png"]]
+    run = run_glmv("ask", *files, "Where is the blue square?", "--model", scripted, "--each", "--json")
+    assert run.code == 0, run.err
+    lines = [json.loads(line) for line in run.out.splitlines()]
+    assert len({d["raw"] for d in lines}) == 1
+    accepted = [d["usage"]["accepted_drafts"] for d in lines]
+    assert accepted[0] == 0 and min(accepted[1:]) >= 5, accepted

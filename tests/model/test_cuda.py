@@ -100,6 +100,20 @@ def test_the_graph_is_captured_once_per_cache_length(ours, prompt_inputs, gpu):
     assert ours.model.language_model.caches is None  # handed back after each request
 
 
+@pytest.mark.parametrize("name", ["image", "video"])
+def test_drafts_checked_in_cuda_graphs_change_no_token(ours, prompt_inputs, gpu, name):
+    """GLMV_SPECULATE on CUDA: a token and its drafts in a graph of their own per width, over the
+    one-token graph's cache (lookup.py): the tokens of eager decoding without drafts."""
+    needs_cuda(gpu)
+    inputs = model_kwargs(prompt_inputs(name))
+    want = tokens(ours, inputs, n=64, graph=False, draft=0)
+    gen = ours.generate(inputs, max_new_tokens=64, ignore_stop=True, draft=3)
+    assert list(gen) == want and gen.accepted > 0  # (random weights repeat themselves)
+    step = ours.decode_step()
+    assert step.checks and all(c is not None for c in step.checks.values())  # captured, not eager
+    assert tokens(ours, inputs, n=64) == want  # the one-token graph after them: the cache still right
+
+
 @pytest.mark.parametrize("between", [False, True])
 @pytest.mark.parametrize("new_tokens", [24, 400])  # the first request's cache length, and a longer one
 def test_a_follow_up_through_the_graph_reuses_the_prompt_cache(ours, prompt_inputs, follow_up, gpu, new_tokens,

@@ -61,6 +61,20 @@ def test_a_reference_is_looked_up_behind_the_prompt_and_never_run_into():
     assert lookup.draft(3) == [4], "the later of two references, and not into the prompt"
 
 
+def test_recent_answers_keep_the_last_within_their_limit_oldest_first():
+    from glmv_cli.lookup import RecentAnswers
+
+    recent = RecentAnswers(limit=10)
+    recent.add([])
+    recent.add([1, 2, 3, 4])
+    recent.add([5, 6, 7])
+    assert recent.snapshot() == [[1, 2, 3, 4], [5, 6, 7]]
+    recent.add([8, 9, 10, 11])  # 11 ids: the oldest answer goes
+    assert recent.snapshot() == [[5, 6, 7], [8, 9, 10, 11]]
+    recent.add(list(range(20, 40)))  # longer than the limit alone: its last ids
+    assert recent.snapshot() == [list(range(30, 40))]
+
+
 def test_each_proposal_is_scored_by_the_ids_that_follow_it():
     from glmv_cli.lookup import EMA, SAVED_PRIOR
 
@@ -205,6 +219,19 @@ def test_drafts_that_do_not_pay_are_not_checked(glm, prompt_inputs, monkeypatch)
     monkeypatch.setattr(lookup.StepCost, "ratio", property(lambda self: 1.0))  # as cheap as one token
     out, g = run(glm, prompt_inputs("image"), 4, max_new_tokens=48)
     assert out == plain and g.drafted > 0
+
+
+def test_a_static_step_checks_drafts_in_its_own_cache(glm, prompt_inputs):
+    """The fixed-shape step (--compile's, a CUDA graph's) checks a token and its drafts with
+    Glm4v.decode_step over its whole cache under a mask (StaticStep.check)."""
+    from glmv_cli.generate import StaticStep
+
+    for prompt in ("image", "video"):
+        plain, _ = run(glm, prompt_inputs(prompt), 0, max_new_tokens=48)
+        step = StaticStep(glm.model, glm.model.decode_step)
+        out, g = run(glm, prompt_inputs(prompt), 3, max_new_tokens=48, step=step)
+        assert out == plain and g.accepted > 0
+    assert glm.model.language_model.caches is None
 
 
 def test_the_budget_s_last_tokens_and_a_one_token_budget(glm, prompt_inputs):

@@ -325,18 +325,24 @@ def test_served_model_names_are_the_id_and_its_aliases(scripted, tmp_path):
             client.chat.completions.create(model="gpt-4", messages=user(QUESTION), max_tokens=2)
 
 
-def test_a_prediction_is_drafted_from_and_changes_nothing(ask, media):
+def test_a_prediction_is_drafted_from_and_changes_nothing(scripted, media, tmp_path):
     """OpenAI's Predicted Outputs: the text the answer is expected to repeat. Its ids are drafted
     and checked with each token (glmv_cli/lookup.py); the answer is the one without it, and the
-    usage says how many drafted ids the model drew itself."""
+    usage says how many drafted ids the model drew. (Each request to a server of its own: a server
+    drafts from the answers it gave before too.)"""
     messages = user(image(media["png"]), QUESTION)
-    plain = ask(messages)
     # (the scripted model's pieces are single tokens: the prediction needs its tags to line up)
     head, tail = RAW.split("<answer>")
-    predicted = ask(messages, prediction={"type": "content", "content": [{"type": "text", "text": head},
-                                                                         {"type": "text", "text": "<answer>" + tail}]})
-    for done in (plain, predicted):
-        assert (done.choices[0].message.content, done.choices[0].message.reasoning) == (ANSWER, THINKING)
+    content = [{"type": "text", "text": head}, {"type": "text", "text": "<answer>" + tail}]
+    done = []
+    for extra in ({}, {"prediction": {"type": "content", "content": content}}):
+        with glmv_server(scripted, log_dir=tmp_path) as server:
+            client = server.client()
+            model = client.models.list().data[0].id
+            done.append(client.chat.completions.create(model=model, messages=messages, temperature=0, **extra))
+    plain, predicted = done
+    for d in done:
+        assert (d.choices[0].message.content, d.choices[0].message.reasoning) == (ANSWER, THINKING)
     before, after = plain.usage.completion_tokens_details, predicted.usage.completion_tokens_details
     assert after.accepted_prediction_tokens >= 4 > before.accepted_prediction_tokens
     assert predicted.usage.completion_tokens == plain.usage.completion_tokens == 10

@@ -39,9 +39,9 @@ RECENT_IDS = 8192  # the ids of the last answers kept to draft from (RecentAnswe
 
 
 def draft_tokens(device_type: str) -> int:
-    """Ids drafted a step by default where the step is eager (a CPU, a Mac): DRAFT_TOKENS, or what
-    GLMV_SPECULATE says (0: off). A CUDA graph's one-token step outruns an eager step of several
-    rows, so CUDA drafts only when asked with GLMV_SPECULATE."""
+    """Ids drafted a step by default: DRAFT_TOKENS on a CPU or a Mac, or what GLMV_SPECULATE says
+    (0: off). CUDA drafts only when asked: whether its graph of a token and 3 drafts costs little
+    enough more than the one-token graph is not yet measured (benchmarks/lookup_bench.py)."""
     value = os.environ.get("GLMV_SPECULATE", "").strip()
     if value:
         try:

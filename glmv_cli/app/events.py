@@ -60,6 +60,7 @@ class Usage:
     cached_tokens: int = 0  # of the prompt's, already in the KV cache from the last request (not run again)
     drafted_tokens: int = 0  # ids looked up and checked in a step with the token before them (lookup.py)
     accepted_drafts: int = 0  # of them, the ones the model drew itself: each saved a decode step
+    reasoning_tokens: int = 0  # of the completion's, the thinking's (up to and with </think>)
 
 
 @dataclass(frozen=True)

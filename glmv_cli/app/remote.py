@@ -261,6 +261,10 @@ class Reply:
         prompt = self.usage.prompt_tokens if self.usage else 0
         completion = self.usage.completion_tokens if self.usage else 0
         cached = getattr(getattr(self.usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
+        details = getattr(self.usage, "completion_tokens_details", None)  # (vLLM, glmv: the same counts)
+        accepted = getattr(details, "accepted_prediction_tokens", None) or 0
+        drafted = accepted + (getattr(details, "rejected_prediction_tokens", None) or 0)
+        reasoning = getattr(details, "reasoning_tokens", None) or 0
         prefill = (self.first - self.sent) if self.first else 0.0
         decode = self.last - self.first if self.first and self.last and self.last > self.first else 0.0
         rate = (completion - 1) / decode if decode and completion > 1 else 0.0
@@ -268,7 +272,8 @@ class Reply:
 
         return Result(model=model, thinking=self.thinking, answer=self.answer.answer, raw=raw,
                       boxes=find_boxes(answer_for_history(raw)), images=_image_sizes(used),
-                      usage=Usage(prompt, 0, completion, cached), timings=Timings(0.0, preprocess_s, prefill, rate),
+                      usage=Usage(prompt, 0, completion, cached, drafted, accepted, reasoning),
+                      timings=Timings(0.0, preprocess_s, prefill, rate),
                       finish_reason=self.finish or "stop", notes=notes, logprobs=self.logprobs)
 
 

@@ -374,11 +374,18 @@ class Conversation:
             model=self.session.name, thinking=parser.thinking, answer=parser.answer, raw=raw,
             boxes=find_boxes(answer_for_history(raw)), images=images,
             usage=Usage(inputs.num_prompt_tokens, sum(inputs.attachment_tokens), len(ids), decoding.cached_tokens,
-                        decoding.drafted, decoding.accepted),
+                        decoding.drafted, decoding.accepted, self._reasoning_tokens(parser, ids)),
             timings=Timings(timings.load_s, timings.preprocess_s, decoding.prefill_seconds, rate),
             finish_reason=decoding.finish_reason or "length", completion_ids=ids, notes=notes,
             pages=list(self.pages),
         )
+
+    def _reasoning_tokens(self, parser, ids: list[int]) -> int:
+        """The completion's tokens up to and with </think> (all of them when the thought never closed)."""
+        if not parser.thinking:
+            return 0
+        end = self.session.tokenizer.token_id("</think>")
+        return ids.index(end) + 1 if end in ids else len(ids)
 
     def run(self, question: str, attachments: Iterable = (), **kwargs) -> Result:
         return collect(self.ask(question, attachments, **kwargs))

@@ -96,18 +96,17 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
                                 f"{service.model_id!r} (GET /v1/models)", code="model_not_found")
         messages = await run_in_threadpool(service.parse, chat_request)
         job = service.job(messages, chat_request)
-        end_think = service.session.tokenizer.token_id("</think>")
         try:
             head = await chat.first_text(job, request.is_disconnected)
             note(request, first_token=time.monotonic())
             if body.stream:
-                return StreamingResponse(responses.stream(job, head, body, service.model_id, end_think,
+                return StreamingResponse(responses.stream(job, head, body, service.model_id,
                                                           lambda **fields: note(request, **fields), store),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             reply = await chat.gather(job, head, [], request.is_disconnected)
             note(request, results=[reply.result])
-            done = responses.complete(reply, body, service.model_id, end_think)
+            done = responses.complete(reply, body, service.model_id)
             store(done)
             return done
         except chat.ClientGone:

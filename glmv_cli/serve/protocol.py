@@ -146,17 +146,17 @@ def error_body(message: str, kind: str = "invalid_request_error", code: str | No
 
 def usage(result: Result | None, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict:
     """OpenAI's usage; prompt_tokens_details.cached_tokens: prompt tokens the KV cache already held;
-    completion_tokens_details: of the ids drafted from the text so far (lookup.py, and a request's
-    `prediction`), those the model drew itself (accepted) and the others (rejected), as OpenAI
-    counts a prediction's."""
-    cached = drafted = accepted = 0
+    completion_tokens_details: the thinking's tokens (reasoning_tokens); of the ids drafted from
+    the text so far (lookup.py, and a request's `prediction`), those the model drew itself
+    (accepted) and the others (rejected), as OpenAI counts a prediction's."""
+    cached = drafted = accepted = reasoning = 0
     if result is not None:
         u = result.usage
         prompt_tokens, completion_tokens, cached = u.prompt_tokens, u.completion_tokens, u.cached_tokens
-        drafted, accepted = u.drafted_tokens, u.accepted_drafts
+        drafted, accepted, reasoning = u.drafted_tokens, u.accepted_drafts, u.reasoning_tokens
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached},
-            "completion_tokens_details": {"accepted_prediction_tokens": accepted,
+            "completion_tokens_details": {"reasoning_tokens": reasoning, "accepted_prediction_tokens": accepted,
                                           "rejected_prediction_tokens": drafted - accepted}}
 
 

@@ -176,14 +176,14 @@ class Shape:
         self.id, self.created = _id("resp"), int(time.time())
         self.request, self.model = request, model
 
-    def response(self, status: str, output: list, result=None, reasoning_tokens: int = 0) -> dict:
+    def response(self, status: str, output: list, result=None) -> dict:
         r = self.request
         usage = None
         if result is not None:
             u = result.usage
             usage = {"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": u.cached_tokens},
                      "output_tokens": u.completion_tokens,
-                     "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+                     "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
                      "total_tokens": u.prompt_tokens + u.completion_tokens}
         return {
             "id": self.id, "object": "response", "created_at": self.created, "status": status, "error": None,
@@ -214,15 +214,7 @@ def call_item(item_id: str, call, status: str = "completed", arguments: str | No
             "arguments": openai["function"]["arguments"] if arguments is None else arguments}
 
 
-def reasoning_tokens(result, end_think: int | None) -> int:
-    """Completion tokens up to and with </think> (all of them when the thought never closed)."""
-    if result is None or not result.thinking:
-        return 0
-    ids = result.completion_ids
-    return ids.index(end_think) + 1 if end_think in ids else len(ids)
-
-
-def complete(reply, request: ResponsesRequest, model: str, end_think: int | None) -> dict:
+def complete(reply, request: ResponsesRequest, model: str) -> dict:
     """A gathered chat.Reply as one response object."""
     output = []
     if reply.thinking:
@@ -231,7 +223,7 @@ def complete(reply, request: ResponsesRequest, model: str, end_think: int | None
         output.append(message_item(_id("msg"), reply.answer, logprobs=getattr(reply.result, "logprobs", None)))
     output += [call_item(_id("fc"), c) for c in reply.calls]
     status = "incomplete" if reply.finish_reason == "length" else "completed"
-    return Shape(request, model).response(status, output, reply.result, reasoning_tokens(reply.result, end_think))
+    return Shape(request, model).response(status, output, reply.result)
 
 
 # -- streamed -----------------------------------------------------------------------------------------
@@ -318,7 +310,7 @@ def _text_part(text: str, logprobs: list | None = None) -> dict:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
-async def stream(job, head: list, request: ResponsesRequest, model: str, end_think: int | None,
+async def stream(job, head: list, request: ResponsesRequest, model: str,
                  note=lambda **fields: None, done=lambda response: None) -> AsyncIterator[str]:
     """response.created, in_progress, the items' events as the reply is generated, then
     response.completed (or response.incomplete when max_output_tokens cut it). `note` is told the
@@ -347,7 +339,7 @@ async def stream(job, head: list, request: ResponsesRequest, model: str, end_thi
         for line in events.close():
             yield line
         status = "incomplete" if result is not None and result.finish_reason == "length" else "completed"
-        final = events.shape.response(status, events.output, result, reasoning_tokens(result, end_think))
+        final = events.shape.response(status, events.output, result)
         done(final)
         yield events.sse(f"response.{status}", response=final)
     except Exception as e:  # noqa: BLE001  (mid-stream: the status line is sent; say it in the stream)

@@ -74,7 +74,7 @@ def test_json_fields(scripted, media):
                            "pixels": [{"image": str(media["png"]), "box": [14, 20, 60, 60]}]}]  # 120x80 image
     u = d["usage"]
     assert u == {"prompt_tokens": u["prompt_tokens"], "image_tokens": 12, "completion_tokens": 10, "cached_tokens": 0,
-                 "drafted_tokens": u["drafted_tokens"], "accepted_drafts": u["accepted_drafts"]}
+                 "drafted_tokens": u["drafted_tokens"], "accepted_drafts": u["accepted_drafts"], "reasoning_tokens": 4}
     assert 0 <= u["accepted_drafts"] <= u["drafted_tokens"]
     assert set(d["timings"]) == {"load_s", "preprocess_s", "prefill_s", "decode_tokens_per_s"}
     assert all(v >= 0 for v in d["timings"].values()) and d["timings"]["load_s"] > 0

@@ -64,7 +64,7 @@ def test_the_same_answer_as_a_local_run(server, tiny, media, command, kind):
     assert local.code == far.code == 0, local.err + far.err
     assert {k: far.json[k] for k in SAME} == {k: local.json[k] for k in SAME}
     assert untagged(far.json["raw"]) == untagged(local.json["raw"])
-    for k in ("prompt_tokens", "completion_tokens"):
+    for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):  # (the server's counts, read back)
         assert far.json["usage"][k] == local.json["usage"][k]
     assert far.json["model"] == str(tiny)
     plain = run_glmv(*args, *remote(server))

@@ -81,7 +81,8 @@ def test_hidden_reasoning_and_extract(monkeypatch):
 def test_json_and_jsonl(monkeypatch):
     out, err = render(JsonRenderer, False, monkeypatch)
     assert json.loads(out)["usage"] == {"prompt_tokens": 10, "image_tokens": 4, "completion_tokens": 3,
-                                        "cached_tokens": 0, "drafted_tokens": 0, "accepted_drafts": 0}
+                                        "cached_tokens": 0, "drafted_tokens": 0, "accepted_drafts": 0,
+                                        "reasoning_tokens": 0}
     assert err == "glmv: note: careful\n"
     out, _ = render(JsonlRenderer, False, monkeypatch)
     types = [json.loads(line)["type"] for line in out.splitlines()]

@@ -66,6 +66,7 @@ def test_json_answer_with_an_image(ask, media):
     assert done.choices[0].finish_reason == "stop"
     assert done.usage.completion_tokens == 10
     assert done.usage.total_tokens == done.usage.prompt_tokens + 10
+    assert done.usage.completion_tokens_details.reasoning_tokens == 4  # <think>, two pieces, </think>
 
 
 def test_streamed_answer_with_an_image(ask, media):

@@ -215,18 +215,20 @@ def _begin(resume: bool, model: ModelChoice, system: str | None):
 
 def keep_cache(session) -> None:
     """A local session starts from the cache kept with the last conversation (app/kept_cache.py),
-    once its weights are loaded: for `-c`, or a new question about the same image."""
+    once its weights are loaded: for `-c`, or a new question about the same image; and drafts from
+    the last answers (app/kept_answers.py)."""
     if isinstance(session, Session):
-        from glmv_cli.app import kept_cache
+        from glmv_cli.app import kept_answers, kept_cache
 
-        session.after_load.append(kept_cache.restore)
+        session.after_load += [kept_cache.restore, kept_answers.restore]
 
 
 def save_cache(session) -> None:
     if isinstance(session, Session):
-        from glmv_cli.app import kept_cache
+        from glmv_cli.app import kept_answers, kept_cache
 
         kept_cache.save(session)
+        kept_answers.save(session)
 
 
 def _local_name(session, model: ModelChoice) -> str | None:

@@ -77,3 +77,33 @@ def test_each_file_s_answer_drafts_from_the_answers_before(scripted, media):
     assert len({d["raw"] for d in lines}) == 1
     accepted = [d["usage"]["accepted_drafts"] for d in lines]
     assert accepted[0] == 0 and min(accepted[1:]) >= 5, accepted
+
+
+def test_the_next_process_drafts_from_the_last_answers_kept_on_disk(scripted, reader, media, tmp_path):
+    """A script asking about one file after another, one process each: each drafts from the answer
+    the process before kept (app/kept_answers.py). Another checkpoint's answers, a corrupt file and
+    GLMV_NO_HISTORY=1 give no drafts and change nothing."""
+    from tests.cli.conftest import glmv_env
+
+    state = tmp_path / "state"
+    env = glmv_env(XDG_STATE_HOME=str(state))
+
+    def ask_about(image, model=scripted, environment=env) -> dict:
+        run = run_glmv("ask", image, "Where is the blue square?", "--model", model, "--json", env=environment)
+        assert run.code == 0, run.err
+        return json.loads(run.out)
+
+    first, second = ask_about(media["png"]), ask_about(media["jpg"])
+    assert first["raw"] == second["raw"]
+    assert first["usage"]["accepted_drafts"] == 0 and second["usage"]["accepted_drafts"] >= 5
+    kept = state / "glmv" / "last.answers.json"
+    assert kept.is_file()
+    ask_about(media["png"], model=reader)  # another checkpoint: its own answers replace them
+    assert ask_about(media["png"])["usage"]["accepted_drafts"] == 0
+    kept.write_text("{not json")
+    got = ask_about(media["png"])
+    assert got["raw"] == first["raw"] and got["usage"]["accepted_drafts"] == 0
+    quiet = glmv_env(XDG_STATE_HOME=str(tmp_path / "other"), GLMV_NO_HISTORY="1")
+    ask_about(media["png"], environment=quiet)
+    assert ask_about(media["jpg"], environment=quiet)["usage"]["accepted_drafts"] == 0
+    assert not (tmp_path / "other" / "glmv" / "last.answers.json").exists()

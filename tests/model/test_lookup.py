@@ -41,6 +41,40 @@ def test_the_most_recent_occurrence_wins_and_the_suffix_never_matches_itself():
     assert Lookup([5, 6]).draft(3) == []
 
 
+def brute_draft(ids: list[int], skip: set[int], k: int) -> list[int]:
+    """What Lookup.draft must give, by scanning: for n from 4 down to 2, the last earlier end of the
+    sequence's last n ids (no skipped id among them), then the ids after it up to a skipped one."""
+    for n in range(4, 1, -1):
+        suffix = ids[-n:] if len(ids) >= n else None
+        if suffix is None or any(t in skip for t in suffix):
+            continue
+        for end in range(len(ids) - 1, n - 1, -1):
+            if ids[end - n:end] == suffix:
+                out = []
+                for t in ids[end:end + k]:
+                    if t in skip:
+                        break
+                    out.append(t)
+                if out:
+                    return out
+                break
+    return []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_drafts_equal_a_brute_force_scan(seed):
+    import random
+
+    rng = random.Random(seed)
+    vocab, skip = rng.choice([3, 5, 8]), {0} if seed % 2 else set()
+    ids = [rng.randrange(vocab) for _ in range(rng.randrange(0, 40))]
+    lookup = Lookup(ids, skip=skip)
+    for _ in range(60):
+        k = rng.randrange(1, 6)
+        assert lookup.draft(k) == brute_draft(lookup.ids, skip | {-1}, k), (seed, lookup.ids)
+        lookup.append(rng.randrange(vocab))
+
+
 def test_image_and_video_placeholders_are_never_matched_nor_drafted():
     assert Lookup([3, 4, 10, 11, 900, 900, 12, 3, 4]).draft(4) == [10, 11, 900, 900]
     assert Lookup([3, 4, 10, 11, 900, 900, 12, 3, 4], skip=MEDIA).draft(4) == [10, 11], "stops before one"

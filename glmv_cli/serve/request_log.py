@@ -1,7 +1,7 @@
 """One line on the server's stderr per answered /v1 request: what was asked, how it went, how fast.
 
-    glmv: 14:02:11 200 POST /v1/chat/completions: 1,234 prompt tokens (1,100 cached), 87 generated,
-          first token 0.41 s, 3.20 s, 27.2 tokens/s
+    glmv: 14:02:11 200 POST /v1/chat/completions: 1,234 prompt tokens (1,100 cached), 87 generated
+          (21 from drafts), first token 0.41 s, 3.20 s, 27.2 tokens/s
     glmv: 14:02:15 400 POST /v1/chat/completions: the image ... does not decode ...
 
 An ASGI middleware times each request from its arrival to the last byte of its answer (a stream's
@@ -60,8 +60,10 @@ def line(scope, status: int, seconds: float, start: float, fields: dict, body: b
         return f"{head}: {seconds:.2f} s"
     u = results[0].usage
     generated = sum(r.usage.completion_tokens for r in results)
+    drafts = sum(r.usage.accepted_drafts for r in results)  # (glmv_cli/lookup.py)
     parts = [f"{u.prompt_tokens:,} prompt tokens" + (f" ({u.cached_tokens:,} cached)" if u.cached_tokens else ""),
-             f"{generated:,} generated" + (f" in {len(results)} choices" if len(results) > 1 else "")]
+             f"{generated:,} generated" + (f" ({drafts:,} from drafts)" if drafts else "")
+             + (f" in {len(results)} choices" if len(results) > 1 else "")]
     if "first_token" in fields:
         parts.append(f"first token {fields['first_token'] - start:.2f} s")
         decoding = seconds - (fields["first_token"] - start)

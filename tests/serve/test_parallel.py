@@ -180,10 +180,11 @@ def test_each_answered_request_gets_a_line_in_the_servers_log(server, media):
     time.sleep(0.5)
     lines = [line for line in server.log.read_text().splitlines() if re.match(r"glmv: \d\d:\d\d:\d\d \d{3} ", line)]
     n = done.usage.prompt_tokens
-    json_line = rf"200 POST /v1/chat/completions: {n:,} prompt tokens( \(\d+ cached\))?, 9 generated, first token"
+    json_line = (rf"200 POST /v1/chat/completions: {n:,} prompt tokens( \(\d+ cached\))?, 9 generated"
+                 rf"( \(\d+ from drafts\))?, first token")
     assert any(re.search(json_line, line) for line in lines), lines[-6:]
-    assert any(re.search(r"200 POST /v1/chat/completions: .*, 14 generated in 2 choices, first token [\d.]+ s, "
-                         r"[\d.]+ s, [\d.]+ tokens/s$", line) for line in lines), lines[-6:]
+    assert any(re.search(r"200 POST /v1/chat/completions: .*, 14 generated( \(\d+ from drafts\))? in 2 choices, "
+                         r"first token [\d.]+ s, [\d.]+ s, [\d.]+ tokens/s$", line) for line in lines), lines[-6:]
     assert any(line.endswith("400 POST /v1/chat/completions: " + bad.value.body["message"]) for line in lines)
     assert any(re.search(r"200 POST /v1/responses: .*, 5 generated", line) for line in lines), lines[-6:]
     assert not any("/health" in line for line in lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from pathlib import Path
 
 import openai
@@ -341,9 +342,12 @@ def test_a_prediction_is_drafted_from_and_changes_nothing(scripted, media, tmp_p
             client = server.client()
             model = client.models.list().data[0].id
             done.append(client.chat.completions.create(model=model, messages=messages, temperature=0, **extra))
+            time.sleep(0.3)  # (the request's log line)
+            logged = server.log.read_text()
     plain, predicted = done
     for d in done:
         assert (d.choices[0].message.content, d.choices[0].message.reasoning) == (ANSWER, THINKING)
     before, after = plain.usage.completion_tokens_details, predicted.usage.completion_tokens_details
     assert after.accepted_prediction_tokens >= 4 > before.accepted_prediction_tokens
     assert predicted.usage.completion_tokens == plain.usage.completion_tokens == 10
+    assert f"10 generated ({after.accepted_prediction_tokens} from drafts)" in logged  # (the second server's)

@@ -364,7 +364,7 @@ class Generation:
         media = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
                  cfg.video_start_token_id, cfg.video_end_token_id}
         self._drafts = Drafting(Lookup(ids[0].tolist(), skip=media, references=self.references), self._draft_tokens(),
-                                timed=device.type == "cpu")
+                                device.type)
         return self._drafts
 
     @property

@@ -126,8 +126,7 @@ class Lookup:
 
 class StepCost:
     """What a step that checks drafts costs against a one-token step, from their measured times
-    (moving averages; COST_PRIOR until both were timed). Only where a step's time is its wall time
-    (a CPU: the device is the host); elsewhere the prior."""
+    (moving averages; COST_PRIOR until both were timed, and where nothing is timed: StepTimer)."""
 
     def __init__(self, timed: bool):
         self.timed = timed
@@ -148,13 +147,52 @@ class StepCost:
         return self.checking / self.one if self.one and self.checking else COST_PRIOR
 
 
+class StepTimer:
+    """Times a generation's steps into a StepCost: on a CPU by the host's clock (the device is the
+    host); on CUDA by events around the step, read at the next step (the device runs ahead of the
+    host; by then the token read has waited for the step); elsewhere (a Mac) not at all."""
+
+    def __init__(self, cost: StepCost, device_type: str):
+        self.cost, self.kind = cost, device_type
+        self.cost.timed = device_type in ("cpu", "cuda")
+        self.began: float | object = 0.0
+        self.pending = None  # CUDA: (start event, end event, checking) of the last step
+
+    def begin(self) -> None:
+        if self.kind == "cuda":
+            import torch
+
+            self._harvest()
+            self.began = torch.cuda.Event(enable_timing=True)
+            self.began.record()
+        else:
+            self.began = time.perf_counter()
+
+    def end(self, checking: bool) -> None:
+        if self.kind == "cuda":
+            import torch
+
+            stop = torch.cuda.Event(enable_timing=True)
+            stop.record()
+            self.pending = (self.began, stop, checking)
+        elif self.cost.timed:
+            self.cost.add(time.perf_counter() - self.began, checking)
+
+    def _harvest(self) -> None:
+        if self.pending is not None and self.pending[1].query():  # (not done yet: that one goes untimed)
+            start, stop, checking = self.pending
+            self.cost.add(start.elapsed_time(stop) / 1000, checking)
+        self.pending = None
+
+
 class Drafting:
     """One generation's drafts (generate.py): after each id it yields, `after` gives the logits for
     the next draw, from a step that checked that id as a draft when it was one, else from a step of
     its own, which also checks the ids drafted after it while drafts pay."""
 
-    def __init__(self, lookup: Lookup, k: int, timed: bool):
-        self.lookup, self.k, self.cost = lookup, k, StepCost(timed)
+    def __init__(self, lookup: Lookup, k: int, device_type: str):
+        self.lookup, self.k, self.cost = lookup, k, StepCost(timed=False)
+        self.timer = StepTimer(self.cost, device_type)
         self.queue: list[tuple[int, object]] = []  # (drafted id, the logits after it), checked
         self.drafted = self.accepted = 0  # ids checked, and of them drawn (each saved a step)
 
@@ -170,14 +208,14 @@ class Drafting:
             return self.queue.pop(0)[1]
         self.queue = []
         drafts = self.lookup.draft(min(self.k, limit)) if alone and not self.lookup.proposing() else []
-        began = time.perf_counter()
+        self.timer.begin()
         if not drafts or not self.lookup.paying(self.cost.ratio):  # (scored all the same: free)
             logits = one()
-            if alone:
-                self.cost.add(time.perf_counter() - began, checking=False)
+            if alone:  # (beside others, a step's time is theirs too)
+                self.timer.end(checking=False)
             return logits
         out = check(drafts)
-        self.cost.add(time.perf_counter() - began, checking=True)
+        self.timer.end(checking=True)
         self.drafted += len(drafts)
         self.queue = [(d, out[i + 1:i + 2]) for i, d in enumerate(drafts)]
         return out[:1]

@@ -109,6 +109,7 @@ def test_drafts_checked_in_cuda_graphs_change_no_token(ours, prompt_inputs, gpu,
     want = tokens(ours, inputs, n=64, graph=False, draft=0)
     gen = ours.generate(inputs, max_new_tokens=64, ignore_stop=True, draft=3)
     assert list(gen) == want and gen.accepted > 0  # (random weights repeat themselves)
+    assert gen._drafts.cost.one > 0 and gen._drafts.cost.checking > 0  # both kinds timed by CUDA events
     step = ours.decode_step()
     assert step.checks and all(c is not None for c in step.checks.values())  # captured, not eager
     assert tokens(ours, inputs, n=64) == want  # the one-token graph after them: the cache still right

@@ -146,6 +146,72 @@ def test_step_cost_is_the_ratio_of_measured_steps_else_the_prior():
     assert MEASURED.fget(untimed) == COST_PRIOR
 
 
+def test_a_cpu_s_steps_are_timed_a_mac_s_are_not():
+    import time
+
+    from glmv_cli.lookup import COST_PRIOR, StepTimer
+
+    cost = StepCost(timed=False)
+    timer = StepTimer(cost, "cpu")
+    for checking, seconds in ((False, 0.01), (True, 0.015)):
+        timer.begin()
+        time.sleep(seconds)
+        timer.end(checking=checking)
+    assert 1.1 < MEASURED.fget(cost) < 3.0 and cost.one >= 0.01
+    untimed = StepCost(timed=False)
+    mac = StepTimer(untimed, "mps")  # (the device runs ahead of the host: wall time is not the step's)
+    for checking in (False, True):
+        mac.begin()
+        mac.end(checking=checking)
+    assert MEASURED.fget(untimed) == COST_PRIOR and untimed.one == untimed.checking == 0.0
+
+
+def test_cuda_steps_are_timed_by_events_read_at_the_next_step(monkeypatch):
+    """(The events' logic, with stand-ins for torch.cuda.Event: a step's events are read when the next
+    step begins, once the device is past them; a step not yet done goes untimed.)"""
+    import time
+
+    import torch
+
+    from glmv_cli.lookup import StepTimer
+
+    class Event:
+        done = True
+
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = time.perf_counter()
+
+        def query(self):
+            return Event.done
+
+        def elapsed_time(self, other):
+            return (other.at - self.at) * 1000  # milliseconds, as CUDA's
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    cost = StepCost(timed=False)
+    timer = StepTimer(cost, "cuda")
+    timer.begin()
+    time.sleep(0.01)
+    timer.end(checking=False)
+    assert cost.one == 0.0  # (read at the next step)
+    timer.begin()
+    assert cost.one >= 0.01
+    time.sleep(0.02)
+    timer.end(checking=True)
+    Event.done = False
+    timer.begin()  # the device still on it: untimed
+    assert cost.checking == 0.0 and timer.pending is None
+    Event.done = True
+    time.sleep(0.02)
+    timer.end(checking=True)
+    timer.begin()
+    assert 1.3 < MEASURED.fget(cost) < 4.0
+
+
 def test_the_default_is_on_for_an_eager_device_and_the_environment_sets_it(monkeypatch):
     monkeypatch.delenv("GLMV_SPECULATE", raising=False)
     assert draft_tokens("cpu") > 0 and draft_tokens("mps") > 0 and draft_tokens("cuda") == 0

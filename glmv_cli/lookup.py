@@ -152,9 +152,8 @@ class StepTimer:
     host); on CUDA by events around the step, read at the next step (the device runs ahead of the
     host; by then the token read has waited for the step); elsewhere (a Mac) not at all."""
 
-    def __init__(self, cost: StepCost, device_type: str):
-        self.cost, self.kind = cost, device_type
-        self.cost.timed = device_type in ("cpu", "cuda")
+    def __init__(self, device_type: str):
+        self.cost, self.kind = StepCost(timed=device_type in ("cpu", "cuda")), device_type
         self.began: float | object = 0.0
         self.pending = None  # CUDA: (start event, end event, checking) of the last step
 
@@ -175,8 +174,8 @@ class StepTimer:
             stop = torch.cuda.Event(enable_timing=True)
             stop.record()
             self.pending = (self.began, stop, checking)
-        elif self.cost.timed:
-            self.cost.add(time.perf_counter() - self.began, checking)
+        else:
+            self.cost.add(time.perf_counter() - self.began, checking)  # (untimed, a Mac: nothing)
 
     def _harvest(self) -> None:
         if self.pending is not None and self.pending[1].query():  # (not done yet: that one goes untimed)
@@ -191,8 +190,8 @@ class Drafting:
     its own, which also checks the ids drafted after it while drafts pay."""
 
     def __init__(self, lookup: Lookup, k: int, device_type: str):
-        self.lookup, self.k, self.cost = lookup, k, StepCost(timed=False)
-        self.timer = StepTimer(self.cost, device_type)
+        self.lookup, self.k, self.timer = lookup, k, StepTimer(device_type)
+        self.cost = self.timer.cost
         self.queue: list[tuple[int, object]] = []  # (drafted id, the logits after it), checked
         self.drafted = self.accepted = 0  # ids checked, and of them drawn (each saved a step)
 

@@ -151,15 +151,15 @@ def test_a_cpu_s_steps_are_timed_a_mac_s_are_not():
 
     from glmv_cli.lookup import COST_PRIOR, StepTimer
 
-    cost = StepCost(timed=False)
-    timer = StepTimer(cost, "cpu")
+    timer = StepTimer("cpu")
+    cost = timer.cost
     for checking, seconds in ((False, 0.01), (True, 0.015)):
         timer.begin()
         time.sleep(seconds)
         timer.end(checking=checking)
     assert 1.1 < MEASURED.fget(cost) < 3.0 and cost.one >= 0.01
-    untimed = StepCost(timed=False)
-    mac = StepTimer(untimed, "mps")  # (the device runs ahead of the host: wall time is not the step's)
+    mac = StepTimer("mps")  # (the device runs ahead of the host: wall time is not the step's)
+    untimed = mac.cost
     for checking in (False, True):
         mac.begin()
         mac.end(checking=checking)
@@ -192,8 +192,8 @@ def test_cuda_steps_are_timed_by_events_read_at_the_next_step(monkeypatch):
             return (other.at - self.at) * 1000  # milliseconds, as CUDA's
 
     monkeypatch.setattr(torch.cuda, "Event", Event)
-    cost = StepCost(timed=False)
-    timer = StepTimer(cost, "cuda")
+    timer = StepTimer("cuda")
+    cost = timer.cost
     timer.begin()
     time.sleep(0.01)
     timer.end(checking=False)

@@ -257,7 +257,7 @@ class Generation:
             queue_early = (device.type == "cuda" and self.steering is None and self.logprobs is None
                            and not lookup_k)
             steer = self.steering
-            drafts = self._drafting(ids, device) if lookup_k else None
+            drafts = self._drafting(ids, device, lookup_k) if lookup_k else None
 
             def advance(token: torch.Tensor, value: int) -> torch.Tensor:
                 """The logits after `token` (its id `value`), drafts checked with it (lookup.py)."""
@@ -359,11 +359,11 @@ class Generation:
     def _draft_tokens(self) -> int:
         return draft_tokens(self.model.device.type) if self.draft is None else self.draft
 
-    def _drafting(self, ids: torch.Tensor, device: torch.device) -> Drafting:
+    def _drafting(self, ids: torch.Tensor, device: torch.device, k: int) -> Drafting:
         cfg = self.model.cfg
         media = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
                  cfg.video_start_token_id, cfg.video_end_token_id}
-        self._drafts = Drafting(Lookup(ids[0].tolist(), skip=media, references=self.references), self._draft_tokens(),
+        self._drafts = Drafting(Lookup(ids[0].tolist(), skip=media, references=self.references), k,
                                 device.type)
         return self._drafts
 

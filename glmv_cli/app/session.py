@@ -173,7 +173,7 @@ class Conversation:
         self.turns: list[Turn] = [Turn.system(system)] if system else []
         self.attachments: list[list[Attachment]] = []  # per user turn, for transcripts
         self.pages: list[dict] = []  # how the last turn's PDF pages went in (Result.pages)
-        self.layers: list[str] = []  # text the images of its PDF pages show: answers quote it (lookup.py)
+        self.layers: list[list[int]] = []  # ids of the text its PDF pages' images show: drafted from (lookup.py)
         self._last_tokens = 0  # prompt + completion tokens of the last turn
 
     def reset(self) -> None:
@@ -332,7 +332,7 @@ class Conversation:
             room -= sum(_tokens(p, s.prompt_config.merge_size, self._count) for p in loaded.parts)
             parts += loaded.parts
             self.pages += loaded.pages
-            self.layers += loaded.layers
+            self.layers += [s.tokenizer.encode(text) for text in loaded.layers]  # (once, not every turn)
             used.append(att)
         return parts, used
 
@@ -360,8 +360,8 @@ class Conversation:
                           stop_ids=glmv.stop_ids, forced=forced,
                           step=None if batcher else glmv.decode_step(s.compile), prompt_cache=glmv.reusable_cache(),
                           steering=steering, logprobs=gen.logprobs, batcher=batcher,
-                          references=[*glmv.answers.snapshot(),
-                                      *(s.tokenizer.encode(t) for t in [*self.layers, gen.prediction or ""] if t)])
+                          references=[*glmv.answers.snapshot(), *self.layers,
+                                      *([s.tokenizer.encode(gen.prediction)] if gen.prediction else [])])
 
     def _result(self, parser, decoding, ids, inputs, parts, notes, timings: Timings) -> Result:
         from glmv_cli.prompt import answer_for_history

@@ -128,7 +128,7 @@ def ask_each(glm_session, questions, draft: int, max_new: int) -> dict:
     from glmv_cli import GenerationOptions
 
     os.environ["GLMV_SPECULATE"] = str(draft)
-    glm_session.load().answers.__init__()  # (nothing kept from the run before)
+    glm_session.load().answers.clear()  # (nothing kept from the run before)
     tokens = accepted = 0
     seconds, raws = 0.0, []
     for question, files in questions:

@@ -48,7 +48,7 @@ class CudaGraphStep(StaticStep):
         self.caches = None
         self.capture_seconds = 0.0  # of the last capture, warm-up included
         self.failed = False  # a capture failed: the step runs eagerly (a StaticStep) from then on
-        self.checks: dict[int, tuple | None] = {}  # S -> (graph, tokens, logits): a token, S - 1 drafts (lookup.py)
+        self.checks: dict[int, tuple | None] = {}  # S -> (graph, its tokens): a token, S - 1 drafts (lookup.py)
 
     def begin(self, cache_len: int) -> None:
         if self.failed:
@@ -94,12 +94,12 @@ class CudaGraphStep(StaticStep):
                             "without it", S, str(e).splitlines()[0])
         if self.checks[S] is None:
             return super().check(tokens, input_pos, rope_delta)
-        graph, static, logits = self.checks[S]
+        graph, static = self.checks[S]
         static.copy_(tokens)
         self.input_pos.copy_(input_pos)
         self.rope_delta.copy_(rope_delta)
         graph.replay()
-        return logits
+        return graph.out
 
     def end(self) -> None:
         self.model.language_model.drop_cache()  # the step keeps the cache for the next request
@@ -115,20 +115,16 @@ class CudaGraphStep(StaticStep):
     def _capture_check(self, S: int) -> tuple:
         """The S-token step as a graph over the cache in use. Its warm-up runs write at the end of
         the cache, where no token is yet (a position is written by its own step before it is read)."""
-        model, device = self.model, self.model.device
-        tokens = torch.zeros(1, S, dtype=torch.long, device=device)
+        from glmv_cli.batch_graphs import CudaGraph
+
+        tokens = torch.zeros(1, S, dtype=torch.long, device=self.model.device)
         self.input_pos.fill_(self.cache_len - S)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
-                model.decode_step(tokens, self.input_pos, self.rope_delta)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = model.decode_step(tokens, self.input_pos, self.rope_delta)
+        graph = CudaGraph(self.model.device, pool=None)  # (its own memory: a graph's output outlives others' replays)
+        step = lambda: self.model.decode_step(tokens, self.input_pos, self.rope_delta)  # noqa: E731
+        graph.warm(step)
+        graph.capture(step)
         log.info("captured the %d-token decode step (a token and its drafts)", S)
-        return graph, tokens, logits
+        return graph, tokens
 
     @torch.no_grad()
     def _capture(self, length: int) -> None:

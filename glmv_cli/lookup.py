@@ -244,6 +244,10 @@ class RecentAnswers:
             while sum(map(len, self._answers)) > self.limit:
                 self._answers.pop(0)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._answers = []
+
     def snapshot(self) -> list[list[int]]:
         """Oldest first (a later answer's occurrence wins)."""
         with self._lock:

@@ -94,7 +94,7 @@ class ChatRequest(BaseModel):
         """OpenAI's Predicted Outputs: `prediction` {"type": "content", "content": text or text parts}."""
         if self.prediction is None:
             return None
-        content = self.prediction.get("content") if isinstance(self.prediction, dict) else None
+        content = self.prediction.get("content")
         if self.prediction.get("type", "content") != "content" or not isinstance(content, (str, list)):
             raise InputError('prediction must be {"type": "content", "content": the text the answer is '
                              'expected to repeat}')

@@ -23,11 +23,13 @@ _LAZY = {
 __all__ = ["load", "__version__", *_LAZY]
 
 
-def load(path_or_repo_id="zai-org/GLM-4.1V-9B-Thinking", *, device="auto", dtype="auto", quantize=None):
-    """Load a checkpoint folder or a repo id from the local Hugging Face cache; returns a `Glmv`."""
+def load(path_or_repo_id="zai-org/GLM-4.1V-9B-Thinking", *, device="auto", dtype="auto", quantize=None,
+         progress=None):
+    """Load a checkpoint folder or a repo id from the local Hugging Face cache; returns a `Glmv`.
+    `progress` (optional): called as progress(bytes read, bytes in all) as the weights are read."""
     from glmv_cli.api import load as _load
 
-    return _load(path_or_repo_id, device=device, dtype=dtype, quantize=quantize)
+    return _load(path_or_repo_id, device=device, dtype=dtype, quantize=quantize, progress=progress)
 
 
 def __getattr__(name: str):

@@ -154,14 +154,15 @@ def _ids(value) -> tuple[int, ...]:
 
 
 def load(path_or_repo_id: str | Path = DEFAULT_REPO, *, device: str | torch.device = "auto",
-         dtype: str | torch.dtype = "auto", quantize: str | None = None) -> Glmv:
+         dtype: str | torch.dtype = "auto", quantize: str | None = None, progress=None) -> Glmv:
     """Load a GLM-4.1V-architecture checkpoint from a folder or the local Hugging Face cache;
-    quantize="int8" stores the text decoder's weights in int8 (model/quant.py)."""
+    quantize="int8" stores the text decoder's weights in int8 (model/quant.py). `progress`
+    (optional): called as progress(bytes read, bytes in all) as the weights are read."""
     start = time.perf_counter()
     folder = resolve_checkpoint(path_or_repo_id)
     dev = pick_device(device)
     dt = pick_dtype(dtype, folder, dev)
-    model = load_model(folder, dev, dt, quantize)
+    model = load_model(folder, dev, dt, quantize, progress)
     defaults = generation_defaults(folder)
     stop_ids = tuple(dict.fromkeys(_ids(defaults.get("eos_token_id")) + model.cfg.eos_token_ids))
     return Glmv(model=model, folder=folder, device=dev, dtype=dt, stop_ids=stop_ids, defaults=defaults,

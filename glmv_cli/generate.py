@@ -158,7 +158,7 @@ class Generation:
                  stop_ids: tuple[int, ...] = (), forced: Callable[[int], Sequence[int]] | None = None,
                  step: Callable | None = None, prompt_cache: PromptCache | None = None, steering=None,
                  logprobs: int | None = None, batcher: DecodeBatcher | None = None, draft: int | None = None,
-                 references: Sequence[Sequence[int]] = ()):
+                 references: Sequence[Sequence[int]] = (), progress: Callable[[float, float], None] | None = None):
         """`step`: a StaticStep (or a bare function with Glm4v.decode_step's signature, e.g. that
         method compiled, see compiled_step); None decodes with the eager Glm4v.decode.
         `prompt_cache`: the KV cache an earlier generation left (prompt_cache.py); the prompt's
@@ -170,7 +170,8 @@ class Generation:
         only while no other generation is decoding; with a static step in its `check` (a CUDA
         graph's: one per width). The tokens are the ones drawn without drafts. `references`: ids
         the answer may repeat though they are not in the prompt (OpenAI's `prediction`, the text a
-        PDF page's image shows, the last answers), drafted from too."""
+        PDF page's image shows, the last answers), drafted from too. `progress`: told how far the
+        prompt has gone in, as Glm4v.prefill's (a status line's meter, app/meter.py)."""
         if step is not None and not isinstance(step, StaticStep):
             step = StaticStep(model, step)
         if batcher is not None and step is not None:
@@ -190,6 +191,7 @@ class Generation:
         self.finish_reason: str | None = None
         self.prefill_seconds = self.decode_seconds = 0.0
         self.draft, self.references = draft, [list(r) for r in references]
+        self.progress = progress
         self._drafts: Drafting | None = None
 
     def __iter__(self) -> Iterator[int]:
@@ -229,7 +231,8 @@ class Generation:
                 pc.hold(text.caches, prompt[:reuse], media)
             shared = {} if batcher is None else dict(chunk=batcher.prompt_chunk(),
                                                      pause=lambda: batcher.pause(self.caches))
-            logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse, **shared)
+            logits, delta = model.prefill(**{**self.inputs, "input_ids": ids}, start=reuse, progress=self.progress,
+                                          **shared)
             if pc is not None:
                 pc.hold(text.caches, prompt, media)
             if locked:

@@ -179,20 +179,20 @@ QUANTIZE_STREAM_BYTES = 128 * 2**20  # file bytes streamed to an accelerator and
 
 
 def read_quantized(reader: TensorReader, entry: TensorEntry, layer, device: torch.device,
-                   ring: list[torch.Tensor] | None = None) -> None:
+                   ring: list[torch.Tensor] | None = None, read=None) -> None:
     """A float weight from the file into an Int8Linear, Int8Embedding or Int4Linear, ready to run
     on `device` (quantize_rows, then the layer's last step)."""
-    quantize_rows(reader, entry, layer, device, ring)
+    quantize_rows(reader, entry, layer, device, ring, read)
     layer.ready()
 
 
 def quantize_rows(reader: TensorReader, entry: TensorEntry, layer, device: torch.device,
-                  ring: list[torch.Tensor] | None = None) -> None:
+                  ring: list[torch.Tensor] | None = None, read=None) -> None:
     """A float weight from the file quantized into a layer's codes and scales, in blocks of rows
     (loading, and `glmv quantize`, which stores them as they are). With a `ring` (an accelerator)
     each block streams through the pinned buffers into a device block in the file's dtype,
     quantized there: tensor by tensor through pageable memory took 24 s for GLM-4.1V-9B on an
-    H200 machine, three times the bfloat16 load."""
+    H200 machine, three times the bfloat16 load. `read` (optional) is told each block's bytes."""
     rows, row_bytes = entry.shape[0], entry.nbytes // max(1, entry.shape[0])
     step = max(1, (QUANTIZE_STREAM_BYTES // row_bytes) if ring is not None else
                QUANTIZE_BLOCK_BYTES // (4 * max(1, math.prod(entry.shape[1:]))))
@@ -205,6 +205,8 @@ def quantize_rows(reader: TensorReader, entry: TensorEntry, layer, device: torch
             block = torch.empty(part.shape, dtype=part.dtype)  # the file's dtype: converted on the device
             reader.read_into(part, block)
         layer.set_rows(start, block.to(device))
+        if read is not None:
+            read(part.nbytes)
 
 
 STORED_KEY = "glmv_quantization"  # config.json of a checkpoint `glmv quantize` wrote: {"scheme": "int4", ...}
@@ -224,11 +226,13 @@ def stored_quantization(folder: Path) -> str | None:
     return scheme
 
 
-def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None) -> Glm4v:
+def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None,
+               progress=None) -> Glm4v:
     """Build on meta, allocate on the target, stream every tensor in; no second copy. With
     quantize="int8" (or "int4") the text decoder's linear weights are quantized one tensor at a time
     as they are read (model/quant.py, quant_int4.py), so memory never holds the float model. A
-    checkpoint `glmv quantize` wrote is read as it is stored (its own scheme; quantize may name it)."""
+    checkpoint `glmv quantize` wrote is read as it is stored (its own scheme; quantize may name it).
+    `progress` (optional) is called as progress(bytes read, bytes in all) as the files are read."""
     device, began = torch.device(device), time.perf_counter()
     config = Glm4vConfig.from_folder(folder)
     where = index_tensors(weight_files(folder))
@@ -244,7 +248,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype, quantize:
     room = memory.device_room(device)  # free and total memory; None where not known
     memory.check_fits(memory.tensor_bytes(model), config, dtype, quantize, device, room, stored=bool(stored))
     try:
-        return _fill(model, folder, where, quantized, device, began)
+        return _fill(model, folder, where, quantized, device, began, progress)
     except Exception as e:
         if not memory.is_out_of_memory(e):
             raise
@@ -275,9 +279,10 @@ def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, de
     return model
 
 
-def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: torch.device, began: float
-          ) -> Glm4v:
+def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: torch.device, began: float,
+          progress=None) -> Glm4v:
     """Give the meta model storage on `device` and read every tensor into it."""
+    read = _Count(progress, sum(entry.nbytes for _, entry in where.values())) if progress is not None else None
     model = model.to_empty(device=device)
     attentions = [layer.self_attn for layer in model.language_model.layers]
     for attn in attentions:  # q/k/v read straight into the fused projection's views (int8: after;
@@ -296,12 +301,12 @@ def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: 
             for name in sorted(names, key=lambda n: where[n][1].offset):
                 if name in quantized:
                     layer = model.get_submodule(name.removesuffix(".weight"))
-                    read_quantized(reader, where[name][1], layer, device, ring)
+                    read_quantized(reader, where[name][1], layer, device, ring, read)
         rest = [(where[n][1], params[n]) for n in names if n not in quantized]
         if ring is None:  # into CPU tensors: straight from the file, several threads at once
-            read_parallel(path, rest)
+            read_parallel(path, rest, read=read)
         else:  # to an accelerator: pinned chunks, reads and copies overlapped
-            stream_into(path, rest, device, ring)
+            stream_into(path, rest, device, ring, read)
         seconds = time.perf_counter() - t0
         log.info("read %s: %.2f GB in %.2f s (%.1f GB/s)", path.name, path.stat().st_size / 1e9, seconds,
                  path.stat().st_size / 1e9 / max(seconds, 1e-9))
@@ -317,3 +322,14 @@ def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: 
             attn.fuse_qkv()
     log.info("model loaded in %.2f s", time.perf_counter() - began)
     return model.eval().requires_grad_(False)
+
+
+class _Count:
+    """Adds up the bytes read and tells `progress` (read, total)."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, nbytes: int) -> None:
+        self.done = min(self.done + nbytes, self.total)
+        self.progress(self.done, self.total)

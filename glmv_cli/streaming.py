@@ -94,10 +94,10 @@ def host_ring(device: torch.device, *, chunk_bytes: int = CHUNK_BYTES, readers: 
 
 
 def stream_into(path: Path, items: list[tuple[TensorEntry, torch.Tensor]], device: torch.device,
-                ring: list[torch.Tensor] | None = None) -> None:
+                ring: list[torch.Tensor] | None = None, read=None) -> None:
     """Fill each destination tensor (on `device`) with its entry's bytes from the file at `path`,
     through `ring` (host_ring: its buffers' size is the chunk size, their number minus one the
-    number of reading threads)."""
+    number of reading threads). `read` (optional) is told the bytes of each chunk as it is copied."""
     targets = sorted((_target(e, out) for e, out in items if e.nbytes), key=lambda t: t.entry.offset)
     if not targets:
         return
@@ -121,7 +121,9 @@ def stream_into(path: Path, items: list[tuple[TensorEntry, torch.Tensor]], devic
                 submit(k)
             for k, (a, b) in enumerate(chunks):
                 pending.pop(k).result()
-                next_target = _copy_chunk(ring[k % len(ring)], a, b, targets, next_target, pinned)
+                next_target, copied_bytes = _copy_chunk(ring[k % len(ring)], a, b, targets, next_target, pinned)
+                if read is not None:
+                    read(copied_bytes)
                 if pinned:
                     copied[k % len(ring)] = torch.cuda.Event()
                     copied[k % len(ring)].record()
@@ -133,10 +135,12 @@ def stream_into(path: Path, items: list[tuple[TensorEntry, torch.Tensor]], devic
         file.close()
 
 
-def _copy_chunk(buf: torch.Tensor, a: int, b: int, targets: list[_Target], t: int, asynchronous: bool) -> int:
+def _copy_chunk(buf: torch.Tensor, a: int, b: int, targets: list[_Target], t: int, asynchronous: bool
+                ) -> tuple[int, int]:
     """Copy the chunk [a, b) of the file (in `buf`) into every tensor it overlaps, starting at
-    targets[t]; returns the index of the first tensor not yet complete. Asynchronous copies only
-    from pinned buffers (the caller waits on an event before refilling one)."""
+    targets[t]; returns the index of the first tensor not yet complete and the bytes copied.
+    Asynchronous copies only from pinned buffers (the caller waits on an event before refilling one)."""
+    copied = 0
     for target in targets[t:]:
         start = target.entry.offset
         if start >= b:
@@ -144,19 +148,22 @@ def _copy_chunk(buf: torch.Tensor, a: int, b: int, targets: list[_Target], t: in
         lo, hi = max(a, start), min(b, target.end)
         if lo < hi:
             target.bytes[lo - start:hi - start].copy_(buf[lo - a:hi - a], non_blocking=asynchronous)
+            copied += hi - lo
         if target.end <= b:
             if target.staging is not None:
                 target.out.copy_(target.staging, non_blocking=asynchronous)
                 target.staging = None
             t += 1
-    return t
+    return t, copied
 
 
-def read_parallel(path: Path, items: list[tuple[TensorEntry, torch.Tensor]], readers: int = CPU_READERS) -> None:
+def read_parallel(path: Path, items: list[tuple[TensorEntry, torch.Tensor]], readers: int = CPU_READERS,
+                  read=None) -> None:
     """Fill each CPU tensor with its entry's bytes from the file at `path`, CHUNK_BYTES at a time
     from `readers` threads, straight into the tensor. One of another dtype than the file's is read
     a block of rows at a time into a staging tensor and converted, so at most `readers` blocks of
-    staging exist at once."""
+    staging exist at once. `read` (optional) is told the bytes of each block as it is done, in
+    order, on the calling thread."""
     file = _File(path)
 
     def direct(entry: TensorEntry, out: torch.Tensor, start: int, stop: int) -> None:
@@ -167,21 +174,26 @@ def read_parallel(path: Path, items: list[tuple[TensorEntry, torch.Tensor]], rea
         file.read(staging.reshape(-1).view(torch.uint8), entry.offset, entry.offset + entry.nbytes)
         out.copy_(staging)
 
-    jobs = []
+    jobs = []  # (bytes, job)
     for entry, out in items:
         _check_shape(entry, out)
         if out.dtype == entry.dtype and out.is_contiguous():
-            jobs += [partial(direct, entry, out, a, min(a + CHUNK_BYTES, entry.nbytes))
-                     for a in range(0, entry.nbytes, CHUNK_BYTES)]
+            for a in range(0, entry.nbytes, CHUNK_BYTES):
+                b = min(a + CHUNK_BYTES, entry.nbytes)
+                jobs.append((b - a, partial(direct, entry, out, a, b)))
         elif out.dim() == 0 or not entry.nbytes:
-            jobs += [partial(converted, entry, out)] if entry.nbytes else []
+            jobs += [(entry.nbytes, partial(converted, entry, out))] if entry.nbytes else []
         else:
             n = entry.shape[0]
             step = max(1, CHUNK_BYTES // (entry.nbytes // n))
-            jobs += [partial(converted, entry.rows(a, min(a + step, n)), out[a:a + step]) for a in range(0, n, step)]
+            for a in range(0, n, step):
+                part = entry.rows(a, min(a + step, n))
+                jobs.append((part.nbytes, partial(converted, part, out[a:a + step])))
     try:
         with ThreadPoolExecutor(max(1, readers)) as pool:
-            for done in [pool.submit(job) for job in jobs]:
+            for nbytes, done in [(nbytes, pool.submit(job)) for nbytes, job in jobs]:
                 done.result()  # (the first failure is raised, a truncated file's ModelError included)
+                if read is not None:
+                    read(nbytes)
     finally:
         file.close()

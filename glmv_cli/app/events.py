@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.boxes import Box, boxes_json
+from glmv_cli.app.meter import Meter
 from glmv_cli.app.tools import ToolCall, ToolCalled, ToolUse
 from glmv_cli.errors import InputError
 from glmv_cli.stream import Answer, Thinking
@@ -18,9 +19,11 @@ from glmv_cli.stream import Answer, Thinking
 
 @dataclass(frozen=True)
 class Progress:
-    """Something slow is starting (for a transient status line)."""
+    """Something slow is starting (for a transient status line). `meter`, where the step says how
+    far it has come (reading the prompt): watch it for the share done and the time left (meter.py)."""
 
     message: str
+    meter: Meter | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

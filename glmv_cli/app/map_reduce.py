@@ -101,7 +101,7 @@ def _quiet(events: Iterable[Event], head: str):
     result = None
     for event in events:
         if isinstance(event, Progress):
-            yield Progress(f"{head}: {event.message}")
+            yield Progress(f"{head}: {event.message}", event.meter)
         elif isinstance(event, Note):
             yield Note(f"{head}: {event.message}")
         elif isinstance(event, Done):

@@ -11,7 +11,7 @@
     result = chat.run("And the colour?")                         # the same, collected
 
 Events in order: Progress (fetching, reading, rendering, decoding, loading weights, reading the
-prompt), Note (something the user should know: a PDF rendered at a lower DPI, an answer cut by
+prompt; the last two with a Meter of how far they have come, app/meter.py), Note (something the user should know: a PDF rendered at a lower DPI, an answer cut by
 max_new_tokens), then Thinking / Answer (and ToolCalled, with GenerationOptions.tools) as
 generated, then one Done. Attachments are loaded and
 the prompt is checked against the context before the weights are loaded, so bad input fails fast.
@@ -44,6 +44,7 @@ from glmv_cli.app.events import (  # noqa: F401  (the session's types, importabl
 )
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import TextPart
+from glmv_cli.app.meter import Meter
 from glmv_cli.app.tools import CallSplitter, split_calls, split_events, strip_calls
 from glmv_cli.errors import InputError
 from glmv_cli.inputs.visual import VisualInput
@@ -92,13 +93,15 @@ class Session:
     def loaded(self) -> bool:
         return self.glmv is not None
 
-    def load(self):
-        """Load the weights (once); returns the `glmv_cli.api.Glmv`."""
+    def load(self, progress=None):
+        """Load the weights (once); returns the `glmv_cli.api.Glmv`. `progress`: told how far the
+        reading has come, as api.load's (a status line's meter)."""
         with self._loading:
             if self.glmv is None:
                 from glmv_cli.api import load
 
-                self.glmv = load(self.folder, device=self.device, dtype=self.dtype, quantize=self.quantize)
+                self.glmv = load(self.folder, device=self.device, dtype=self.dtype, quantize=self.quantize,
+                                 progress=progress)
                 for hook in self.after_load:
                     hook(self)
         return self.glmv
@@ -200,12 +203,14 @@ class Conversation:
         preprocess_s = time.perf_counter() - start
         load_s = 0.0
         if not s.loaded:
-            yield Progress(f"loading weights of {s.name}")
-            load_s = s.load().load_seconds
+            meter = Meter()
+            yield Progress(f"loading weights of {s.name}", meter)
+            load_s = s.load(meter).load_seconds
         ids, parser, decoding = [], StreamParser(), self._decoding(inputs, max_new, gen, budget, fmt)
         held = decoding.held()  # (the rest of the conversation so far is in the KV cache already)
+        decoding.progress = meter = Meter()
         yield Progress(f"reading the prompt ({n_prompt:,} tokens" + (f", {held:,} of them read before)" if held
-                                                                     else ")"))
+                                                                     else ")"), meter)
         lost = False  # out of memory before a token: the question does not join the history
         calls = CallSplitter(gen.tools) if gen.tools else None
         trace = [] if gen.logprobs is not None else None  # each token's section, for the answer's logprobs

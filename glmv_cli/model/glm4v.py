@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from glmv_cli.model import work
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.positions import media_spans, mm_token_types, rope_positions
 from glmv_cli.model.text import TextModel, padded_causal_mask
@@ -57,9 +58,10 @@ class Glm4v(nn.Module):
         return mm_token_types(input_ids, c.image_token_id, c.video_start_token_id, c.video_end_token_id)
 
     def embed(self, input_ids: torch.Tensor, types: torch.Tensor, pixel_values=None, image_grid_thw=None,
-              pixel_values_videos=None, video_grid_thw=None, pause=None) -> torch.Tensor:
+              pixel_values_videos=None, video_grid_thw=None, pause=None, tick=None) -> torch.Tensor:
         """Token embeddings (B, S, hidden) with vision features scattered into the placeholders
-        (`pause`: called between the vision tower's groups of patches, and between images and video)."""
+        (`pause`: called between the vision tower's groups of patches, and between images and video;
+        `tick`: told the work of each vision block done, see work.py)."""
         embeds = self.language_model.embed_tokens(input_ids)
         for kind, pixels, grids in ((1, pixel_values, image_grid_thw), (2, pixel_values_videos, video_grid_thw)):
             slots = types == kind
@@ -70,7 +72,7 @@ class Glm4v(nn.Module):
                 continue
             if kind == 2 and pause is not None and pixel_values is not None:
                 pause()
-            features = self.visual(pixels.to(embeds.device), grids, pause)  # (PatchCodes are expanded there)
+            features = self.visual(pixels.to(embeds.device), grids, pause, tick)  # (PatchCodes are expanded there)
             if features.shape[0] != n_slots:
                 raise ValueError(f"{_NAMES[kind]} features ({features.shape[0]}) and placeholders ({n_slots}) "
                                  f"do not match")
@@ -103,14 +105,16 @@ class Glm4v(nn.Module):
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
                 video_grid_thw=None, mm_token_type_ids=None, start: int = 0, chunk: int | None = None,
-                pause=None, **_unused) -> tuple[torch.Tensor, int]:
+                pause=None, progress=None, **_unused) -> tuple[torch.Tensor, int]:
         """One unpadded prompt (1, S) into the KV cache -> (last logits (1, vocab), rope delta).
 
         start > 0: the cache already holds the keys and values of the prompt's first `start`
         tokens (an earlier request's, see prompt_cache.py); only the rest is run, and the vision
         tower sees only the images and videos in it. `start` must not cut an image or a video.
         The decoder takes the prompt `chunk` tokens at a time (default PREFILL_CHUNK); `pause`
-        (optional) is called between chunks (batching.py: other requests' tokens meanwhile)."""
+        (optional) is called between chunks (batching.py: other requests' tokens meanwhile).
+        `progress` (optional) is called as progress(done, total) after each vision block and each
+        decoder layer of each chunk: the estimated work done of the whole (work.py), ending at total."""
         types = mm_token_type_ids.cpu() if mm_token_type_ids is not None else self.token_types(input_ids.cpu())
         position_ids, deltas = self.positions(types, image_grid_thw, video_grid_thw)
         if start:
@@ -119,15 +123,21 @@ class Glm4v(nn.Module):
             input_ids, types, position_ids = input_ids[:, start:], types[:, start:], position_ids[:, :, start:]
         x = on_model_device(self.device, input_ids=input_ids, types=types, position_ids=position_ids,
                             pixel_values=pixel_values, pixel_values_videos=pixel_values_videos)
+        length, chunk = input_ids.shape[1], chunk or PREFILL_CHUNK
+        tick = None
+        if progress is not None:
+            grids = grid_list(image_grid_thw) + grid_list(video_grid_thw)
+            tick = _Ticker(progress, work.prefill_work(self.cfg, grids, length, start, chunk))
         embeds = self.embed(x["input_ids"], x["types"], x["pixel_values"], image_grid_thw, x["pixel_values_videos"],
-                            video_grid_thw, pause)
-        length, chunk = embeds.shape[1], chunk or PREFILL_CHUNK
+                            video_grid_thw, pause, tick)
         for at in range(0, length, chunk):  # each chunk attends to the cache before it
             if at and pause is not None:
                 pause()
             end = min(at + chunk, length)
             hidden = self.language_model(embeds[:, at:end], x["position_ids"][:, :, at:end], start=start + at,
-                                         use_cache=True)
+                                         use_cache=True, tick=tick)
+        if tick is not None:
+            tick.end()
         return self.lm_head(hidden[:, -1]), int(deltas[0, 0])
 
     @staticmethod
@@ -213,6 +223,22 @@ class Glm4v(nn.Module):
         hidden = self.language_model(self.language_model.embed_tokens(token), position_ids, start=input_pos,
                                      mask=mask, use_cache=True)
         return self.lm_head(hidden[0])
+
+
+class _Ticker:
+    """Adds up the work done and tells `progress` (done, total) after each piece."""
+
+    def __init__(self, progress, total: float):
+        self.progress, self.total, self.done = progress, total, 0.0
+
+    def __call__(self, amount: float) -> None:
+        self.done = min(self.done + amount, self.total)
+        self.progress(self.done, self.total)
+
+    def end(self) -> None:
+        if self.done < self.total:  # (sums in another order, rounded)
+            self.done = self.total
+            self.progress(self.total, self.total)
 
 
 _NAMES = {1: "image", 2: "video"}

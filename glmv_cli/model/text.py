@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glmv_cli.model import work
 from glmv_cli.model.config import TextConfig
 from glmv_cli.model.layers import Embedding, RMSNorm, add_norm, kernels_for, needs_grad
 from glmv_cli.model.rope import apply_text_rope, inverse_frequencies, text_rope
@@ -229,7 +230,7 @@ class TextModel(nn.Module):
 
     def forward(self, embeds: torch.Tensor, position_ids: torch.Tensor, start: int | torch.Tensor | list[int] = 0,
                 mask: torch.Tensor | None = None, use_cache: bool = False,
-                rows: list[list[KVCache]] | None = None) -> torch.Tensor:
+                rows: list[list[KVCache]] | None = None, tick=None) -> torch.Tensor:
         """embeds (B, S, hidden), position_ids (3, B, S) -> normed hidden states (B, S, hidden).
 
         With use_cache the keys/values go to the preallocated cache at [start, start+S) and
@@ -237,6 +238,7 @@ class TextModel(nn.Module):
         row's own cache (one KVCache per layer, batch 1) instead of `caches`, and `start` a list of
         each row's position in it (ints, or (1,) tensors with `mask` a list of each row's mask over
         its whole cache: Glm4v.decode_rows_static); the projections and MLPs run once for all rows.
+        `tick` (optional; a prefill's, start an int) is told each layer's work as it is done (work.py).
         """
         cos, sin = text_rope(position_ids, self.inv_freq, self.cfg.mrope_section, embeds.dtype)
         if use_cache and rows is None and self.caches is None:
@@ -249,4 +251,6 @@ class TextModel(nn.Module):
             next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.norm
             cache = [row[i] for row in rows] if rows is not None else self.caches[i] if use_cache else None
             x, h = layer(x, h, next_norm, cos, sin, cache, start, mask)
+            if tick is not None:
+                tick(work.text_layer_work(self.cfg, x.shape[1], start))
         return h

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glmv_cli.model import work
 from glmv_cli.model.config import VisionConfig
 from glmv_cli.model.layers import Embedding, RMSNorm, SwiGLU
 from glmv_cli.model.patch_codes import PatchCodes, patch_rows
@@ -184,33 +185,41 @@ class VisionModel(nn.Module):
         self.register_buffer("inv_freq", inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta), persistent=False)
 
     def forward(self, pixel_values: torch.Tensor | PatchCodes, grid_thw: torch.Tensor | list,
-                pause=None) -> torch.Tensor:
+                pause=None, tick=None) -> torch.Tensor:
         """pixel_values (N, C*T*p*p) or PatchCodes standing for them, grid_thw (n, 3) in patches ->
         (N / merge^2, out_hidden). At most GROUP_PATCHES patches go through the tower at a time;
-        `pause` (optional) is called between two groups (batching.py: other requests' tokens)."""
+        `pause` (optional) is called between two groups (batching.py: other requests' tokens).
+        `tick` (optional) is told the work of each block and of the merger as it is done (work.py)."""
         grids = [tuple(int(v) for v in row) for row in (grid_thw.tolist() if torch.is_tensor(grid_thw) else grid_thw)]
         groups = patch_groups(grids, GROUP_PATCHES)
         if len(groups) == 1:
-            return self._forward(pixel_values, grids)
+            return self._forward(pixel_values, grids, tick)
         out, row = [], 0
         for k, group in enumerate(groups):
             if k and pause is not None:
                 pause()
             n = sum(t * h * w for t, h, w in group)
-            out.append(self._forward(pixel_values[row:row + n], group))
+            out.append(self._forward(pixel_values[row:row + n], group, tick))
             row += n
         return torch.cat(out)
 
-    def _forward(self, pixel_values: torch.Tensor | PatchCodes, grids: list[tuple[int, int, int]]) -> torch.Tensor:
+    def _forward(self, pixel_values: torch.Tensor | PatchCodes, grids: list[tuple[int, int, int]],
+                 tick=None) -> torch.Tensor:
         m = self.cfg.spatial_merge_size
         x = self.post_conv_layernorm(self.patch_embed(pixel_values))  # (N, C)
         cos, sin = vision_rope(block_major_positions(grids, m).to(x.device), self.inv_freq)
         x = x + self.embeddings(grids)
         runs = segment_runs(grids)
+        block_work = work.vision_block_work(self.cfg, grids) if tick is not None else 0.0
         for block in self.blocks:
             x = block(x, cos, sin, runs)
+            if tick is not None:
+                tick(block_work)
         x = self.post_layernorm(x)
         C = x.shape[-1]
         x = x.view(-1, m * m, C).transpose(1, 2).reshape(-1, C * m * m)  # (N/m^2, C*m*m): (C, 2, 2) windows
         x = F.linear(x, self.downsample.weight.flatten(1), self.downsample.bias)  # the Conv2d, kernel == stride
-        return self.merger(x)
+        x = self.merger(x)
+        if tick is not None:
+            tick(work.merger_work(self.cfg, grids))
+        return x

@@ -45,6 +45,7 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
           quantize: str | None = None, compile: bool = False) -> None:
     import uvicorn
 
+    from glmv_cli.app.meter import Meter
     from glmv_cli.app.session import GenerationOptions, Session, collect
     from glmv_cli.serve.app import create_app
     from glmv_cli.serve.chat import Service
@@ -62,7 +63,9 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
         raise InputError(f"--max-context {opts.max_context:,} is over the model's context "
                          f"({session.config.text.max_position_embeddings:,} tokens); give at most that")
     log.warning("serve: loading %s", session.name)
-    glmv = session.load()
+    meter = Meter()  # (a line every 10 s while the weights are read: 19 GB from a slow disk takes minutes)
+    meter.watch(lambda m: log.warning("serve: loading: %s", m.describe()), every=10)
+    glmv = session.load(meter)
     session.parallel = parallel_for(glmv.device.type, compile, opts.parallel)
     if note := session.parallel_note():
         log.warning("serve: note: %s", note)

@@ -96,9 +96,16 @@ def test_streaming_in_chunks_lands_every_byte(mixed_file, chunk, readers):
     outs = {k: torch.full(v.shape, 7, dtype=wanted.get(k, v.dtype)) for k, v in state.items()}
     device = torch.device("cpu")
     ring = host_ring(device, chunk_bytes=chunk, readers=readers)
-    stream_into(path, [(entries[k], outs[k]) for k in state], device, ring)
+    read = []
+    stream_into(path, [(entries[k], outs[k]) for k in state], device, ring, read.append)
     for k, v in state.items():
         assert torch.equal(outs[k], v.to(outs[k].dtype)), k
+    assert sum(read) == sum(e.nbytes for e in entries.values())  # (what a loading meter is told)
+    # tensors left to another reader (int8's, quantized as read) lie between the chunks' ends: the
+    # bytes told are those of the tensors streamed
+    read.clear()
+    stream_into(path, [(entries[k], outs[k]) for k in ("a.weight", "d.half", "f.mask")], device, ring, read.append)
+    assert sum(read) == sum(entries[k].nbytes for k in ("a.weight", "d.half", "f.mask"))
 
 
 @pytest.mark.parametrize("chunk, readers", [(7, 1), (64, 3), (1000, 2), (1 << 20, 4)])
@@ -115,9 +122,11 @@ def test_reading_into_cpu_tensors_from_threads_lands_every_byte(mixed_file, tmp_
     entries = read_header(path)
     wanted = {"a.weight": torch.float32, "d.half": torch.bfloat16}
     outs = {k: torch.full(v.shape, 7, dtype=wanted.get(k, v.dtype)) for k, v in state.items()}
-    streaming.read_parallel(path, [(entries[k], outs[k]) for k in state], readers=readers)
+    read = []
+    streaming.read_parallel(path, [(entries[k], outs[k]) for k in state], readers=readers, read=read.append)
     for k, v in state.items():
         assert torch.equal(outs[k], v.to(outs[k].dtype)), k
+    assert sum(read) == sum(e.nbytes for e in entries.values())  # (what a loading meter is told)
     out = torch.zeros((), dtype=torch.float32)
     streaming.read_parallel(scalar, [(read_header(scalar)["s"], out)], readers=readers)
     assert out.item() == 2.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from itertools import pairwise
 
 import pytest
 import torch
@@ -45,6 +46,23 @@ def test_weights_land_exactly(tiny_folder):
     ours = load(tiny_folder).model.state_dict()
     assert set(ours) == set(state)
     assert all(torch.equal(ours[k], state[k]) for k in state)
+
+
+@pytest.mark.parametrize("quantize", [None, "int8", "int4"])
+def test_loading_tells_its_progress_in_bytes_up_to_every_byte_of_the_files(tiny_folder, broken, quantize):
+    """progress(read, total): total the tensors' bytes in all the files, read growing to it (in
+    int8 and int4, the weights quantized as read count as read); from a sharded checkpoint too."""
+    from glmv_cli.safetensors_io import read_header
+
+    state = load_file(str(tiny_folder / "model.safetensors"))
+    (broken / "model.safetensors").unlink()
+    save_weights(broken, state, shards=2)
+    total = sum(e.nbytes for f in broken.glob("*.safetensors") for e in read_header(f).values())
+    calls = []
+    glm = load(broken, quantize=quantize, progress=lambda done, of: calls.append((done, of)))
+    assert {of for _, of in calls} == {total} and calls[-1][0] == total
+    assert all(a < b for (a, _), (b, _) in pairwise(calls))
+    assert len(calls) >= 2 + (quantize is not None) * len(glm.model.language_model.layers)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -6,7 +6,11 @@ reports running out of memory and that it keeps working after (the question that
 
 GLMV_TEST_STEP_DELAY_MS=D: each decode step (one row or several) takes D ms more, as a real model's
 does, so that questions asked together are decoding at the same time however fast the machine
-prepares their attachments (the tiny test checkpoints decode a token in about a millisecond)."""
+prepares their attachments (the tiny test checkpoints decode a token in about a millisecond).
+
+GLMV_TEST_PREFILL_DELAY_MS=D: each vision block, merger and decoder layer of a prompt's prefill
+takes D ms more, so that reading a tiny checkpoint's prompt takes as long as a real model's on a CPU and its
+progress shows (app/meter.py)."""
 
 import os
 
@@ -42,3 +46,16 @@ if os.environ.get("GLMV_TEST_STEP_DELAY_MS"):  # decode steps as slow as a real 
         return slow
 
     Glm4v.decode, Glm4v.decode_rows = _slowed(Glm4v.decode), _slowed(Glm4v.decode_rows)
+
+if os.environ.get("GLMV_TEST_PREFILL_DELAY_MS"):  # a prefill as slow as a real model's on a CPU (meter tests)
+    import time
+
+    from glmv_cli.model import glm4v
+
+    _tick_delay, _tick = float(os.environ["GLMV_TEST_PREFILL_DELAY_MS"]) / 1000, glm4v._Ticker.__call__
+
+    def _slow_tick(self, amount):  # (after each vision block, merger and decoder layer of a prefill)
+        time.sleep(_tick_delay)
+        _tick(self, amount)
+
+    glm4v._Ticker.__call__ = _slow_tick

@@ -26,6 +26,7 @@ from glmv_cli.model.glm4v import Glm4v
 from glmv_cli.model.quant import Int8Embedding, Int8Linear, swap_quantized
 from glmv_cli.model.quant_int4 import Int4Linear, scale_dtype
 from glmv_cli.model.rope import inverse_frequencies
+from glmv_cli.model.work import Tally
 from glmv_cli.safetensors_io import TensorEntry, TensorReader, read_header
 from glmv_cli.streaming import host_ring, read_parallel, stream_into
 
@@ -282,7 +283,7 @@ def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, de
 def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: torch.device, began: float,
           progress=None) -> Glm4v:
     """Give the meta model storage on `device` and read every tensor into it."""
-    read = _Count(progress, sum(entry.nbytes for _, entry in where.values())) if progress is not None else None
+    read = Tally(progress, sum(entry.nbytes for _, entry in where.values())) if progress is not None else None
     model = model.to_empty(device=device)
     attentions = [layer.self_attn for layer in model.language_model.layers]
     for attn in attentions:  # q/k/v read straight into the fused projection's views (int8: after;
@@ -322,14 +323,3 @@ def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: 
             attn.fuse_qkv()
     log.info("model loaded in %.2f s", time.perf_counter() - began)
     return model.eval().requires_grad_(False)
-
-
-class _Count:
-    """Adds up the bytes read and tells `progress` (read, total)."""
-
-    def __init__(self, progress, total: int):
-        self.progress, self.total, self.done = progress, total, 0
-
-    def __call__(self, nbytes: int) -> None:
-        self.done = min(self.done + nbytes, self.total)
-        self.progress(self.done, self.total)

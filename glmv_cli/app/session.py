@@ -11,10 +11,11 @@
     result = chat.run("And the colour?")                         # the same, collected
 
 Events in order: Progress (fetching, reading, rendering, decoding, loading weights, reading the
-prompt; the last two with a Meter of how far they have come, app/meter.py), Note (something the user should know: a PDF rendered at a lower DPI, an answer cut by
-max_new_tokens), then Thinking / Answer (and ToolCalled, with GenerationOptions.tools) as
-generated, then one Done. Attachments are loaded and
-the prompt is checked against the context before the weights are loaded, so bad input fails fast.
+prompt; the last two with a Meter of how far they have come, app/meter.py), Note (something the
+user should know: a PDF rendered at a lower DPI, an answer cut by max_new_tokens), then Thinking /
+Answer (and ToolCalled, with GenerationOptions.tools) as generated, then one Done. Attachments are
+loaded and the prompt is checked against the context before the weights are loaded, so bad input
+fails fast.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ class Glm4v(nn.Module):
         tick = None
         if progress is not None:
             grids = grid_list(image_grid_thw) + grid_list(video_grid_thw)
-            tick = _Ticker(progress, work.prefill_work(self.cfg, grids, length, start, chunk))
+            tick = work.Tally(progress, work.prefill_work(self.cfg, grids, length, start, chunk))
         embeds = self.embed(x["input_ids"], x["types"], x["pixel_values"], image_grid_thw, x["pixel_values_videos"],
                             video_grid_thw, pause, tick)
         for at in range(0, length, chunk):  # each chunk attends to the cache before it
@@ -223,22 +223,6 @@ class Glm4v(nn.Module):
         hidden = self.language_model(self.language_model.embed_tokens(token), position_ids, start=input_pos,
                                      mask=mask, use_cache=True)
         return self.lm_head(hidden[0])
-
-
-class _Ticker:
-    """Adds up the work done and tells `progress` (done, total) after each piece."""
-
-    def __init__(self, progress, total: float):
-        self.progress, self.total, self.done = progress, total, 0.0
-
-    def __call__(self, amount: float) -> None:
-        self.done = min(self.done + amount, self.total)
-        self.progress(self.done, self.total)
-
-    def end(self) -> None:
-        if self.done < self.total:  # (sums in another order, rounded)
-            self.done = self.total
-            self.progress(self.total, self.total)
 
 
 _NAMES = {1: "image", 2: "video"}

@@ -53,3 +53,21 @@ def prefill_work(cfg: Glm4vConfig, grids: Grids, length: int, start: int, chunk:
     video frames of `grids` (those in the part that is run)."""
     text = sum(text_layer_work(cfg.text, min(chunk, length - at), start + at) for at in range(0, length, chunk))
     return vision_work(cfg.vision, grids) + cfg.text.num_layers * text
+
+
+class Tally:
+    """Adds up the work done, piece by piece, and tells `progress` (done, total) after each (a
+    prefill's operations here, loading.py's bytes)."""
+
+    def __init__(self, progress, total: float):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, amount: float) -> None:
+        self.done = min(self.done + amount, self.total)
+        self.progress(self.done, self.total)
+
+    def end(self) -> None:
+        """Say the whole is done (the pieces' sum may round below it)."""
+        if self.done < self.total:
+            self.done = self.total
+            self.progress(self.total, self.total)

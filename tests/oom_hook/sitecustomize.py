@@ -50,12 +50,15 @@ if os.environ.get("GLMV_TEST_STEP_DELAY_MS"):  # decode steps as slow as a real 
 if os.environ.get("GLMV_TEST_PREFILL_DELAY_MS"):  # a prefill as slow as a real model's on a CPU (meter tests)
     import time
 
-    from glmv_cli.model import glm4v
+    from glmv_cli.model.glm4v import Glm4v
 
-    _tick_delay, _tick = float(os.environ["GLMV_TEST_PREFILL_DELAY_MS"]) / 1000, glm4v._Ticker.__call__
+    _piece_delay, _plain_prefill = float(os.environ["GLMV_TEST_PREFILL_DELAY_MS"]) / 1000, Glm4v.prefill
 
-    def _slow_tick(self, amount):  # (after each vision block, merger and decoder layer of a prefill)
-        time.sleep(_tick_delay)
-        _tick(self, amount)
+    def _slow_prefill(self, *args, progress=None, **kwargs):
+        def slow(done, total):  # (told after each vision block, merger and decoder layer)
+            time.sleep(_piece_delay)
+            progress(done, total)
 
-    glm4v._Ticker.__call__ = _slow_tick
+        return _plain_prefill(self, *args, progress=slow if progress is not None else None, **kwargs)
+
+    Glm4v.prefill = _slow_prefill

@@ -280,11 +280,19 @@ def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, de
     return model
 
 
+def empty_on(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """module.to_empty(device): storage of each parameter's and buffer's shape and dtype, not yet
+    written. By torch.empty rather than to_empty's empty_like, whose meta-tensor path runs torch's
+    Python reference functions: their first use imports torch._refs and torch._prims, 0.4 s of
+    every glmv process (the meta model's tensors are contiguous, so the layouts are the same)."""
+    return module._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
+
+
 def _fill(model: Glm4v, folder: Path, where: dict, quantized: set[str], device: torch.device, began: float,
           progress=None) -> Glm4v:
     """Give the meta model storage on `device` and read every tensor into it."""
     read = Tally(progress, sum(entry.nbytes for _, entry in where.values())) if progress is not None else None
-    model = model.to_empty(device=device)
+    model = empty_on(model, device)
     attentions = [layer.self_attn for layer in model.language_model.layers]
     for attn in attentions:  # q/k/v read straight into the fused projection's views (int8: after;
         if not isinstance(attn.q_proj, QUANTIZED):  # int4: never, its CPU layout is not one of rows)

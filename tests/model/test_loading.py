@@ -43,9 +43,12 @@ def test_sharded_and_single_file_give_identical_logits(tiny_folder, broken, prom
 
 def test_weights_land_exactly(tiny_folder):
     state = load_file(str(tiny_folder / "model.safetensors"))
-    ours = load(tiny_folder).model.state_dict()
+    model = load(tiny_folder).model
+    ours = model.state_dict()
     assert set(ours) == set(state)
     assert all(torch.equal(ours[k], state[k]) for k in state)
+    # (storage made by torch.empty of each shape, loading.empty_on: the layout to_empty would give)
+    assert all(t.is_contiguous() for t in [*model.parameters(), *model.buffers()])
 
 
 @pytest.mark.parametrize("quantize", [None, "int8", "int4"])

@@ -20,7 +20,8 @@ import torch
 
 from glmv_cli.batching import DecodeBatcher
 from glmv_cli.generate import Generation, Sampling, StaticStep, compiled_step
-from glmv_cli.loading import DEFAULT_REPO, load_model, pick_device, pick_dtype, resolve_checkpoint
+from glmv_cli.kernels import triton_compiles
+from glmv_cli.loading import DEFAULT_REPO, emulated_note, load_model, pick_device, pick_dtype, resolve_checkpoint
 from glmv_cli.lookup import RecentAnswers
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
@@ -73,6 +74,9 @@ class Glmv:
         from glmv_cli.cuda_graph import CudaGraphStep, graphs_enabled
 
         use_graph = graphs_enabled(self.device) if graph is None else bool(graph)
+        if compile and self.device.type == "cuda" and not triton_compiles(self.dtype, self.device):
+            compile = False  # (torch.compile writes Triton kernels, which this GPU cannot run in bfloat16)
+            log.warning("note: --compile is off: Triton cannot compile bfloat16 for this GPU (see the note above)")
         key = (bool(compile), use_graph)
         if key not in self._steps:
             fn = compiled_step(self.model) if compile else self.model.decode_step
@@ -162,6 +166,8 @@ def load(path_or_repo_id: str | Path = DEFAULT_REPO, *, device: str | torch.devi
     folder = resolve_checkpoint(path_or_repo_id)
     dev = pick_device(device)
     dt = pick_dtype(dtype, folder, dev)
+    if note := emulated_note(dev, dt):
+        log.warning("note: %s", note)
     model = load_model(folder, dev, dt, quantize, progress)
     defaults = generation_defaults(folder)
     stop_ids = tuple(dict.fromkeys(_ids(defaults.get("eos_token_id")) + model.cfg.eos_token_ids))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from glmv_cli import memory
+from glmv_cli import kernels, memory
 from glmv_cli.errors import ModelError
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
@@ -136,6 +136,19 @@ def pick_dtype(dtype: str | torch.dtype, folder: Path, device: torch.device) -> 
             raise ModelError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32") from None
     chosen = checkpoint_dtype(folder)
     return torch.float32 if device.type == "cpu" and chosen == torch.float16 else chosen
+
+
+def emulated_note(device: torch.device, dtype: torch.dtype) -> str | None:
+    """What to say where the GPU has no bfloat16 arithmetic (compute capability under 8.0: a T4, a
+    V100, an RTX 20xx, a GTX 16xx): torch emulates it and Triton refuses it. float16 is not offered
+    instead: GLM-4 models overflow in it (vLLM's maintainers on GLM-4-0414, ipex-llm on GLM-4)."""
+    if device.type != "cuda" or kernels.triton_compiles(dtype, device):
+        return None
+    major, minor = kernels.cuda_capability(device)
+    return (f"{torch.cuda.get_device_name(device)} has no bfloat16 arithmetic (compute capability {major}.{minor}; "
+            f"Ampere's is 8.0): torch emulates it, without glmv's Triton kernels or --compile. --dtype float32 "
+            f"avoids it (with --quantize int8 or int4 to fit); float16 overflows in GLM-4 models. Neither is "
+            f"measured on such a card yet")
 
 
 def index_tensors(files: list[Path]) -> dict[str, tuple[Path, TensorEntry]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -10,3 +12,15 @@ def contiguous_rows(t: torch.Tensor, width: int) -> torch.Tensor:
     where it is not), the layout a row-per-program kernel reads."""
     rows = t.reshape(-1, width)
     return rows if rows.stride(-1) == 1 else rows.contiguous()
+
+
+def triton_compiles(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether Triton compiles kernels of this dtype for this CUDA device. bfloat16 needs compute
+    capability 8.0 (Ampere) or later: on a T4, a V100, an RTX 20xx or a GTX 16xx ptxas refuses it
+    ("Feature '.bf16' requires .target sm_80 or higher"), so there bfloat16 takes torch's path."""
+    return dtype != torch.bfloat16 or cuda_capability(device) >= (8, 0)
+
+
+@functools.cache
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    return tuple(torch.cuda.get_device_capability(device))

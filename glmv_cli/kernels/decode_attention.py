@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from glmv_cli.kernels import triton_compiles
+
 BLOCK_L = 128  # cache positions per program
 
 
@@ -79,7 +81,7 @@ def supported(q: torch.Tensor) -> bool:
     """Shapes the kernel takes: G and D powers of two, G >= 16 on a GPU (tl.dot's smallest tile)."""
     _, _, G, D = q.shape
     pow2 = G & (G - 1) == 0 and D & (D - 1) == 0
-    return pow2 and D >= 16 and (G >= 16 or not q.is_cuda)
+    return pow2 and D >= 16 and (G >= 16 or not q.is_cuda) and (not q.is_cuda or triton_compiles(q.dtype, q.device))
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glmv_cli.kernels import triton_compiles
+
 
 class Embedding(nn.Embedding):
     """nn.Embedding without its random draw on the meta device, where loading builds the model:
@@ -56,10 +58,13 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 def kernels_for(t: torch.Tensor) -> bool:
-    """Whether our Triton kernels handle this tensor: CUDA ones, where fused_kernels() allows; and,
-    while Triton's CPU interpreter is on (TRITON_INTERPRET=1), CPU ones too: that is how the tests
-    run the model's kernel wiring end to end without a GPU."""
-    return (t.is_cuda or (t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")) and fused_kernels()
+    """Whether our Triton kernels handle this tensor: CUDA ones, where fused_kernels() allows and
+    Triton compiles their dtype (triton_compiles); and, while Triton's CPU interpreter is on
+    (TRITON_INTERPRET=1), CPU ones too: that is how the tests run the model's kernel wiring end to
+    end without a GPU."""
+    if t.is_cuda:
+        return fused_kernels() and triton_compiles(t.dtype, t.device)
+    return t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1" and fused_kernels()
 
 
 def fused_kernels() -> bool:

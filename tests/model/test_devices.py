@@ -431,3 +431,51 @@ def test_running_out_of_memory_in_a_capture_does_not_turn_the_graphs_off(tiny_fo
     with pytest.raises(torch.cuda.OutOfMemoryError):
         list(Generation(glm.model, model_kwargs(prompt_inputs("text")), max_new_tokens=4, step=step))
     assert not step.failed and step.graph is None and glm.model.language_model.caches is None
+
+
+@pytest.mark.parametrize("capability, dtype, compiles", [
+    ((7, 5), torch.bfloat16, False), ((7, 0), torch.bfloat16, False), ((7, 5), torch.float16, True),
+    ((7, 5), torch.float32, True), ((8, 0), torch.bfloat16, True), ((9, 0), torch.bfloat16, True)])
+def test_triton_kernels_take_bfloat16_only_on_gpus_that_compile_it(monkeypatch, capability, dtype, compiles):
+    """On a T4, V100 or RTX 20xx (compute capability under 8.0) ptxas refuses Triton's bfloat16:
+    every kernel (norms, rotary, SwiGLU, int8 and int4 products, split attention) then leaves
+    bfloat16 tensors to torch, and float16 or float32 ones stay with Triton."""
+    from types import SimpleNamespace
+
+    from glmv_cli import kernels
+    from glmv_cli.model import layers
+
+    monkeypatch.setattr(kernels, "cuda_capability", lambda device: capability)
+    monkeypatch.setattr(layers, "fused_kernels", lambda: True)
+    on_gpu = SimpleNamespace(is_cuda=True, dtype=dtype, device=torch.device("cuda", 0))
+    assert kernels.triton_compiles(dtype, on_gpu.device) is compiles
+    assert layers.kernels_for(on_gpu) is compiles
+
+
+def test_a_gpu_without_bfloat16_says_so_and_turns_compile_off(tiny_folder, monkeypatch, caplog):
+    """A bfloat16 model on compute capability 7.5: one note naming the card, what is emulated and
+    what avoids it; --compile (inductor writes Triton kernels) off with a note; none on an 8.6 card
+    or for float32."""
+    import glmv_cli.api as api
+    from glmv_cli import kernels
+    from glmv_cli.generate import StaticStep
+    from glmv_cli.loading import emulated_note
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(kernels, "cuda_capability", lambda device: (7, 5))
+    note = emulated_note(cuda, torch.bfloat16)
+    assert note.startswith("Tesla T4 has no bfloat16 arithmetic (compute capability 7.5")
+    assert "--dtype float32" in note and "float16 overflows" in note
+    assert emulated_note(cuda, torch.float32) is None and emulated_note(torch.device("cpu"), torch.bfloat16) is None
+
+    monkeypatch.setattr(api, "compiled_step", lambda model: model.decode_step)  # (what torch.compile would wrap)
+    glm = glmv_cli.load(tiny_folder, device="cpu", dtype="float32")
+    on_t4 = api.Glmv(glm.model, glm.folder, cuda, torch.bfloat16, glm.stop_ids)
+    with caplog.at_level("WARNING", logger="glmv_cli.api"):
+        assert on_t4.decode_step(compile=True, graph=False) is None  # eager: nothing to compile
+    assert "--compile is off" in caplog.text
+    monkeypatch.setattr(kernels, "cuda_capability", lambda device: (8, 6))
+    assert emulated_note(cuda, torch.bfloat16) is None
+    on_3090 = api.Glmv(glm.model, glm.folder, cuda, torch.bfloat16, glm.stop_ids)
+    assert isinstance(on_3090.decode_step(compile=True, graph=False), StaticStep)

@@ -75,8 +75,9 @@ class Glmv:
 
         use_graph = graphs_enabled(self.device) if graph is None else bool(graph)
         if compile and self.device.type == "cuda" and not triton_compiles(self.dtype, self.device):
-            compile = False  # (torch.compile writes Triton kernels, which this GPU cannot run in bfloat16)
-            log.warning("note: --compile is off: Triton cannot compile bfloat16 for this GPU (see the note above)")
+            compile = False  # (torch.compile writes Triton kernels)
+            log.warning("note: --compile is off: torch.compile writes Triton kernels, which Triton cannot compile "
+                        "for this GPU in %s (see the note above)", str(self.dtype).removeprefix("torch."))
         key = (bool(compile), use_graph)
         if key not in self._steps:
             fn = compiled_step(self.model) if compile else self.model.decode_step

@@ -15,10 +15,12 @@ def contiguous_rows(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def triton_compiles(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether Triton compiles kernels of this dtype for this CUDA device. bfloat16 needs compute
-    capability 8.0 (Ampere) or later: on a T4, a V100, an RTX 20xx or a GTX 16xx ptxas refuses it
-    ("Feature '.bf16' requires .target sm_80 or higher"), so there bfloat16 takes torch's path."""
-    return dtype != torch.bfloat16 or cuda_capability(device) >= (8, 0)
+    """Whether Triton compiles kernels of this dtype for this CUDA device. Triton needs compute
+    capability 7.0 (a P100 or a GTX 10xx has 6.x), and bfloat16 needs 8.0 (Ampere) or later: on a
+    T4, a V100, an RTX 20xx or a GTX 16xx ptxas refuses it ("Feature '.bf16' requires .target sm_80
+    or higher"). Where it does not, the tensor takes torch's path."""
+    capability = cuda_capability(device)
+    return capability >= (7, 0) and (dtype != torch.bfloat16 or capability >= (8, 0))
 
 
 @functools.cache

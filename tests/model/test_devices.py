@@ -435,11 +435,13 @@ def test_running_out_of_memory_in_a_capture_does_not_turn_the_graphs_off(tiny_fo
 
 @pytest.mark.parametrize("capability, dtype, compiles", [
     ((7, 5), torch.bfloat16, False), ((7, 0), torch.bfloat16, False), ((7, 5), torch.float16, True),
-    ((7, 5), torch.float32, True), ((8, 0), torch.bfloat16, True), ((9, 0), torch.bfloat16, True)])
+    ((7, 5), torch.float32, True), ((8, 0), torch.bfloat16, True), ((9, 0), torch.bfloat16, True),
+    ((6, 0), torch.float32, False), ((6, 1), torch.float16, False)])
 def test_triton_kernels_take_bfloat16_only_on_gpus_that_compile_it(monkeypatch, capability, dtype, compiles):
     """On a T4, V100 or RTX 20xx (compute capability under 8.0) ptxas refuses Triton's bfloat16:
     every kernel (norms, rotary, SwiGLU, int8 and int4 products, split attention) then leaves
-    bfloat16 tensors to torch, and float16 or float32 ones stay with Triton."""
+    bfloat16 tensors to torch, and float16 or float32 ones stay with Triton; under 7.0 (a P100, a
+    GTX 10xx) Triton compiles nothing."""
     from types import SimpleNamespace
 
     from glmv_cli import kernels
@@ -475,6 +477,9 @@ def test_a_gpu_without_bfloat16_says_so_and_turns_compile_off(tiny_folder, monke
     with caplog.at_level("WARNING", logger="glmv_cli.api"):
         assert on_t4.decode_step(compile=True, graph=False) is None  # eager: nothing to compile
     assert "--compile is off" in caplog.text
+    monkeypatch.setattr(kernels, "cuda_capability", lambda device: (6, 0))
+    assert emulated_note(cuda, torch.float32) == ("Tesla T4 (compute capability 6.0) is older than Triton supports "
+                                                  "(7.0): running without glmv's Triton kernels or --compile")
     monkeypatch.setattr(kernels, "cuda_capability", lambda device: (8, 6))
     assert emulated_note(cuda, torch.bfloat16) is None
     on_3090 = api.Glmv(glm.model, glm.folder, cuda, torch.bfloat16, glm.stop_ids)

@@ -7,7 +7,7 @@ import math
 import torch
 
 from glmv_cli import memory
-from glmv_cli.loading import pick_device, pick_dtype, resolve_checkpoint, stored_quantization
+from glmv_cli.loading import emulated_note, pick_device, pick_dtype, resolve_checkpoint, stored_quantization
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
 
@@ -35,6 +35,8 @@ def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
         _replies(folder),
         f"would run on {dev} in {str(dt).removeprefix('torch.')}",
     ]
+    if note := emulated_note(dev, dt):  # (a GPU Triton cannot compile for in this dtype)
+        lines.append(f"note         {note}")
     return "\n".join(lines)
 
 

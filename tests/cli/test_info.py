@@ -45,6 +45,19 @@ def test_info_on_a_gpu_says_which_setting_fits(tiny, monkeypatch):
                     "prompt)")
 
 
+def test_info_on_a_card_without_bfloat16_says_what_that_costs(tiny, monkeypatch):
+    """A T4 (compute capability 7.5) and a bfloat16 model: the load's note, last; none in float32."""
+    from glmv_cli import kernels
+
+    monkeypatch.setattr(kernels, "cuda_capability", lambda device: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(memory, "device_room", lambda device: None)
+    lines = info.describe(str(tiny), device="cuda", dtype="bfloat16").splitlines()
+    assert lines[-2] == "would run on cuda in bfloat16"
+    assert lines[-1].startswith("note         Tesla T4 has no bfloat16 arithmetic (compute capability 7.5")
+    assert info.describe(str(tiny), device="cuda", dtype="float32").splitlines()[-1] == "would run on cuda in float32"
+
+
 def test_model_settings_come_from_the_environment(tiny):
     """GLMV_DEVICE, GLMV_DTYPE and GLMV_QUANTIZE set what --device, --dtype and --quantize do (a
     16 GB laptop keeps GLMV_QUANTIZE=int8); a flag still wins."""

@@ -234,7 +234,8 @@ class Conversation:
                 self.attachments.append(used)
                 self._last_tokens = n_prompt + len(ids)
                 s.glmv.answers.add(ids)  # (the next questions draft from it: lookup.py)
-        notes = _notes(parser, decoding, max_new)
+        notes = _notes(parser, decoding, max_new) + _slow_images(decoding.prefill_seconds, parts, n_prompt,
+                                                                 s.image_spec)
         yield from (Note(n) for n in notes)
         result = self._result(parser, decoding, ids, inputs, parts, notes, Timings(load_s, preprocess_s, 0, 0))
         if trace is not None:
@@ -463,6 +464,23 @@ def _notes(parser: StreamParser, decoding, max_new: int) -> list[str]:
     if state == "answer":
         return ["the model ended without closing its answer"]
     return []
+
+
+SLOW_PROMPT_S = 30.0  # a prompt read slower than this, mostly images, gets a hint (a CPU's; a GPU's take ~1 s)
+TOKENS_AN_IMAGE = 1000  # what the hint's --max-pixels makes of an image
+
+
+def _slow_images(seconds: float, parts, n_prompt: int, spec) -> list[str]:
+    """Where images made most of a prompt that took long to read: how to make them cheaper."""
+    from glmv_cli.inputs.patches import max_pixels_for
+
+    sizes = [p.tokens_per_frame(spec.merge_size) for p in parts if isinstance(p, VisualInput) and p.kind == "image"]
+    if not sizes or seconds < SLOW_PROMPT_S or sum(sizes) < n_prompt / 2 or max(sizes) < 2 * TOKENS_AN_IMAGE:
+        return []
+    which = "the image" if len(sizes) == 1 else f"{len(sizes)} images (up to {max(sizes):,} each)"
+    return [f"the prompt took {seconds:.0f} s to read, {sum(sizes):,} of its {n_prompt:,} tokens for {which}; "
+            f"--max-pixels {max_pixels_for(TOKENS_AN_IMAGE, spec)} reads an image as at most ~{TOKENS_AN_IMAGE:,} "
+            f"tokens: faster, with less fine detail"]
 
 
 def save_transcript(conversation: Conversation, path: str | Path) -> Path:

@@ -218,3 +218,9 @@ def with_pixel_limits(spec: PatchSpec, *, min_pixels: int | None = None,
         raise InputError(f"--min-pixels {spec.min_pixels} must be positive and at most --max-pixels "
                          f"{spec.max_pixels}")
     return spec
+
+
+def max_pixels_for(tokens: int, spec: PatchSpec) -> int:
+    """The --max-pixels that reads an image as at most about `tokens` tokens: an image gets
+    max_pixels / temporal_patch_size of area, a token covers factor x factor pixels."""
+    return spec.temporal_patch_size * tokens * spec.factor**2

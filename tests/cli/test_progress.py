@@ -89,3 +89,44 @@ def test_the_status_line_shows_the_share_done_and_the_time_left_then_gives_way_t
         assert "reading the prompt" not in screen and "%" not in screen  # (the status line is gone)
     finally:
         term.close()
+
+
+def test_the_hint_s_max_pixels_reads_a_photo_as_about_the_tokens_it_says():
+    """--max-pixels max_pixels_for(1000): a 12-megapixel photo (6,030 tokens by default) and a
+    4K frame come out at 1,000 tokens or a little under; a small image is left as it is."""
+    from glmv_cli.inputs.patches import PatchSpec, max_pixels_for, smart_resize
+
+    spec = PatchSpec()
+    limit = max_pixels_for(1000, spec)
+    for h, w in ((3000, 4000), (2160, 3840), (4000, 1000)):
+        rh, rw = smart_resize(2, h, w, max_pixels=limit)
+        assert 900 <= rh * rw // spec.factor**2 <= 1000, (h, w)
+    assert smart_resize(2, 600, 800, max_pixels=limit) == smart_resize(2, 600, 800)
+
+
+def test_a_slow_prompt_of_big_images_ends_with_a_note_on_max_pixels(tiny, media, tmp_path, monkeypatch):
+    """Images most of a prompt read slower than SLOW_PROMPT_S: a note with the --max-pixels that
+    makes an image ~TOKENS_AN_IMAGE tokens; a quick prompt, or one mostly text, gets none."""
+    import glmv_cli.app.session as session
+    from glmv_cli import Session
+    from glmv_cli.app.events import GenerationOptions
+    from glmv_cli.inputs.patches import max_pixels_for, smart_resize
+    from tests.cli.conftest import random_image
+
+    big = random_image(tmp_path / "big.png", 640, 480)
+    glm = Session(tiny, device="cpu")
+    quick = glm.run("What is it?", [big], generation=GenerationOptions(max_new_tokens=1))
+    assert not any("--max-pixels" in n for n in quick.notes)  # (read in well under 30 s)
+    monkeypatch.setattr(session, "SLOW_PROMPT_S", 0.0)
+    monkeypatch.setattr(session, "TOKENS_AN_IMAGE", 50)
+    slow = glm.run("What is it?", [big, media["png"]], generation=GenerationOptions(max_new_tokens=1))
+    spec = glm.image_spec
+    h, w = smart_resize(2, 480, 640, factor=spec.factor, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+    assert [n for n in slow.notes if "--max-pixels" in n] == [
+        f"the prompt took {slow.timings.prefill_s:.0f} s to read, {slow.usage.image_tokens:,} of its "
+        f"{slow.usage.prompt_tokens:,} tokens for 2 images (up to {h * w // spec.factor**2:,} each); --max-pixels "
+        f"{max_pixels_for(50, spec)} reads an image as at most ~50 tokens: faster, with less fine detail"]
+    one = glm.run("What is it?", [big], generation=GenerationOptions(max_new_tokens=1))
+    assert f"tokens for the image; --max-pixels {max_pixels_for(50, spec)} " in one.notes[-1]
+    text = glm.run("What is it? " * 200, [media["png"]], generation=GenerationOptions(max_new_tokens=1))
+    assert not any("--max-pixels" in n for n in text.notes)  # (mostly text)

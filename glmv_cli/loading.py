@@ -299,8 +299,8 @@ def meta_model(config: Glm4vConfig, dtype: torch.dtype, quantize: str | None, de
 def empty_on(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """module.to_empty(device): storage of each parameter's and buffer's shape and dtype, not yet
     written. By torch.empty rather than to_empty's empty_like, whose meta-tensor path runs torch's
-    Python reference functions: their first use imports torch._refs and torch._prims, 0.4 s of
-    every glmv process (the meta model's tensors are contiguous, so the layouts are the same)."""
+    Python reference functions: their first use sets them up, 0.4 s of every glmv process (the
+    meta model's tensors are contiguous, so the layouts are the same)."""
     return module._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
 
 

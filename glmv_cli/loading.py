@@ -142,7 +142,7 @@ def emulated_note(device: torch.device, dtype: torch.dtype) -> str | None:
     """What to say where Triton cannot compile for the GPU in this dtype (kernels.triton_compiles):
     under compute capability 7.0 (a P100, a GTX 10xx) not at all; under 8.0 (a T4, a V100, an RTX
     20xx, a GTX 16xx) not bfloat16, which torch emulates there. float16 is not offered instead:
-    GLM-4 models overflow in it (vLLM's maintainers on GLM-4-0414, ipex-llm on GLM-4)."""
+    GLM-4 models are known to overflow in it (vLLM's maintainers on GLM-4-32B-0414, ipex-llm on GLM-4)."""
     if device.type != "cuda" or kernels.triton_compiles(dtype, device):
         return None
     major, minor = kernels.cuda_capability(device)
@@ -151,7 +151,7 @@ def emulated_note(device: torch.device, dtype: torch.dtype) -> str | None:
         return f"{name} (compute capability {major}.{minor}) is older than Triton supports (7.0): running without {off}"
     return (f"{name} has no bfloat16 arithmetic (compute capability {major}.{minor}; Ampere's is 8.0): torch "
             f"emulates it, without {off}. --dtype float32 avoids it (with --quantize int8 or int4 to fit); "
-            f"float16 overflows in GLM-4 models. Neither is measured on such a card yet")
+            f"float16 is known to overflow in GLM-4 models. Neither is measured on such a card yet")
 
 
 def index_tensors(files: list[Path]) -> dict[str, tuple[Path, TensorEntry]]:

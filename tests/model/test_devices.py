@@ -468,7 +468,7 @@ def test_a_gpu_without_bfloat16_says_so_and_turns_compile_off(tiny_folder, monke
     monkeypatch.setattr(kernels, "cuda_capability", lambda device: (7, 5))
     note = emulated_note(cuda, torch.bfloat16)
     assert note.startswith("Tesla T4 has no bfloat16 arithmetic (compute capability 7.5")
-    assert "--dtype float32" in note and "float16 overflows" in note
+    assert "--dtype float32" in note and "float16 is known to overflow" in note
     assert emulated_note(cuda, torch.float32) is None and emulated_note(torch.device("cpu"), torch.bfloat16) is None
 
     monkeypatch.setattr(api, "compiled_step", lambda model: model.decode_step)  # (what torch.compile would wrap)

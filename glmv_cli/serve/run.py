@@ -1,8 +1,10 @@
-"""Start `glmv serve`: open the checkpoint, load its weights, then serve with uvicorn until Ctrl-C."""
+"""Start `glmv serve`: open the checkpoint, listen at once (loading.py answers while the weights load),
+then serve with uvicorn until Ctrl-C."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,7 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     from glmv_cli.app.session import GenerationOptions, Session, collect
     from glmv_cli.serve.app import create_app
     from glmv_cli.serve.chat import Service
+    from glmv_cli.serve.loading import Gate
     from glmv_cli.serve.worker import Worker
 
     root = opts.allowed_local_media_path
@@ -62,23 +65,39 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     if opts.max_context and opts.max_context > session.config.text.max_position_embeddings:
         raise InputError(f"--max-context {opts.max_context:,} is over the model's context "
                          f"({session.config.text.max_position_embeddings:,} tokens); give at most that")
-    log.warning("serve: loading %s", session.name)
+    names = opts.names or (session.name,)
     meter = Meter()  # (a line every 10 s while the weights are read: 19 GB from a slow disk takes minutes)
     meter.watch(lambda m: log.warning("serve: loading: %s", m.describe()), every=10)
-    glmv = session.load(meter)
-    session.parallel = parallel_for(glmv.device.type, compile, opts.parallel)
-    if note := session.parallel_note():
-        log.warning("serve: note: %s", note)
-    if compile or glmv.device.type == "cuda":  # compiling, CUDA-graph capture, Triton's JIT: now, not in
-        log.warning("serve: warming up the decode step")  # the first client's answer
-        collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
-    service = Service(session, Worker(opts.max_queue, threads=session.parallel), root, names=opts.names,
-                      max_context=opts.max_context)
-    app = create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),
-                     max_body_bytes=opts.max_body_mb * 2**20, request_log=opts.request_log)
-    log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health), %d request%s at once",
-                service.model_id, opts.host, opts.port, session.parallel, "s" if session.parallel > 1 else "")
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level="warning", timeout_graceful_shutdown=2)
+    gate = Gate(names[0], meter)  # (the port answers at once: /health says how far loading has come)
+    server = uvicorn.Server(uvicorn.Config(gate, host=opts.host, port=opts.port, log_level="warning",
+                                           lifespan="off", timeout_graceful_shutdown=2))
+    failed: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            glmv = session.load(meter)
+            session.parallel = parallel_for(glmv.device.type, compile, opts.parallel)
+            if note := session.parallel_note():
+                log.warning("serve: note: %s", note)
+            if compile or glmv.device.type == "cuda":  # compiling, CUDA-graph capture, Triton's JIT: now,
+                log.warning("serve: warming up the decode step")  # not in the first client's answer
+                collect(session.ask("Hello", generation=GenerationOptions(max_new_tokens=4, temperature=0)))
+            service = Service(session, Worker(opts.max_queue, threads=session.parallel), root, names=opts.names,
+                              max_context=opts.max_context)
+            gate.open(create_app(service, api_key=opts.api_key, cors_origins=list(opts.cors_origins),
+                                 max_body_bytes=opts.max_body_mb * 2**20, request_log=opts.request_log))
+            log.warning("serve: %s ready on http://%s:%d/v1 (OpenAI-compatible; GET /health), %d request%s at "
+                        "once", service.model_id, opts.host, opts.port, session.parallel,
+                        "s" if session.parallel > 1 else "")
+        except BaseException as e:  # (the server stops, and the error is the command's: one line, its exit code)
+            failed.append(e)
+            server.should_exit = True
+
+    log.warning("serve: loading %s (http://%s:%d/health says how far)", session.name, opts.host, opts.port)
+    threading.Thread(target=load, name="glmv-load", daemon=True).start()
+    server.run()
+    if failed:
+        raise failed[0]
 
 
 def check_port(host: str, port: int) -> None:

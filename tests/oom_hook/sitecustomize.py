@@ -8,6 +8,9 @@ GLMV_TEST_STEP_DELAY_MS=D: each decode step (one row or several) takes D ms more
 does, so that questions asked together are decoding at the same time however fast the machine
 prepares their attachments (the tiny test checkpoints decode a token in about a millisecond).
 
+GLMV_TEST_LOAD_DELAY_S=S: loading the weights takes S seconds more, told to its progress as the
+first half of the work, so that `glmv serve` is seen answering while it loads (serve/loading.py).
+
 GLMV_TEST_PREFILL_DELAY_MS=D: each vision block, merger and decoder layer of a prompt's prefill
 takes D ms more, so that reading a tiny checkpoint's prompt takes as long as a real model's on a CPU and its
 progress shows (app/meter.py)."""
@@ -62,3 +65,19 @@ if os.environ.get("GLMV_TEST_PREFILL_DELAY_MS"):  # a prefill as slow as a real 
         return _plain_prefill(self, *args, progress=slow if progress is not None else None, **kwargs)
 
     Glm4v.prefill = _slow_prefill
+
+if os.environ.get("GLMV_TEST_LOAD_DELAY_S"):  # loading as slow as a 9B model's from a disk (serve tests)
+    import time
+
+    import glmv_cli.api
+
+    _load_delay, _plain_load = float(os.environ["GLMV_TEST_LOAD_DELAY_S"]), glmv_cli.api.load
+
+    def _slow_load(*args, progress=None, **kwargs):
+        for k in range(20):
+            time.sleep(_load_delay / 20)
+            if progress is not None:
+                progress(k + 1, 40)
+        return _plain_load(*args, progress=progress, **kwargs)
+
+    glmv_cli.api.load = _slow_load

@@ -99,5 +99,6 @@ def _wait(server: Server) -> None:
             if server.health()["status"] == "ok":
                 return
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)  # (not listening yet, or still loading: /health's 503)
     pytest.fail(f"glmv serve did not answer /health within {START_TIMEOUT} s:\n{server.log.read_text()}")

@@ -1,0 +1,65 @@
+"""`glmv serve` while its model loads: a real server process whose loading a test hook slows
+(GLMV_TEST_LOAD_DELAY_S), /health and the official `openai` client while it loads, then after;
+and a checkpoint that fails to load ends the server with the one-line error of the command."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import openai
+import pytest
+
+from tests.cli.conftest import hooked_env, run_glmv
+from tests.cli.crafted import ANSWER
+from tests.serve.conftest import Server, free_port
+
+
+def test_the_port_answers_while_the_model_loads_and_serves_once_it_has(scripted, tmp_path):
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "glmv_cli", "serve", "--model", str(scripted), "--port",
+                                    str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   env=hooked_env(GLMV_TEST_LOAD_DELAY_S="8"))
+    server = Server(f"http://127.0.0.1:{port}", port, process, log)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while status is None and time.monotonic() < deadline:
+            try:
+                status, body, headers = server.request("GET", "/health")
+            except OSError:
+                time.sleep(0.1)
+        assert status == 503, log.read_text()
+        assert body["status"] == "loading" and body["model"] == str(scripted) and 0 <= body["fraction"] < 1
+        assert int(headers["retry-after"]) >= 1
+        with pytest.raises(openai.APIStatusError) as refused:
+            server.client().chat.completions.create(  # (max_retries 0)
+                model=str(scripted), messages=[{"role": "user", "content": "Where is the blue square?"}])
+        assert refused.value.status_code == 503 and refused.value.response.headers["retry-after"].isdigit()
+        assert refused.value.body["code"] == "model_loading"
+        assert refused.value.body["message"].startswith("the model is still loading (")
+        while server.health()["status"] != "ok":
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        answer = server.client().chat.completions.create(
+            model=str(scripted), messages=[{"role": "user", "content": "Where is the blue square?"}])
+        assert answer.choices[0].message.content == ANSWER
+        assert "/health says how far" in log.read_text() and " ready on " in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_weights_that_fail_to_load_end_the_server_with_one_line(scripted, tmp_path):
+    """The header is whole (the checkpoint opens, the port is taken), the tensors are cut short:
+    loading fails in the background, the server stops, the command says why in one line."""
+    broken = tmp_path / "broken"
+    shutil.copytree(scripted, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    run = run_glmv("serve", "--model", broken, "--port", free_port(), timeout=120)
+    assert run.code != 0 and "Traceback" not in run.err, run.err
+    errors = [line for line in run.err.splitlines() if line.startswith("glmv: error:")]
+    assert len(errors) == 1 and "model.safetensors" in errors[0] and "re-download it" in errors[0], run.err

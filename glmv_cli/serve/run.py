@@ -4,6 +4,7 @@ then serve with uvicorn until Ctrl-C."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,15 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
             server.should_exit = True
 
     log.warning("serve: loading %s (http://%s:%d/health says how far)", session.name, opts.host, opts.port)
-    threading.Thread(target=load, name="glmv-load", daemon=True).start()
-    server.run()
+    loading = threading.Thread(target=load, name="glmv-load", daemon=True)
+    loading.start()
+    try:
+        server.run()  # (uvicorn raises Ctrl-C's KeyboardInterrupt again once it has stopped)
+    finally:
+        if loading.is_alive() and not failed:  # stopped while loading: now, not once the files are read
+            log.warning("serve: stopped while loading")
+            logging.shutdown()
+            os._exit(130)
     if failed:
         raise failed[0]
 

@@ -74,10 +74,16 @@ if os.environ.get("GLMV_TEST_LOAD_DELAY_S"):  # loading as slow as a 9B model's 
     _load_delay, _plain_load = float(os.environ["GLMV_TEST_LOAD_DELAY_S"]), glmv_cli.api.load
 
     def _slow_load(*args, progress=None, **kwargs):
-        for k in range(20):
-            time.sleep(_load_delay / 20)
-            if progress is not None:
-                progress(k + 1, 40)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def wait():
+            for k in range(20):
+                time.sleep(_load_delay / 20)
+                if progress is not None:
+                    progress(k + 1, 40)
+
+        with ThreadPoolExecutor(1) as pool:  # (a thread the interpreter waits for at exit, as loading's readers)
+            pool.submit(wait).result()
         return _plain_load(*args, progress=progress, **kwargs)
 
     glmv_cli.api.load = _slow_load

@@ -5,6 +5,7 @@ and a checkpoint that fails to load ends the server with the one-line error of t
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,20 +18,28 @@ from tests.cli.crafted import ANSWER
 from tests.serve.conftest import Server, free_port
 
 
-def test_the_port_answers_while_the_model_loads_and_serves_once_it_has(scripted, tmp_path):
+def loading_server(model, tmp_path, seconds: int) -> tuple[Server, tuple]:
+    """A glmv serve process whose loading takes `seconds` more, once its port answers: (the server,
+    its first /health as (status, body, headers))."""
     port, log = free_port(), tmp_path / "serve.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "glmv_cli", "serve", "--model", str(scripted), "--port",
+        process = subprocess.Popen([sys.executable, "-m", "glmv_cli", "serve", "--model", str(model), "--port",
                                     str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=hooked_env(GLMV_TEST_LOAD_DELAY_S="8"))
-    server = Server(f"http://127.0.0.1:{port}", port, process, log)
+                                   env=hooked_env(GLMV_TEST_LOAD_DELAY_S=str(seconds)))
+    server, deadline = Server(f"http://127.0.0.1:{port}", port, process, log), time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            return server, server.request("GET", "/health")
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"glmv serve never answered:\n{log.read_text()}")
+
+
+def test_the_port_answers_while_the_model_loads_and_serves_once_it_has(scripted, tmp_path):
+    server, (status, body, headers) = loading_server(scripted, tmp_path, 8)
+    process, log, deadline = server.process, server.log, time.monotonic() + 60
     try:
-        deadline, status = time.monotonic() + 60, None
-        while status is None and time.monotonic() < deadline:
-            try:
-                status, body, headers = server.request("GET", "/health")
-            except OSError:
-                time.sleep(0.1)
         assert status == 503, log.read_text()
         assert body["status"] == "loading" and body["model"] == str(scripted) and 0 <= body["fraction"] < 1
         assert int(headers["retry-after"]) >= 1
@@ -50,6 +59,18 @@ def test_the_port_answers_while_the_model_loads_and_serves_once_it_has(scripted,
     finally:
         process.terminate()
         process.wait(15)
+
+
+def test_ctrl_c_while_loading_stops_the_server_at_once(scripted, tmp_path):
+    """Not once the files are read (a 9B model's minutes): at once, exit code 130."""
+    server, (status, _, _) = loading_server(scripted, tmp_path, 60)
+    assert status == 503
+    server.process.send_signal(signal.SIGINT)
+    try:
+        assert server.process.wait(10) == 130
+    finally:
+        server.process.kill()
+    assert "serve: stopped while loading" in server.log.read_text()
 
 
 def test_weights_that_fail_to_load_end_the_server_with_one_line(scripted, tmp_path):

@@ -20,7 +20,8 @@ from glmv_cli.stream import Answer, Thinking
 @dataclass(frozen=True)
 class Progress:
     """Something slow is starting (for a transient status line). `meter`, where the step says how
-    far it has come (reading the prompt): watch it for the share done and the time left (meter.py)."""
+    far it has come (loading the weights, reading the prompt): watch it for the share done and the
+    time left (meter.py)."""
 
     message: str
     meter: Meter | None = field(default=None, compare=False, repr=False)

@@ -247,10 +247,11 @@ class TextModel(nn.Module):
         if not len(layers):
             return self.norm(x)
         h = layers[0].input_layernorm(x)
+        layer_work = work.text_layer_work(self.cfg, x.shape[1], start) if tick is not None else 0.0  # (every layer's)
         for i, layer in enumerate(layers):
             next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.norm
             cache = [row[i] for row in rows] if rows is not None else self.caches[i] if use_cache else None
             x, h = layer(x, h, next_norm, cos, sin, cache, start, mask)
             if tick is not None:
-                tick(work.text_layer_work(self.cfg, x.shape[1], start))
+                tick(layer_work)
         return h

@@ -34,7 +34,11 @@ def _glm41v_9b() -> Glm4vConfig:
 
 
 def test_glm_41v_9b_reads_a_12_megapixel_photo_in_about_200_tflop_half_of_it_in_the_tower(monkeypatch):
-    """What work.py's docstring says of GLM-4.1V-9B (the real sizes are the configs' defaults)."""
+    """What work.py's docstring says of GLM-4.1V-9B (the real sizes are the configs' defaults),
+    worked by hand: the tower's products 2 x 22,016 x (4 x 1536^2 + 3 x 1536 x 4096) x 24 = 29.9 T,
+    its attention 4 x 1536 x 22,016^2 x 24 = 71.5 T, the merger 2 x 5,504 x (1536 x 4 x 4096 +
+    4096^2 + 3 x 4096 x 13,696) = 2.3 T; the decoder's products 2 x 5,521 x (4096 x (2 x 4096 +
+    2 x 256) + 3 x 4096 x 13,696) x 40 = 90.1 T, its attention 4 x 4096 x 5,521^2 / 2 x 40 = 10.0 T."""
     monkeypatch.setattr(work, "ATTENTION", 1.0)  # plain operations
     cfg, grids = _glm41v_9b(), [(1, 128, 172)]  # 22,016 patches: 5,504 tokens
     vision = work.vision_work(cfg.vision, grids)

@@ -54,7 +54,7 @@ System = Annotated[str | None, typer.Option("--system", "-s", rich_help_panel=GE
                                             help="System prompt.")]
 ThinkBudget = Annotated[int | None, typer.Option(
     min=0, rich_help_panel=GEN, show_default=False,
-    help="After N thinking tokens, close the thinking (insert </think><answer>) and make the model answer.")]
+    help="After N thinking tokens, close the thinking (insert `</think><answer>`) and make the model answer.")]
 Logprobs = Annotated[int | None, typer.Option(
     "--logprobs", min=0, max=20, rich_help_panel=GEN, show_default=False,
     help="With --json/--jsonl: each answer token's log-probability and its N likeliest alternatives "

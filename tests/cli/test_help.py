@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -26,6 +27,26 @@ def test_top_level_help_lists_the_commands():
     assert run.code == 0
     for command in ("ask", "pdf", "video", "chat", "info"):
         assert f" {command} " in run.out
+
+
+@pytest.mark.parametrize("command", ["ask", "pdf", "video", "chat", "serve", "info", "quantize"])
+def test_every_options_help_survives_the_markdown_rendering(command):
+    """The help is rendered as markdown: an option's text such as `</think>` written bare would be
+    taken for HTML and dropped. Each sentence of each option's help must show, whole."""
+    import typer
+
+    from glmv_cli.cli import app
+
+    run = run_glmv(command, "--help", env=glmv_env(COLUMNS="3000"))
+    assert run.code == 0
+    shown = re.sub(r"\s+", " ", run.out.replace("\u2502", " "))
+    params = typer.main.get_command(app).commands[command].params
+    helps = [p.help for p in params if getattr(p, "help", None)]
+    assert len(helps) >= 3
+    for text in helps:
+        text = re.sub(r"\s+", " ", text.replace("\\[", "[").replace("`", ""))
+        for sentence in re.split(r"(?<=[.;:])\s", text):
+            assert sentence.strip() in shown, sentence
 
 
 def test_shell_completion():

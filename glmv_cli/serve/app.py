@@ -10,7 +10,6 @@ are given.
 
 from __future__ import annotations
 
-import hmac
 import time
 
 from fastapi import Depends, FastAPI, Request
@@ -133,15 +132,9 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
 
 
 def key_check(api_key: str | None):
-    expected = f"Bearer {api_key}".encode() if api_key else None
-
     async def check(request: Request):
-        if expected is None:
-            return
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise ApiError(401, "missing or wrong API key; send Authorization: Bearer KEY (the server's --api-key)",
-                           code="invalid_api_key")
+        if refused := errors.key_refused(api_key, request.headers.get("authorization", "").encode()):
+            raise refused
 
     return check
 

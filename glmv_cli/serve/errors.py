@@ -7,6 +7,7 @@ line (the traceback goes to the server's log, never to the client).
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from fastapi import Request
@@ -28,6 +29,15 @@ class ApiError(Exception):
                  headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.headers = status, message, kind, code, headers
+
+
+def key_refused(api_key: str | None, authorization: bytes) -> ApiError | None:
+    """The 401 for a request whose Authorization header is not `Bearer API_KEY`; None if it is, or if
+    the server has no key."""
+    if not api_key or hmac.compare_digest(authorization, f"Bearer {api_key}".encode()):
+        return None
+    return ApiError(401, "missing or wrong API key; send Authorization: Bearer KEY (the server's --api-key)",
+                    code="invalid_api_key")
 
 
 def describe(e: BaseException) -> tuple[int, str, str, str | None]:

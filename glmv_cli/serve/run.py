@@ -69,7 +69,8 @@ def serve(model: str | None, opts: ServeOptions, *, device: str = "auto", dtype:
     names = opts.names or (session.name,)
     meter = Meter()  # (a line every 10 s while the weights are read: 19 GB from a slow disk takes minutes)
     meter.watch(lambda m: log.warning("serve: loading: %s", m.describe()), every=10)
-    gate = Gate(names[0], meter)  # (the port answers at once: /health says how far loading has come)
+    # the port answers at once: /health says how far loading has come, the rest is a 503 (a 401 first)
+    gate = Gate(names[0], meter, api_key=opts.api_key, cors_origins=opts.cors_origins)
     server = uvicorn.Server(uvicorn.Config(gate, host=opts.host, port=opts.port, log_level="warning",
                                            lifespan="off", timeout_graceful_shutdown=2))
     failed: list[BaseException] = []

@@ -18,14 +18,14 @@ from tests.cli.crafted import ANSWER
 from tests.serve.conftest import Server, free_port
 
 
-def loading_server(model, tmp_path, seconds: int) -> tuple[Server, tuple]:
+def loading_server(model, tmp_path, seconds: int, *options: str) -> tuple[Server, tuple]:
     """A glmv serve process whose loading takes `seconds` more, once its port answers: (the server,
     its first /health as (status, body, headers))."""
     port, log = free_port(), tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "glmv_cli", "serve", "--model", str(model), "--port",
-                                    str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=hooked_env(GLMV_TEST_LOAD_DELAY_S=str(seconds)))
+                                    str(port), *options], stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, env=hooked_env(GLMV_TEST_LOAD_DELAY_S=str(seconds)))
     server, deadline = Server(f"http://127.0.0.1:{port}", port, process, log), time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -59,6 +59,33 @@ def test_the_port_answers_while_the_model_loads_and_serves_once_it_has(scripted,
     finally:
         process.terminate()
         process.wait(15)
+
+
+def test_while_loading_a_wrong_api_key_is_a_401_and_a_browser_page_passes_cors(scripted, tmp_path):
+    """As once the model is loaded: a client with the wrong key learns it now, not after minutes of
+    503s; an allowed page's preflight is answered and its 503 carries the CORS header."""
+    key, page = "sk-loading", "http://ui.example"
+    server, (status, body, _) = loading_server(scripted, tmp_path, 60, "--api-key", key, "--cors-origin", page)
+    try:
+        assert status == 503 and body["status"] == "loading"  # (/health needs no key, loaded or not)
+        with pytest.raises(openai.AuthenticationError) as refused:
+            server.client("sk-wrong").models.list()
+        assert refused.value.status_code == 401 and refused.value.body["code"] == "invalid_api_key"
+        with pytest.raises(openai.APIStatusError) as waiting:
+            server.client(key).models.list()
+        assert waiting.value.status_code == 503 and waiting.value.body["code"] == "model_loading"
+        ask = {"Origin": page, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "authorization"}
+        code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers=ask)
+        assert code == 200 and headers["access-control-allow-origin"] == page
+        keyed = {"Authorization": f"Bearer {key}"}
+        code, _, headers = server.request("GET", "/v1/models", headers={**keyed, "Origin": page})
+        assert code == 503 and headers["access-control-allow-origin"] == page
+        code, _, headers = server.request("GET", "/v1/models", headers={**keyed, "Origin": "http://evil.example"})
+        assert code == 503 and "access-control-allow-origin" not in {k.lower() for k in headers}
+    finally:
+        server.process.kill()
+        server.process.wait(15)
 
 
 def test_ctrl_c_while_loading_stops_the_server_at_once(scripted, tmp_path):

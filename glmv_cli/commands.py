@@ -286,7 +286,7 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
     from glmv_cli.app import history
 
     term = render.Terminal(verbose=out.verbose)
-    screen = render.ChatScreen(term)
+    screen = render.ChatScreen(term, history=history.state_dir() / "chat_history" if history.enabled() else None)
     record, model, system = _begin(resume, model, out.system)
     session = open_session(model)
     conversation = session.conversation(system)
@@ -321,6 +321,7 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
                 history.answered(record, _local_name(session, model), line, conversation.attachments[-1], result, load)
             pending.clear()
     finally:
+        screen.close()
         save_cache(session)  # for the next -c
 
 

@@ -21,6 +21,7 @@ import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from glmv_cli.app.events import Done, Note, Progress, Result
@@ -305,15 +306,16 @@ def make_renderer(term: Terminal, *, json_: bool = False, jsonl: bool = False, h
 class ChatScreen:
     """The chat loop's own terminal needs: the input prompt and short messages."""
 
-    def __init__(self, term: Terminal, stdin: TextIO | None = None):
+    def __init__(self, term: Terminal, stdin: TextIO | None = None, history: Path | None = None):
+        """`history`: where the lines typed are kept across chats (None: not kept)."""
         self.term = term
         self.stdin = stdin or sys.stdin
         self.interactive = _isatty(self.stdin)
+        self.close = lambda: None  # (keeps the lines typed, once the chat ends)
         if self.interactive:
-            try:
-                import readline  # noqa: F401  (line editing and history for input())
-            except ImportError:
-                pass
+            from glmv_cli import line_editing
+
+            self.close = line_editing.start(history, self.prompt)  # Tab completion, Up for earlier lines
 
     def welcome(self, model: str, attached: list[str]) -> None:
         if not self.interactive:
@@ -330,8 +332,11 @@ class ChatScreen:
                 raise EOFError
             return line.rstrip("\n")
         self.term.clear_status()
-        prompt = "\001\x1b[1;36m\002>>> \001\x1b[0m\002" if self.term.color else ">>> "
-        return input(prompt)
+        return input(self.prompt)
+
+    @property
+    def prompt(self) -> str:
+        return "\001\x1b[1;36m\002>>> \001\x1b[0m\002" if self.term.color else ">>> "
 
     @contextmanager
     def busy(self):

@@ -127,6 +127,37 @@ def test_chat_turns_attach_save_and_ctrl_d(term, tmp_path):
     assert md.count(ANSWER) == 2 and "Let me look" not in md and "c.jpg" in md
 
 
+def test_chat_completes_with_tab_and_recalls_the_last_chats_lines_with_up(term):
+    term.type("glmv chat --model model")
+    term.wait_for(">>>")
+    term.type("/att", enter=False)
+    term.key("Tab")
+    term.wait_for(">>> /attach")  # (and a space, which the pane does not show)
+    term.key("Tab", "Tab")  # several files: their names listed, the line drawn again under them
+    screen = term.wait_for("a.png  c.jpg  loop/  model/")
+    assert lines(screen)[-1] == ">>> /attach"
+    term.type("c.", enter=False)
+    term.key("Tab")
+    term.wait_for(">>> /attach c.jpg")
+    term.key("Enter")
+    term.wait_for("attached c.jpg to your next message")
+    term.type("Where is the blue square?")
+    term.wait_for(ANSWER)
+    term.key("C-d")
+    assert term.exit_code() == 0
+    term.type("clear")
+    term.wait_for_shell()
+    term.type("glmv chat --model model")  # a new chat: Up brings back the last one's lines
+    term.wait_for(">>>")
+    term.key("Up")
+    term.wait_for(">>> Where is the blue square?")
+    term.key("Up")
+    term.wait_for(">>> /attach c.jpg")
+    term.key("C-u", "C-d")
+    assert term.exit_code() == 0
+    assert_clean(term.screen())
+
+
 def test_ctrl_c_in_chat_returns_to_the_prompt(term):
     term.type("glmv chat --model loop --max-new-tokens 60000 -R")
     term.wait_for(">>>")

@@ -271,12 +271,13 @@ def draw(conversation: Conversation, result, path: Path, term: render.Terminal) 
 
 # -- chat -----------------------------------------------------------------------------------------
 
-CHAT_HELP = """commands:
+CHAT_HELP = '''commands:
   /attach PATH|URL   attach a file (or URL, or every file of a glob: shots/*.png) to your next message
   /reset             forget the conversation (and pending attachments)
   /save FILE.md      write the conversation so far as Markdown
+  """ ... """        a message of several lines, typed (a paste of several lines is one message)
   /help              this help
-  /exit              leave (or Ctrl-D); Ctrl-C stops an answer"""
+  /exit              leave (or Ctrl-D); Ctrl-C stops an answer'''
 
 
 def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: GenerationOptions,

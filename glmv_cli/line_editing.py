@@ -1,7 +1,7 @@
 """The chat prompt's line editing, as a shell's or Python's own prompt has it: Tab completes the
-chat's /commands and the file after /attach or /save, and the lines typed are kept across chats
-(Up recalls the question of the last one) in $XDG_STATE_HOME/glmv/chat_history, unless
-GLMV_NO_HISTORY=1.
+chat's /commands and the file after /attach or /save, the lines typed are kept across chats (Up
+recalls the question of the last one) in $XDG_STATE_HOME/glmv/chat_history, unless
+GLMV_NO_HISTORY=1, and a paste of several lines is one message (bracketed paste).
 
 GNU readline or macOS's libedit, whichever Python was built with; plain input() where neither is.
 """
@@ -67,6 +67,8 @@ def start(history: Path | None, prompt: str = "") -> Callable[[], None]:
     readline.set_completer(lambda text, state: (candidates(text) + [None])[state])
     libedit = "libedit" in (readline.__doc__ or "") or getattr(readline, "backend", "") == "editline"
     readline.parse_and_bind("bind ^I rl_complete" if libedit else "tab: complete")
+    if not libedit:  # (Python turns it off: a paste of several lines would be as many messages)
+        readline.parse_and_bind("set enable-bracketed-paste on")
     if not libedit:
         def listing(_substitution, matches, _longest):
             print("\n" + "  ".join(shown(m) for m in matches))

@@ -303,6 +303,9 @@ def make_renderer(term: Terminal, *, json_: bool = False, jsonl: bool = False, h
 
 # -- chat ---------------------------------------------------------------------------------------
 
+QUOTES = '"""'  # a chat message of several lines goes between two of these
+
+
 class ChatScreen:
     """The chat loop's own terminal needs: the input prompt and short messages."""
 
@@ -325,18 +328,43 @@ class ChatScreen:
             self.info(f"attached {name} to your first message")
 
     def read(self) -> str:
-        """One line from the user; EOFError at the end (Ctrl-D), KeyboardInterrupt on Ctrl-C."""
+        """One message: a line, or the lines between a \"\"\" and the next (as ollama's prompt takes
+        them; a paste of several lines is one message already, by the terminal's bracketed paste).
+        EOFError at the end (Ctrl-D), KeyboardInterrupt on Ctrl-C (a half-typed block is dropped)."""
+        line = self._line(self.prompt)
+        if not line.lstrip().startswith(QUOTES):
+            return line
+        first = line.lstrip()[len(QUOTES):]
+        if first.rstrip().endswith(QUOTES):
+            return first.rstrip()[:-len(QUOTES)]
+        lines = [first]
+        while True:
+            try:
+                more = self._line(self.prompt_more)
+            except EOFError:  # (Ctrl-D, or the end of a pipe, closes the block: nothing typed is lost)
+                break
+            if more.rstrip().endswith(QUOTES):
+                lines.append(more.rstrip()[:-len(QUOTES)])
+                break
+            lines.append(more)
+        return "\n".join(lines).strip("\n")
+
+    def _line(self, prompt: str) -> str:
         if not self.interactive:
             line = self.stdin.readline()
             if not line:
                 raise EOFError
             return line.rstrip("\n")
         self.term.clear_status()
-        return input(self.prompt)
+        return input(prompt)
 
     @property
     def prompt(self) -> str:
         return "\001\x1b[1;36m\002>>> \001\x1b[0m\002" if self.term.color else ">>> "
+
+    @property
+    def prompt_more(self) -> str:
+        return "\001\x1b[1;36m\002... \001\x1b[0m\002" if self.term.color else "... "
 
     @contextmanager
     def busy(self):

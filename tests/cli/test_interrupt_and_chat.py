@@ -90,6 +90,20 @@ def test_chat_attach_takes_globs_and_dropped_paths(scripted, media, tmp_path):
     assert f"attached {shots}/a.png, {shots}/b.png to your next message" in run.err
 
 
+def test_chat_takes_a_message_of_several_lines_between_triple_quotes(scripted, tmp_path):
+    """As ollama's prompt does: the lines between two \"\"\" are one message; a pipe that ends
+    inside a block still sends what it holds."""
+    script = "\n".join(['"""Read this log:', "error: disk full", "   at line 3", 'What failed?"""', '"""one"""',
+                        "/save t.md", '"""', "the end of the file", "closes it"])
+    run = run_glmv("chat", "--model", scripted, "--jsonl", input=script, cwd=tmp_path)
+    assert run.code == 0, run.err
+    done = [json.loads(line) for line in run.out.splitlines() if json.loads(line)["type"] == "done"]
+    assert len(done) == 3
+    md = (tmp_path / "t.md").read_text()
+    assert "Read this log:\nerror: disk full\n   at line 3\nWhat failed?" in md and '"""' not in md
+    assert "\none\n" in md
+
+
 def test_chat_plain_output_is_answers_only(scripted):
     run = run_glmv("chat", "--model", scripted, "-R", input="one\ntwo\n")
     assert (run.code, run.out) == (0, f"{ANSWER}\n{ANSWER}\n")

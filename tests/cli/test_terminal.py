@@ -158,6 +158,33 @@ def test_chat_completes_with_tab_and_recalls_the_last_chats_lines_with_up(term):
     assert_clean(term.screen())
 
 
+def test_a_paste_of_several_lines_is_one_chat_message_and_so_is_a_triple_quoted_block(term, tmp_path):
+    term.type("glmv chat --model model -R")
+    term.wait_for(">>>")
+    (tmp_path / "paste.txt").write_text("first line\nsecond line\nWhere is the blue square?")
+    term.paste(tmp_path / "paste.txt")
+    term.wait_for("Where is the blue square?")
+    time.sleep(0.5)
+    assert ANSWER not in term.screen()  # (not sent line by line)
+    term.key("Enter")
+    term.wait_for(ANSWER)
+    term.type('"""Read this:')
+    term.wait_for("...")
+    term.type("it says hello")
+    term.type('What does it say?"""')
+    deadline = time.monotonic() + 60
+    while term.screen().count(ANSWER) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    term.type("/save t.md")
+    term.wait_for("saved to t.md")
+    term.key("C-d")
+    assert term.exit_code() == 0
+    assert term.screen().count(ANSWER) == 2
+    md = (tmp_path / "t.md").read_text()
+    assert "first line\nsecond line\nWhere is the blue square?" in md
+    assert "Read this:\nit says hello\nWhat does it say?" in md
+
+
 def test_ctrl_c_in_chat_returns_to_the_prompt(term):
     term.type("glmv chat --model loop --max-new-tokens 60000 -R")
     term.wait_for(">>>")

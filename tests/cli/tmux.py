@@ -44,6 +44,11 @@ class Tmux:
         if enter:
             self._tmux("send-keys", "-t", "t", "Enter")
 
+    def paste(self, path: Path) -> None:
+        """The file's text pasted as a terminal pastes (bracketed, where the program asked for it)."""
+        self._tmux("load-buffer", str(path))
+        self._tmux("paste-buffer", "-p", "-d", "-t", "t")
+
     def key(self, *keys: str) -> None:
         self._tmux("send-keys", "-t", "t", *keys)
 

@@ -108,9 +108,7 @@ def test_chat_turns_attach_save_and_ctrl_d(term, tmp_path):
     term.type("/attach c.jpg")
     term.wait_for("attached c.jpg")
     term.type("And in this one?")
-    deadline = time.monotonic() + 60
-    while term.screen().count(ANSWER) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    term.wait_for_count(ANSWER, 2)
     term.type("/save chat.md")
     screen = term.wait_for("saved to chat.md")
     term.key("C-d")
@@ -172,9 +170,7 @@ def test_a_paste_of_several_lines_is_one_chat_message_and_so_is_a_triple_quoted_
     term.wait_for("...")
     term.type("it says hello")
     term.type('What does it say?"""')
-    deadline = time.monotonic() + 60
-    while term.screen().count(ANSWER) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    term.wait_for_count(ANSWER, 2)
     term.type("/save t.md")
     term.wait_for("saved to t.md")
     term.key("C-d")

@@ -67,6 +67,15 @@ class Tmux:
                 raise AssertionError(f"{'still' if gone else 'never'} saw {text!r} on the screen:\n{screen}")
             time.sleep(0.1)
 
+    def wait_for_count(self, text: str, count: int, timeout: float = 60) -> str:
+        """Poll the screen until `text` shows `count` times (the second answer of a chat, ...)."""
+        deadline = time.monotonic() + timeout
+        while (screen := self.screen()).count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never saw {text!r} {count} times on the screen:\n{screen}")
+            time.sleep(0.1)
+        return screen
+
     def exit_code(self, timeout: float = 90) -> int:
         """Run `echo rc=$?` and read the number back (the last command's exit status)."""
         pattern = re.compile(r"^rc=(\d+)\s*$", re.MULTILINE)

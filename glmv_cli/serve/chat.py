@@ -58,20 +58,16 @@ class Service:
 
     def jobs(self, messages: list[Message], request: p.ChatRequest) -> list[Job]:
         """The request's `n` choices, each its own job (with a seed, choice i samples with seed + i);
-        all are queued or none (a full queue: QueueFull, the ones queued cancelled)."""
-        gen, jobs = request.generation(), []
-        try:
-            for i in range(request.n):
-                seeded = gen if gen.seed is None or not i else dataclasses.replace(gen, seed=gen.seed + i)
-                jobs.append(self.job(messages, request, seeded))
-        except BaseException:
-            for job in jobs:
-                job.cancel()
-            raise
-        return jobs
+        all are queued or none (QueueFull)."""
+        gen = request.generation()
+        seeds = [gen if gen.seed is None or not i else dataclasses.replace(gen, seed=gen.seed + i)
+                 for i in range(request.n)]
+        return self.worker.submit(*(self._job(messages, request, seeded) for seeded in seeds))
 
-    def job(self, messages: list[Message], request: p.ChatRequest, gen=None) -> Job:
-        gen = gen or request.generation()
+    def job(self, messages: list[Message], request: p.ChatRequest) -> Job:
+        return self.worker.submit(self._job(messages, request, request.generation()))[0]
+
+    def _job(self, messages: list[Message], request: p.ChatRequest, gen) -> Job:
         if self.max_context:
             gen = dataclasses.replace(gen, max_context=self.max_context)
 
@@ -83,7 +79,7 @@ class Service:
             yield from conversation.ask(question, items, load=self.load, generation=gen, role=last.role,
                                         call_id=last.tool_call_id)
 
-        return self.worker.submit(Job(events, asyncio.get_running_loop()))
+        return Job(events, asyncio.get_running_loop())
 
 
 class ClientGone(Exception):

@@ -44,6 +44,10 @@ def describe(e: BaseException) -> tuple[int, str, str, str | None]:
     """(status, message, error type, code) for any exception."""
     if isinstance(e, ApiError):
         return e.status, e.message, e.kind, e.code
+    if isinstance(e, QueueFull) and e.at_most is not None:
+        return 400, (f"this request asks for more answers at once than the server runs and queues together "
+                     f"({e.at_most}: its --parallel plus --max-queue); ask for n <= {e.at_most}"), \
+            "invalid_request_error", None
     if isinstance(e, QueueFull):
         return 503, f"the server is busy (its queue is full); retry in {RETRY_AFTER_S} s", "server_error", \
             "queue_full"

@@ -100,6 +100,39 @@ def test_a_full_queue_answers_503_with_retry_after(server, client):
     wait_idle(server)
 
 
+def test_a_client_that_leaves_the_queue_gives_its_place_back_at_once(server, client):
+    """Not once the running request ends: a third client finds the place free while it runs."""
+    running = say(client, LONG, stream=True)
+    next(iter(running))
+    with pytest.raises(openai.APITimeoutError):
+        say(client.with_options(timeout=1), 5)  # waits, gives up
+    deadline = time.monotonic() + 10
+    while server.health()["waiting"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.health()["waiting"] == 0 and server.health()["busy"]
+    third: list = []
+    t = threading.Thread(target=lambda: third.append(say(client, 5)))
+    t.start()  # (queued, not a 503)
+    deadline = time.monotonic() + 10
+    while server.health()["waiting"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running.close()
+    t.join(60)
+    assert third[0].choices[0].message.content == "la"
+    wait_idle(server)
+
+
+def test_n_answers_fit_what_runs_and_waits_together_and_more_is_a_400(server, client):
+    """--parallel 1 and --max-queue 1: an idle server gives two answers at once; three never fit."""
+    two = client.chat.completions.create(model=client.models.list().data[0].id, n=2, temperature=0, max_tokens=5,
+                                         messages=[{"role": "user", "content": "Sing"}])
+    assert [c.message.content for c in two.choices] == ["la", "la"]
+    with pytest.raises(openai.BadRequestError, match="ask for n <= 2"):
+        client.chat.completions.create(model=client.models.list().data[0].id, n=3, max_tokens=5,
+                                       messages=[{"role": "user", "content": "Sing"}])
+    wait_idle(server)
+
+
 def test_a_body_over_the_cap_is_a_413_before_it_is_read(server):
     """Only the headers are sent: the server answers 413 from Content-Length alone."""
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"

@@ -16,6 +16,7 @@ import typer
 
 from glmv_cli import options as o
 from glmv_cli.errors import GlmvError
+from glmv_cli.text import well_formed
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
                   rich_markup_mode="markdown", context_settings={"help_option_names": ["-h", "--help"]},
@@ -139,7 +140,7 @@ def pdf(
     c.check_file_kind(file, ("pdf", "slides"), "PDF")
     items, _ = c.split_args([file], read_stdin=False)
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
-    c.run_ask(items, question or c.DEFAULT_QUESTIONS["pdf"], choice,
+    c.run_ask(items, well_formed(question) if question else c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                                    think_budget, max_context, c.answer_format(schema, choices, regex, grammar),
@@ -178,7 +179,7 @@ def video(
     c.check_file_kind(file, ("video",), "video", also=("image/gif",))
     items = c.gifs_as_videos(c.split_args([file], read_stdin=False)[0])
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
-    c.run_ask(items, question or c.DEFAULT_QUESTIONS["video"], choice,
+    c.run_ask(items, well_formed(question) if question else c.DEFAULT_QUESTIONS["video"], choice,
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,
                              video_backend=video_backend),
               c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,

@@ -17,6 +17,7 @@ from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.session import Conversation, Done, GenerationOptions, Session, save_transcript
 from glmv_cli.errors import ContextFull, GlmvError, InputError, ModelError
+from glmv_cli.text import well_formed
 
 # Suffixes that make a non-existing argument "a missing file" rather than words of the question.
 FILE_SUFFIXES = {
@@ -77,7 +78,7 @@ def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True) -> t
         elif looks_like_path(arg):
             raise InputError(f"{arg}: no such file; check the path (quote questions that contain a path)")
         else:
-            words.append(arg)
+            words.append(well_formed(arg))  # (a byte the locale cannot decode: U+FFFD, not a crash)
     if items.count(att.STDIN) > 1:
         raise InputError("'-' (stdin) can be attached only once")
     if att.STDIN in items:
@@ -473,7 +474,7 @@ def output_options(json=False, jsonl=False, hide_reasoning=False, extract=False,
     if json and jsonl:
         raise InputError("choose one of --json and --jsonl")
     return OutputOptions(json=json, jsonl=jsonl, hide_reasoning=hide_reasoning, extract=extract,
-                         draw_boxes=draw_boxes, verbose=verbose, system=system)
+                         draw_boxes=draw_boxes, verbose=verbose, system=system and well_formed(system))
 
 
 def store_quantized(model: str, out: Path, quantize: str) -> None:

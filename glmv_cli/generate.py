@@ -200,7 +200,7 @@ class Generation:
         ids = self.inputs["input_ids"].to(device)
         generator = None
         if s.seed is not None:
-            generator = torch.Generator(device=device).manual_seed(s.seed)
+            generator = torch.Generator(device=device).manual_seed(s.seed % 2**64)  # (any integer: torch's range)
         seen = torch.zeros(1, model.cfg.text.vocab_size, dtype=torch.bool, device=device)
         seen[0, ids[0]] = True
         counts = torch.zeros(1, model.cfg.text.vocab_size, device=device) if s.counts_tokens else None

@@ -26,6 +26,7 @@ from typing import TextIO
 
 from glmv_cli.app.events import Done, Note, Progress, Result
 from glmv_cli.stream import Answer, Thinking
+from glmv_cli.text import well_formed
 
 # Control characters a model may emit (random or adversarial output): on a terminal they would move
 # the cursor or change colours, so they are shown as U+FFFD there; pipes get the text unchanged.
@@ -350,13 +351,14 @@ class ChatScreen:
         return "\n".join(lines).strip("\n")
 
     def _line(self, prompt: str) -> str:
+        """(A byte the locale cannot decode, which Python reads as a lone surrogate, is U+FFFD.)"""
         if not self.interactive:
             line = self.stdin.readline()
             if not line:
                 raise EOFError
-            return line.rstrip("\n")
+            return well_formed(line.rstrip("\n"))
         self.term.clear_status()
-        return input(prompt)
+        return well_formed(input(prompt))
 
     @property
     def prompt(self) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as _HFTokenizer
 
 from glmv_cli.errors import ModelError
+from glmv_cli.text import well_formed
 
 TOKENIZER_FILE = "tokenizer.json"
 _REPLACEMENT = "\ufffd"  # what a decoder writes for bytes that are not (yet) valid UTF-8
@@ -48,7 +49,7 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special tokens in it become their ids; no BOS/EOS is added."""
-        return self._tok.encode(text, add_special_tokens=False).ids
+        return self._tok.encode(well_formed(text), add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text of `ids` (special tokens written out unless skip_special_tokens)."""
@@ -140,3 +141,4 @@ def _byte_values() -> dict[str, int]:
     table = {chr(b): b for b in kept}
     table.update({chr(256 + k): b for k, b in enumerate(shifted)})
     return table
+

@@ -8,6 +8,7 @@ slow) is one InputError naming the URL.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import socket
@@ -56,7 +57,10 @@ def fetch(url: str, *, max_bytes: int | None = None, timeout: float | None = Non
     env_max, env_timeout = limits()
     max_bytes = env_max if max_bytes is None else max_bytes
     timeout = env_timeout if timeout is None else timeout
-    request = urllib.request.Request(url, headers={"User-Agent": f"glmv/{__version__}"})
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": f"glmv/{__version__}"})
+    except ValueError as e:  # ("http://[::1/x.png": Invalid IPv6 URL)
+        raise InputError(f"{url} is not a valid URL ({e}); check the address") from None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             content_type = response.headers.get_content_type() if response.headers.get("Content-Type") else ""
@@ -74,7 +78,7 @@ def fetch(url: str, *, max_bytes: int | None = None, timeout: float | None = Non
                          f"or download it and attach the file") from None
     except (TimeoutError, socket.timeout):
         raise _timeout(url, timeout) from None
-    except (ValueError, OSError) as e:  # malformed URL, connection reset mid-body
+    except (ValueError, OSError, http.client.HTTPException) as e:  # a malformed URL, a reset or a bad answer
         raise InputError(f"{url} could not be fetched ({e}); check the address") from None
     name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(final).path)).name
     log.info("fetched %s: %d bytes, %s", final, len(data), content_type or "no content type")

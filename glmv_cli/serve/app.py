@@ -30,6 +30,7 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
                max_body_bytes: int = DEFAULT_MAX_BODY, request_log: bool = True) -> FastAPI:
     app = FastAPI(title="glmv", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     errors.install(app)
+    app.add_middleware(errors.Unexpected)  # (the innermost: whatever else is added sees its 500)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -67,6 +67,32 @@ def response(e: BaseException) -> JSONResponse:
     return JSONResponse(error_body(message, kind, code), status_code=status, headers=headers)
 
 
+class Unexpected:
+    """ASGI middleware: an exception no handler knows is a 500 in OpenAI's shape, logged with its
+    traceback, and the client's connection stays open for its next request (Starlette's own
+    catch-all answers and then re-raises, after which the server closes the connection)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as e:
+            if started:  # (the status line is sent: nothing left to answer with)
+                raise
+            await response(e)(scope, receive, send)
+
+
 def install(app) -> None:
     """Every error the app can meet answers in OpenAI's shape."""
 
@@ -79,14 +105,10 @@ def install(app) -> None:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
 
-    # Known errors are handled inside the app (the connection stays usable); the catch-all runs in
-    # Starlette's outermost middleware, which answers and then re-raises for the server's log.
+    # Known errors are handled inside the app; any other is answered by Unexpected (app.py adds it
+    # inside the request log, so the log has the 500's line too). The connection stays usable.
     for known in (GlmvError, ApiError, QueueFull):
         app.add_exception_handler(known, _known)
-
-    @app.exception_handler(Exception)
-    async def _any(request: Request, exc: Exception):
-        return response(exc)
 
 
 async def _known(request: Request, exc: Exception):

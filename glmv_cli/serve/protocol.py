@@ -18,12 +18,13 @@ from __future__ import annotations
 import time
 import uuid
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from glmv_cli.app.answer_format import AnswerFormat
 from glmv_cli.app.events import GenerationOptions, Result
 from glmv_cli.app.tools import ToolCall, ToolUse
 from glmv_cli.errors import InputError
+from glmv_cli.text import well_formed
 
 GUIDED = {"json": AnswerFormat.json_schema, "choice": AnswerFormat.choice, "regex": AnswerFormat.regex,
           "grammar": AnswerFormat.grammar}
@@ -50,7 +51,7 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=MAX_CHOICES)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=-1)  # (-1: off, as vLLM takes it)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -68,6 +69,11 @@ class ChatRequest(BaseModel):
     chat_template_kwargs: dict | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, body):
+        return well_formed_json(body)
 
     @field_validator("stop")
     @classmethod
@@ -137,6 +143,18 @@ def _response_format(rf: dict) -> AnswerFormat:
     if schema is None:
         raise InputError("response_format json_schema needs json_schema.schema (the JSON schema)")
     return AnswerFormat.json_schema(schema)
+
+
+def well_formed_json(value):
+    """A request body with every string well-formed (text.py): JSON may escape half of a surrogate
+    pair (a JavaScript client that cut an emoji), which Python keeps as a lone surrogate."""
+    if isinstance(value, str):
+        return well_formed(value)
+    if isinstance(value, list):
+        return [well_formed_json(v) for v in value]
+    if isinstance(value, dict):
+        return {well_formed_json(k): well_formed_json(v) for k, v in value.items()}
+    return value
 
 
 def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None,

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from glmv_cli.app.events import Done
 from glmv_cli.app.tools import ToolCalled
@@ -59,9 +59,14 @@ class ResponsesRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     # extras, as the chat route takes them
     seed: int | None = None
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=-1)  # (-1: off, as vLLM takes it)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     think_budget: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, body):
+        return p.well_formed_json(body)
 
     def input_items(self) -> list:
         """`input` as a list of items (a string is one user message)."""
@@ -74,6 +79,8 @@ class ResponsesRequest(BaseModel):
         `history`: the items of the conversation `previous_response_id` names (stored.py)."""
         messages = [{"role": "system", "content": self.instructions}] if self.instructions else []
         messages += input_messages([*history, *self.input_items()])
+        if not messages:
+            raise InputError("input holds no message; send the question as a string or as a user message")
         effort = (self.reasoning or {}).get("effort")
         return p.ChatRequest(
             model=self.model, messages=messages, temperature=self.temperature, top_p=self.top_p,

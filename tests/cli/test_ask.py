@@ -48,6 +48,19 @@ def test_stdout_is_the_answer_and_stderr_the_reasoning(scripted, media):
     assert "\x1b" not in run.out + run.err  # not a terminal: no escape codes
 
 
+def test_bytes_the_locale_cannot_decode_are_replaced_not_a_crash(scripted, media):
+    """A Latin-1 question or system prompt on a UTF-8 command line, or a Latin-1 line piped into a
+    chat, reaches Python as lone surrogates; they become U+FFFD (the answer is given and kept for
+    -c), not a crash writing the history."""
+    import os
+
+    run = run_glmv("ask", media["png"], os.fsdecode(b"caf\xe9: where is the blue square?"), "-s",
+                   os.fsdecode(b"r\xe9ponds"), "--model", scripted)
+    assert (run.code, run.out) == (0, ANSWER + "\n"), run.err
+    chat = run_glmv("chat", "--model", scripted, "-R", input=b"caf\xe9?\n")
+    assert (chat.code, chat.out) == (0, ANSWER + "\n"), chat.err
+
+
 def test_hide_reasoning(scripted, media):
     run = run_glmv("ask", media["png"], "where?", "--model", scripted, "-R")
     assert (run.code, run.out, run.err) == (0, ANSWER + "\n", "")

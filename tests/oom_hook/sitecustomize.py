@@ -4,6 +4,9 @@ GLMV_TEST_OOM_ABOVE=N: the model's prefill of a prompt longer than N tokens fail
 allocator fails (the exception and message torch raises), so a CPU-only machine can check how glmv
 reports running out of memory and that it keeps working after (the question that fits is answered).
 
+GLMV_TEST_FAIL_ABOVE=N: the prefill of a prompt longer than N tokens raises a RuntimeError, as a
+bug would: an error no handler expects (glmv serve answers a 500 and keeps the connection).
+
 GLMV_TEST_STEP_DELAY_MS=D: each decode step (one row or several) takes D ms more, as a real model's
 does, so that questions asked together are decoding at the same time however fast the machine
 prepares their attachments (the tiny test checkpoints decode a token in about a millisecond).
@@ -33,6 +36,19 @@ if os.environ.get("GLMV_TEST_OOM_ABOVE"):
         return _prefill(self, *args, **kwargs)
 
     Glm4v.prefill = _failing_prefill
+
+if os.environ.get("GLMV_TEST_FAIL_ABOVE"):
+    from glmv_cli.model.glm4v import Glm4v
+
+    _fail_limit, _unfailing_prefill = int(os.environ["GLMV_TEST_FAIL_ABOVE"]), Glm4v.prefill
+
+    def _buggy_prefill(self, *args, **kwargs):
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        if ids.shape[-1] > _fail_limit:
+            raise RuntimeError("a bug the test hook put in")
+        return _unfailing_prefill(self, *args, **kwargs)
+
+    Glm4v.prefill = _buggy_prefill
 
 if os.environ.get("GLMV_TEST_STEP_DELAY_MS"):  # decode steps as slow as a real model's (batching tests)
     import time

@@ -109,6 +109,8 @@ BAD = {
     "an image by file id": ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f1"}]}]},
                             "file_id is not supported"),
     "no input": ({"input": None}, "input"),
+    "an empty input": ({"input": []}, "input holds no message"),
+    "only past reasoning": ({"input": [{"type": "reasoning", "summary": []}]}, "input holds no message"),
     "a format that is not an object": ({"text": {"format": "json"}}, "text.format must be an object"),
 }
 

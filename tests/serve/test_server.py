@@ -184,6 +184,8 @@ BAD = {
                              "guided_choice": ["a"]}, 400, "each set the answer's format"),
     "a prediction without content": ({"messages": user(QUESTION), "prediction": {"type": "content"}}, 400,
                                      "prediction must be"),
+    "a malformed http URL": ({"messages": user({"type": "image_url", "image_url": {"url": "http://[::1/a.png"}})},
+                             400, "not a valid URL"),
 }
 
 
@@ -195,6 +197,46 @@ def test_bad_requests_get_a_4xx_naming_the_problem(server, case):
     assert words.lower() in answer["error"]["message"].lower()
     assert "Traceback" not in answer["error"]["message"]
     assert server.health()["status"] == "ok"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_odd_values_clients_send_are_answered(ask, server, stream):
+    """A seed past 64 bits, vLLM's top_k -1 (off), and half of an emoji a JavaScript client cut (a
+    lone surrogate: valid JSON, which the openai package itself cannot send)."""
+    for extra in ({"seed": 2**64 + 5}, {"seed": -(2**70)}, {"top_k": -1}):
+        answer = ask(user(QUESTION), stream=stream, extra_body=extra)
+        content = "".join(c.choices[0].delta.content or "" for c in answer if c.choices) if stream else \
+            answer.choices[0].message.content
+        assert content == ANSWER, extra
+    code, body, _ = server.request("POST", "/v1/chat/completions", {"messages": user({
+        "type": "text", "text": "hi \ud83d there"}), "stream": stream})
+    assert code == 200
+    if stream:
+        events = [json.loads(line[6:]) for line in body["text"].splitlines() if line.startswith("data: {")]
+        assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices")) == ANSWER
+    else:
+        assert body["choices"][0]["message"]["content"] == ANSWER
+
+
+def test_an_unexpected_error_is_a_500_and_the_connection_stays_open(scripted, tmp_path):
+    """A bug (the test hook's RuntimeError past 30 prompt tokens) is a 500 naming it, and the same
+    keep-alive connection answers the next request."""
+    import http.client
+
+    from tests.cli.conftest import hooked_env
+
+    with glmv_server(scripted, log_dir=tmp_path, env=hooked_env(GLMV_TEST_FAIL_ABOVE="30")) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        answers = []
+        for text in ("Describe it " * 20, "Hi"):
+            body = json.dumps({"messages": user({"type": "text", "text": text})})
+            connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            got = connection.getresponse()
+            answers.append((got.status, json.loads(got.read())))
+        (code, failed), (ok, answered) = answers
+        assert code == 500 and "a bug the test hook put in" in failed["error"]["message"]
+        assert ok == 200 and answered["choices"][0]["message"]["content"] == ANSWER
+        assert "Traceback" in server.log.read_text()  # (for whoever runs the server)
 
 
 @pytest.mark.parametrize("stream", [False, True])

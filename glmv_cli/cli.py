@@ -71,6 +71,7 @@ def ask(
     json: o.Json = False, jsonl: o.Jsonl = False, hide_reasoning: o.HideReasoning = False,
     extract: o.Extract = False, draw_boxes: o.DrawBoxes = None, each: o.Each = False,
     parallel: o.EachParallel = 1, resume: o.Continue = False, verbose: o.Verbose = False,
+    no_stdin: o.NoStdin = False,
     max_pixels: o.MaxPixels = None, min_pixels: o.MinPixels = None,
     pages: o.Pages = None, dpi: o.Dpi = None, with_text: o.WithText = False, password: o.Password = None,
     fps: o.Fps = 2.0, max_frames: o.MaxFrames = None, start: o.Start = None, end: o.End = None,
@@ -85,7 +86,7 @@ def ask(
     from glmv_cli import commands as c
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
-    items, question = c.split_args(args or [])
+    items, question = c.split_args(args or [], read_stdin=not no_stdin, context_in_question=each)
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     run = functools.partial(c.run_ask, resume=resume)
     if parallel > 1 and not each:

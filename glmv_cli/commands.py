@@ -61,13 +61,16 @@ def looks_like_path(arg: str) -> bool:
     return not any(c.isspace() for c in arg) and ("/" in arg or Path(arg).suffix.lower() in FILE_SUFFIXES)
 
 
-def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True) -> tuple[list, str | None]:
+def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True,
+               context_in_question: bool = False) -> tuple[list, str | None]:
     """(attachments, question) from `glmv ask` arguments.
 
     Every "-", http(s) URL and existing path is an attachment; the other arguments are the
     question (joined with spaces, so unquoted words work). "-" reads stdin's bytes as a file;
-    without "-", text piped into stdin becomes context before the question (or the question
-    itself when none is given) and a piped image / PDF / video becomes an attachment.
+    without "-" (and unless `read_stdin` is off: --no-stdin), text piped into stdin becomes context
+    before the question (or the question itself when none is given) and a piped image / PDF / video
+    becomes an attachment. `context_in_question` (--each): piped text goes into the question, so
+    that it is context for every attachment, not one more attachment to answer about.
     """
     stdin = stdin if stdin is not None else sys.stdin
     items: list = []
@@ -89,17 +92,46 @@ def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True) -> t
             piped = att.from_bytes(data)
             if piped.kind != "text":
                 items.append(piped)
-            elif words:
-                items.append(att.from_text(piped.read_text()))
-            else:
+            elif not words:
                 words = [piped.read_text().strip()]
+            elif context_in_question:
+                words = [piped.read_text().rstrip() + "\n\n" + " ".join(words)]
+            else:
+                text = piped.read_text()
+                if items:  # (a file, a question and text on stdin: as in a `while read` loop, which it empties)
+                    lines = max(1, text.count("\n"))
+                    render.note(f"the text on stdin ({lines:,} line{'s' if lines > 1 else ''}) goes before the "
+                                f"question; --no-stdin leaves stdin unread")
+                items.append(att.from_text(text))
     return items, " ".join(words) if words else None
+
+
+SILENT_STDIN_S = 2.0  # a pipe that sends nothing for this long gets a line saying why glmv waits
 
 
 def _read(stdin) -> bytes:
     stream = getattr(stdin, "buffer", stdin)
+    if not _sends_within(stream, SILENT_STDIN_S):
+        render.note("waiting for stdin, which is open but has sent nothing (text piped in goes before the "
+                    "question); end it with Ctrl-D, or give --no-stdin")
     data = stream.read()
     return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _sends_within(stream, seconds: float) -> bool:
+    """Whether a pipe or socket on stdin has something to read (or its end) within `seconds`; True
+    for files, terminals and anything select() cannot watch (Windows)."""
+    import os
+    import select
+    import stat
+
+    try:
+        fd = stream.fileno()
+        if not (stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISSOCK(os.fstat(fd).st_mode)):
+            return True
+        return bool(select.select([fd], [], [], seconds)[0])
+    except (OSError, ValueError, AttributeError, TypeError):  # (io.UnsupportedOperation is an OSError)
+        return True
 
 
 def _isatty(stream) -> bool:

@@ -101,6 +101,10 @@ Each = Annotated[bool, typer.Option(
     "--each", rich_help_panel=OUT,
     help="Ask the question about each attachment on its own, the model loaded once: a ==> FILE <== line "
          "before each answer (with --json: one object per line, with its source).")]
+NoStdin = Annotated[bool, typer.Option(
+    "--no-stdin", "-n", rich_help_panel=OUT,
+    help="Leave stdin unread (as ssh -n does): for glmv inside a `while read` loop, or run by a program "
+         "that leaves stdin open.")]
 Continue = Annotated[bool, typer.Option(
     "--continue", "-c", rich_help_panel=OUT,
     help="Continue the last conversation (of glmv ask, pdf, video or chat): its questions, answers and "

@@ -171,6 +171,13 @@ class LogHandler(logging.Handler):
         term.line("", message)
 
 
+def note(message: str, term: Terminal | None = None) -> None:
+    """A line that tells the user something they may not expect (not a failure)."""
+    term = term or _current()
+    term.clear_status()
+    term.line("note: ", message, style="yellow")
+
+
 def error(message: str, term: Terminal | None = None) -> None:
     """The one line every failure prints."""
     term = term or _current()

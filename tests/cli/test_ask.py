@@ -61,6 +61,43 @@ def test_bytes_the_locale_cannot_decode_are_replaced_not_a_crash(scripted, media
     assert (chat.code, chat.out) == (0, ANSWER + "\n"), chat.err
 
 
+def test_a_stdin_left_open_gets_a_line_saying_why_glmv_waits(scripted, media):
+    """As Node's spawn or Popen(stdin=PIPE) leave it: after 2 s of nothing, a note; once it ends,
+    the answer. With --no-stdin, nothing is waited for."""
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "glmv_cli", "ask", str(media["png"]), "Where?", "--model", str(scripted), "-R"]
+    waiting = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=glmv_env())
+    try:
+        time.sleep(6)
+        assert waiting.poll() is None  # (still waiting for stdin's end)
+        out, err = waiting.communicate(timeout=60)  # (closes stdin)
+    finally:
+        waiting.kill()
+    assert b"waiting for stdin, which is open but has sent nothing" in err and b"--no-stdin" in err
+    assert out.decode() == ANSWER + "\n"
+    unread = subprocess.Popen([*args, "--no-stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=glmv_env())
+    try:
+        out, err = unread.stdout.read(), unread.stderr.read()  # (stdin left open: glmv answers and exits)
+        assert unread.wait(60) == 0
+    finally:
+        unread.kill()
+    assert out.decode() == ANSWER + "\n" and b"waiting for stdin" not in err
+
+
+def test_each_takes_piped_text_as_context_for_every_file(scripted, media):
+    run = run_glmv("ask", media["png"], media["jpg"], "Where?", "--model", scripted, "--each", "--json",
+                   input="Some context.\n")
+    answers = [json.loads(line) for line in run.out.splitlines()]
+    assert run.code == 0 and [a["source"] for a in answers] == [str(media["png"]), str(media["jpg"])]
+    alone = json.loads(run_glmv("ask", media["png"], "Where?", "--model", scripted, "--json").out)
+    assert answers[0]["usage"]["prompt_tokens"] > alone["usage"]["prompt_tokens"]  # (the context is in it)
+
+
 def test_hide_reasoning(scripted, media):
     run = run_glmv("ask", media["png"], "where?", "--model", scripted, "-R")
     assert (run.code, run.out, run.err) == (0, ANSWER + "\n", "")

@@ -99,6 +99,19 @@ def test_stdin_kinds(media):
         split_args(["-", "q"], FakeStdin(b""))
 
 
+def test_stdin_unread_with_no_stdin_and_context_in_the_question_for_each(media, capsys):
+    piped = FakeStdin(b"the rest of a list\n")
+    assert split_args([str(media["png"]), "q"], piped, read_stdin=False) == ([str(media["png"])], "q")
+    assert piped.tell() == 0  # (--no-stdin: a `while read` loop keeps its lines)
+    items, q = split_args([str(media["png"]), str(media["jpg"]), "q"], FakeStdin(b"notes\n"),
+                          context_in_question=True)
+    assert items == [str(media["png"]), str(media["jpg"])] and q == "notes\n\nq"
+    assert "note:" not in capsys.readouterr().err
+    items, q = split_args([str(media["png"]), "q"], FakeStdin(b"a.png\nb.png\n"))
+    assert q == "q" and items[1].read_text() == "a.png\nb.png\n"
+    assert "the text on stdin (2 lines) goes before the question; --no-stdin" in capsys.readouterr().err
+
+
 def test_default_questions(media):
     assert default_question([str(media["png"])]) == "Describe this image."
     assert default_question([str(media["png"]), str(media["jpg"])]) == "Describe these images."

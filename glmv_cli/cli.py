@@ -87,6 +87,8 @@ def ask(
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, draw_boxes, verbose, system)
     items, question = c.split_args(args or [], read_stdin=not no_stdin, context_in_question=each)
+    if not each:  # (with --each, run_each refuses --draw-boxes)
+        c.check_draw_boxes(items, draw_boxes)
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     run = functools.partial(c.run_ask, resume=resume)
     if parallel > 1 and not each:

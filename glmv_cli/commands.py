@@ -161,6 +161,27 @@ def default_question(items: list) -> str:
     return DEFAULT_QUESTIONS["mixed"]
 
 
+def check_draw_boxes(items: list, path: Path | None) -> None:
+    """--draw-boxes OUT: a file Pillow can write, in a folder that exists, and an image to draw on,
+    all said before the model loads (not after the answer, minutes later for a 9B model)."""
+    if path is None:
+        return
+    from PIL import Image
+
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise InputError(f"--draw-boxes {path}: not an image file name Pillow can write; end it in .png or .jpg")
+    if not path.expanduser().parent.is_dir():
+        raise InputError(f"--draw-boxes {path}: the folder {path.expanduser().parent} does not exist; create it "
+                         f"or name another")
+    for item in items:
+        if isinstance(item, att.Attachment):
+            if item.kind == "image":
+                return
+        elif att.is_url(item) or att.kind_of(att.peek(item), item) == "image":
+            return
+    raise InputError("--draw-boxes draws on the (first) image attached to the question; attach one")
+
+
 def check_file_kind(path: str, kinds: tuple[str, ...], what: str, also: tuple[str, ...] = ()) -> None:
     """`glmv pdf` takes a PDF (or slides), `glmv video` a video (or an animated GIF, `also`): say so
     before loading anything."""
@@ -470,6 +491,9 @@ def answer_format(schema: str | None = None, choice: list[str] | None = None,
                                   ("--grammar", grammar)) if v]
     if len(given) > 1:
         raise InputError(f"{' and '.join(given)} each set the answer's format; give one of them")
+    for name, value in (("--schema", schema), ("--regex", regex), ("--grammar", grammar)):
+        if value is not None and not value.strip():
+            raise InputError(f"{name} is empty (an unset shell variable?); give one, or leave {name} out")
     if choice:
         return AnswerFormat.choice(choice)
     if regex:
@@ -505,6 +529,9 @@ def output_options(json=False, jsonl=False, hide_reasoning=False, extract=False,
                    system=None) -> OutputOptions:
     if json and jsonl:
         raise InputError("choose one of --json and --jsonl")
+    if extract and (json or jsonl):
+        raise InputError("--extract prints the answer's code block as plain text; with --json or --jsonl take "
+                         "it from the answer field instead")
     return OutputOptions(json=json, jsonl=jsonl, hide_reasoning=hide_reasoning, extract=extract,
                          draw_boxes=draw_boxes, verbose=verbose, system=system and well_formed(system))
 

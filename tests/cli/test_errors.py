@@ -52,6 +52,13 @@ def bad_files(tmp_path_factory, media):
     (["ask"], ["nothing to ask"]),
     (["ask", "q", "--device", "cuda"], ["no CUDA device"]),
     (["ask", "q", "--json", "--jsonl"], ["choose one of --json and --jsonl"]),
+    (["ask", "q", "--json", "-x"], ["--extract prints the answer's code block as plain text"]),
+    (["ask", "q", "--schema", ""], ["--schema is empty (an unset shell variable?)"]),
+    (["ask", "q", "--regex", " "], ["--regex is empty"]),
+    (["ask", "q", "--grammar", ""], ["--grammar is empty"]),
+    (["ask", "{png}", "q", "--draw-boxes", "{bad}/boxes.txt"], ["not an image file name Pillow can write"]),
+    (["ask", "{png}", "q", "--draw-boxes", "{bad}/no/boxes.png"], ["the folder", "does not exist"]),
+    (["ask", "{pdf}", "q", "--draw-boxes", "{bad}/boxes.png"], ["draws on the (first) image attached"]),
 ])
 def test_bad_input_exits_2(scripted, media, bad_files, args, fragments):
     subs = {"bad": bad_files, "pdf": media["pdf"], "png": media["png"], "mp4": media["mp4"]}
@@ -101,11 +108,14 @@ def test_other_failures_exit_1_with_one_line(monkeypatch, capsys):
     assert err == "glmv: error: RuntimeError: disk on fire (run with --debug for the traceback)\n"
 
 
-def test_bad_input_fails_before_loading_weights(scripted, media):
-    """--jsonl shows progress events: a bad page range never gets to 'loading weights'."""
+def test_bad_input_fails_before_loading_weights(scripted, media, tmp_path):
+    """--jsonl shows progress events: a bad page range, or a --draw-boxes that could not be
+    written, never gets to 'loading weights'."""
     run = run_glmv("pdf", media["pdf"], "--pages", "5", "--model", scripted, "--jsonl")
     assert run.code == 2
     assert "loading weights" not in run.out + run.err
+    run = run_glmv("ask", media["png"], "q", "--draw-boxes", tmp_path / "b.txt", "--model", scripted, "--jsonl")
+    assert run.code == 2 and run.out == ""
     good = run_glmv("pdf", media["pdf"], "--pages", "1", "--model", scripted, "--jsonl", "--dpi", "72")
     assert good.code == 0
     messages = [json.loads(line).get("message", "") for line in good.out.splitlines()]

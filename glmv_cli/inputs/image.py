@@ -135,10 +135,13 @@ def _upright(image: Image.Image, label: str) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB exactly as transformers' `convert_to_rgb`: anything with alpha (an A band, or a palette
-    or colour-key `transparency`) is composited onto opaque white; everything else goes through
-    Pillow's own convert("RGB") (16-bit and float modes are clipped to 0..255 there, as in the
-    reference)."""
+    """RGB as transformers' `convert_to_rgb`: anything with alpha (an A band, or a palette or
+    colour-key `transparency`) is composited onto opaque white; everything else goes through
+    Pillow's own convert("RGB"). Except 16-bit, 32-bit and float grayscale (a 16-bit PNG, a
+    scientific TIFF, a depth map), which Pillow and so the reference clip to 0..255, so that any
+    pixel over 255 is white and the model sees a blank page: they are scaled to 8 bits first."""
+    if image.mode in _DEEP_GRAY:
+        image = _eight_bit(image)
     if image.mode == "RGB" and image.info.get("transparency") is None:
         return image
     if "A" in image.getbands() or image.info.get("transparency") is not None:
@@ -146,6 +149,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+_DEEP_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Grayscale of more than 8 bits -> "L": 16-bit modes by their full range (65535 -> 255); 32-bit
+    and float ones by the range their values use (0..1, 0..255, 0..65535, else their maximum),
+    negative values clipped to black."""
+    values = np.asarray(image, dtype=np.float64)
+    peak = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        top = next((t for t in (1.0, 255.0, 65535.0) if peak <= t), peak)
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
 
 
 def preprocess_image(image: Image.Image, spec: PatchSpec, *, source: str = "") -> VisualInput:

@@ -72,13 +72,13 @@ def _modes():
     keyed.info["transparency"] = int(np.asarray(palette)[0, 0])
     rgb_key = rgb.copy()
     rgb_key.info["transparency"] = tuple(int(v) for v in np.asarray(rgb)[0, 0])
-    gray16 = np.random.default_rng(2).integers(0, 65536, (45, 61), dtype=np.uint16)
+    gray = np.random.default_rng(2).integers(0, 256, (45, 61), dtype=np.uint8)
     return {
         "RGB": rgb, "RGBA": rgba, "LA": rgba.convert("LA"), "L": rgb.convert("L"), "1": rgb.convert("1"),
         "P": palette, "P+transparency": keyed, "PA": rgba.convert("PA"), "RGB+colour key": rgb_key,
         "CMYK": rgb.convert("CMYK"), "YCbCr": rgb.convert("YCbCr"),
-        "I;16": Image.fromarray(gray16), "I": Image.fromarray(gray16.astype(np.int32) - 300),
-        "F": Image.fromarray(gray16.astype(np.float32) / 100),
+        "I within 0..255": Image.fromarray(gray.astype(np.int32)), "F within 0..255": Image.fromarray(
+            gray.astype(np.float32)),
     }
 
 
@@ -87,6 +87,21 @@ def test_modes_match_reference(reference, mode):
     image = _modes()[mode]
     assert_matches(reference, image)
     assert_matches(reference, image, SMALL)
+
+
+def test_deep_grayscale_is_scaled_to_8_bits_not_clipped_white():
+    """A 16-bit PNG (I;16), a 32-bit or float TIFF: the reference clips every value over 255 to white
+    (a blank page for the model); here each shows as the 8-bit image it holds."""
+    gray = np.random.default_rng(2).integers(0, 256, (45, 61), dtype=np.uint8)
+    want = preprocess_image(Image.fromarray(gray, "L"), SPEC).rows()
+    deep = {"I;16": Image.fromarray(gray.astype(np.uint16) * 257),
+            "I;16B": Image.frombytes("I;16B", (61, 45), (gray.astype(">u2") * 257).tobytes()),
+            "I (0..65535)": Image.fromarray(gray.astype(np.int32) * 257),
+            "F (0..1)": Image.fromarray(gray.astype(np.float32) / 255)}
+    for name, image in deep.items():
+        assert np.array_equal(preprocess_image(image, SPEC).rows(), want), name
+    clipped = Image.fromarray(gray.astype(np.uint16) * 257).convert("RGB")  # (what Pillow alone gives)
+    assert np.asarray(clipped).min() == 255 or np.asarray(clipped).mean() > 250
 
 
 def test_transparency_is_composited_on_white():

@@ -140,8 +140,8 @@ def pdf(
     from glmv_cli import commands as c
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
-    c.check_file_kind(file, ("pdf", "slides"), "PDF")
     items, _ = c.split_args([file], read_stdin=False)
+    c.check_file_kind(items[0] if items else file, ("pdf", "slides"), "PDF")
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     c.run_ask(items, well_formed(question) if question else c.DEFAULT_QUESTIONS["pdf"], choice,
               c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password),
@@ -179,8 +179,9 @@ def video(
     from glmv_cli import commands as c
 
     out = c.output_options(json, jsonl, hide_reasoning, extract, None, verbose, system)
-    c.check_file_kind(file, ("video",), "video", also=("image/gif",))
-    items = c.gifs_as_videos(c.split_args([file], read_stdin=False)[0])
+    items = c.split_args([file], read_stdin=False)[0]
+    c.check_file_kind(items[0] if items else file, ("video",), "video", also=("image/gif",))
+    items = c.gifs_as_videos(items)
     choice = c.ModelChoice(model, device, dtype, quantize, compile, backend, base_url, api_key, remote_model)
     c.run_ask(items, well_formed(question) if question else c.DEFAULT_QUESTIONS["video"], choice,
               c.load_options(max_pixels, min_pixels, fps=fps, max_frames=max_frames, start=start, end=end,

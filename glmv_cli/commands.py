@@ -77,9 +77,10 @@ def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True,
     words: list[str] = []
     for arg in args:
         if att.looks_like_attachment(arg):
-            items.append(arg)
+            items.append(att.from_stream(arg) if att.is_stream(arg) else arg)  # (a pipe: read once, now)
         elif looks_like_path(arg):
-            raise InputError(f"{arg}: no such file; check the path (quote questions that contain a path)")
+            hint = " (quote questions that contain a path)" if len(args) > 1 else ""
+            raise InputError(f"{arg}: no such file; check the path{hint}")
         else:
             words.append(well_formed(arg))  # (a byte the locale cannot decode: U+FFFD, not a crash)
     if items.count(att.STDIN) > 1:
@@ -182,12 +183,17 @@ def check_draw_boxes(items: list, path: Path | None) -> None:
     raise InputError("--draw-boxes draws on the (first) image attached to the question; attach one")
 
 
-def check_file_kind(path: str, kinds: tuple[str, ...], what: str, also: tuple[str, ...] = ()) -> None:
+def check_file_kind(item, kinds: tuple[str, ...], what: str, also: tuple[str, ...] = ()) -> None:
     """`glmv pdf` takes a PDF (or slides), `glmv video` a video (or an animated GIF, `also`): say so
-    before loading anything."""
-    if att.is_url(path) or path == att.STDIN:
+    before loading anything. `item`: a path, a URL, or an Attachment already read (stdin, a pipe)."""
+    if isinstance(item, att.Attachment):
+        if item.source == att.STDIN:
+            return
+        path, mime = item.label, item.mime
+    elif att.is_url(item) or item == att.STDIN:
         return
-    mime = att.peek(path)
+    else:
+        path, mime = item, att.peek(item)
     if mime not in also and att.kind_of(mime, path) not in kinds:
         raise InputError(f"{path} is {mime}, not a {what}; ask about it with `glmv ask {path} ...`")
 

@@ -202,6 +202,28 @@ def looks_like_attachment(arg: str) -> bool:
         return False
 
 
+def is_stream(path: str | Path) -> bool:
+    """Whether a path that exists is a pipe or device rather than a file (bash's `<(cmd)`,
+    /dev/stdin): it can be read once only, so it is read whole as it is attached (from_stream)."""
+    p = Path(path).expanduser()
+    try:
+        return p.exists() and not p.is_file() and not p.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def from_stream(path: str | Path) -> Attachment:
+    """A pipe or device given as a path, read whole now (peeking at it would consume its head)."""
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path} cannot be read ({e.strerror or e}); check it") from None
+    if not data:
+        raise InputError(f"{path} is empty: the pipe sent nothing")
+    return from_bytes(data, source=str(path), name=p.name)
+
+
 def peek(path: str | Path) -> str:
     """The MIME type of a file from its first bytes, without hashing it all (from_path does)."""
     p = Path(path).expanduser()

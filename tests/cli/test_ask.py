@@ -89,6 +89,24 @@ def test_a_stdin_left_open_gets_a_line_saying_why_glmv_waits(scripted, media):
     assert out.decode() == ANSWER + "\n" and b"waiting for stdin" not in err
 
 
+def test_a_pipe_given_as_a_path_is_read_once(scripted, media):
+    """bash's <(cmd) is a pipe: peeking at its type used to consume it ("is empty")."""
+    import shlex
+    import subprocess
+    import sys
+
+    glmv = f"{shlex.quote(sys.executable)} -m glmv_cli"
+    model = shlex.quote(str(scripted))
+    script = (f"{glmv} ask <(cat {shlex.quote(str(media['png']))}) Where? --model {model} -R --json; "
+              f"{glmv} pdf <(cat {shlex.quote(str(media['pdf']))}) Where? --model {model} -R --json --dpi 72; "
+              f"{glmv} pdf <(cat {shlex.quote(str(media['png']))}) --model {model}; echo rc=$?")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=glmv_env(), timeout=240)
+    image, pdf = (json.loads(line) for line in done.stdout.splitlines()[:2])
+    assert image["answer"] == pdf["answer"] == ANSWER, done.stderr
+    assert image["usage"]["image_tokens"] > 0 and pdf["usage"]["image_tokens"] > 0
+    assert done.stdout.splitlines()[2] == "rc=2" and "is image/png, not a PDF" in done.stderr
+
+
 def test_each_takes_piped_text_as_context_for_every_file(scripted, media):
     run = run_glmv("ask", media["png"], media["jpg"], "Where?", "--model", scripted, "--each", "--json",
                    input="Some context.\n")

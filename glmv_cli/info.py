@@ -7,14 +7,24 @@ import math
 import torch
 
 from glmv_cli import memory
-from glmv_cli.loading import emulated_note, pick_device, pick_dtype, resolve_checkpoint, stored_quantization
+from glmv_cli.loading import (
+    check_device,
+    emulated_note,
+    pick_device,
+    pick_dtype,
+    resolve_checkpoint,
+    stored_quantization,
+)
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
+from glmv_cli.tokenizer import Tokenizer
 
 
 def describe(name: str, *, device: str = "auto", dtype: str = "auto") -> str:
+    check_device(device)  # (the same one-line error as glmv ask's)
     folder = resolve_checkpoint(name)
     cfg = Glm4vConfig.from_folder(folder)
+    Tokenizer.from_folder(folder)  # (what ask would refuse, info does not call fine)
     with torch.device("meta"):  # the model's parameters (a stored checkpoint's files hold packed codes)
         shapes = {k: v.shape for k, v in Glm4v(cfg).state_dict().items()}
     params = sum(math.prod(shape) for shape in shapes.values())

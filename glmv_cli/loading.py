@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from glmv_cli import kernels, memory
-from glmv_cli.errors import ModelError
+from glmv_cli.errors import InputError, ModelError
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
 from glmv_cli.model.quant import Int8Embedding, Int8Linear, swap_quantized
@@ -112,6 +112,17 @@ def checkpoint_dtype(folder: Path) -> torch.dtype:
     raw = json.loads((folder / "config.json").read_text())
     name = raw.get("dtype") or raw.get("torch_dtype") or raw.get("text_config", {}).get("torch_dtype")
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(name, torch.bfloat16)
+
+
+def check_device(device: str) -> None:
+    """A clear InputError for a device this machine does not have."""
+    if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available to this torch "
+                         f"({torch.__version__}); use --device cpu or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from glmv_cli.errors import GlmvError, ModelError
+from glmv_cli.errors import InputError, ModelError
 from glmv_cli.loading import (
     INDEX_FILE,
     QUANTIZED,
@@ -41,6 +41,7 @@ from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
 from glmv_cli.model.quant_int4 import GROUPS
 from glmv_cli.safetensors_io import DTYPE_NAMES, TensorReader, write_safetensors
+from glmv_cli.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,12 @@ def save_quantized(src: Path, dst: Path, quantize: str, progress=None, shard_byt
     src, dst = Path(src), Path(dst)
     if stored_quantization(src):
         raise ModelError(f"{src} is already stored in {stored_quantization(src)}; quantize the original checkpoint")
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"{dst} is a file; name a new folder for the stored checkpoint")
     if dst.exists() and any(dst.iterdir()):
-        raise GlmvError(f"{dst} exists and is not empty; name a new folder")
+        raise InputError(f"{dst} exists and is not empty; name a new folder")
     config = Glm4vConfig.from_folder(src)
+    Tokenizer.from_folder(src)  # (a folder that could not answer is refused now, not once stored)
     dtype = checkpoint_dtype(src)
     where = index_tensors(weight_files(src))
     with torch.device("meta"):
@@ -62,7 +66,10 @@ def save_quantized(src: Path, dst: Path, quantize: str, progress=None, shard_byt
     model = meta_model(config, dtype, quantize, torch.device("cpu"), stored=True)
     specs = {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
     order = {name: i for i, name in enumerate(specs)}
-    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{dst} cannot be made ({e.strerror or e}); name a folder where you can write") from None
     made: dict[str, dict[str, torch.Tensor]] = {}  # the last quantized layer's tensors, by leaf name
     with ExitStack() as stack:
         readers = {path: stack.enter_context(TensorReader(path)) for path in {p for p, _ in where.values()}}

@@ -71,7 +71,7 @@ class Session:
         together, up to that many per step (batching.py); each thread asks in its own Conversation."""
         from glmv_cli.api import generation_defaults
         from glmv_cli.inputs.patches import load_patch_specs
-        from glmv_cli.loading import DEFAULT_REPO, resolve_checkpoint
+        from glmv_cli.loading import DEFAULT_REPO, check_device, resolve_checkpoint
         from glmv_cli.model.config import Glm4vConfig
         from glmv_cli.prompt import PromptConfig
         from glmv_cli.tokenizer import Tokenizer
@@ -152,19 +152,6 @@ class Session:
             raise InputError(f"--think-budget needs {', '.join(tags)} tokens, which this checkpoint's "
                              f"tokenizer lacks")
         return ThinkBudget(budget, ids[0], ids[1], tuple(ids[1:]))  # </think>, then <answer> where it is used
-
-
-def check_device(device: str) -> None:
-    """A clear InputError for a device this machine does not have."""
-    import torch
-
-    if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available to this torch "
-                         f"({torch.__version__}); use --device cpu or auto")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise InputError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
 
 
 class Conversation:

@@ -119,10 +119,17 @@ class Glm4vConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Glm4vConfig:
+        if not isinstance(raw, dict):
+            raise ModelError(f"config.json holds a {type(raw).__name__}, not an object: not a checkpoint's "
+                             f"config; re-download the checkpoint")
         model_type = raw.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES or "text_config" not in raw or "vision_config" not in raw:
+        if model_type not in SUPPORTED_MODEL_TYPES:
             raise ModelError(f"model_type {model_type!r} is not a GLM-4.1V-architecture checkpoint "
                              f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)} with a dense glm4v_text decoder)")
+        for part in ("text_config", "vision_config"):
+            if not isinstance(raw.get(part), dict):
+                raise ModelError(f"config.json has no {part} (every {model_type} checkpoint has one); "
+                                 f"re-download the checkpoint")
         text_raw, vision_raw = raw["text_config"], raw["vision_config"]
         text_type = text_raw.get("model_type", "glm4v_text")
         if text_type not in SUPPORTED_TEXT_TYPES:
@@ -144,6 +151,8 @@ class Glm4vConfig:
             )
         except KeyError as e:
             raise ModelError(f"config.json lacks the field {e.args[0]!r} that GLM-4.1V checkpoints have") from None
+        except (TypeError, ValueError) as e:  # ("hidden_size": "big", a list where a number goes)
+            raise ModelError(f"config.json has a field of the wrong kind ({e}); re-download the checkpoint") from None
         config.check()
         return config
 

@@ -32,6 +32,10 @@ def bad_files(tmp_path_factory, media):
     broken_model = root / "broken-model"
     broken_model.mkdir()
     (broken_model / "config.json").write_text("{not json")
+    (root / "list-config").mkdir()
+    (root / "list-config" / "config.json").write_text("[1, 2]")
+    (root / "no-text-config").mkdir()
+    (root / "no-text-config" / "config.json").write_text(json.dumps({"model_type": "glm4v", "vision_config": {}}))
     return root
 
 
@@ -51,6 +55,8 @@ def bad_files(tmp_path_factory, media):
     (["ask", "{png}", "q", "--max-context", "20"], ["over the 20-token context"]),
     (["ask"], ["nothing to ask"]),
     (["ask", "q", "--device", "cuda"], ["no CUDA device"]),
+    (["info", "--device", "cuda"], ["no CUDA device"]),
+    (["info", "--device", "mps"], ["Metal backend is not available"]),
     (["ask", "q", "--json", "--jsonl"], ["choose one of --json and --jsonl"]),
     (["ask", "q", "--json", "-x"], ["--extract prints the answer's code block as plain text"]),
     (["ask", "q", "--schema", ""], ["--schema is empty (an unset shell variable?)"]),
@@ -77,6 +83,8 @@ def test_usage_errors_exit_2(scripted):
 @pytest.mark.parametrize("model,fragment", [
     ("{tmp}/nowhere", "no checkpoint folder"),
     ("{bad}/broken-model", "config.json"),
+    ("{bad}/list-config", "config.json holds a list, not an object"),
+    ("{bad}/no-text-config", "config.json has no text_config"),
     ("{png}", "is a file"),
     ("nobody/no-such-model", "hf download nobody/no-such-model"),
 ])

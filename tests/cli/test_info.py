@@ -50,6 +50,7 @@ def test_info_on_a_card_without_bfloat16_says_what_that_costs(tiny, monkeypatch)
     from glmv_cli import kernels
 
     monkeypatch.setattr(kernels, "cuda_capability", lambda device: (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     monkeypatch.setattr(memory, "device_room", lambda device: None)
     lines = info.describe(str(tiny), device="cuda", dtype="bfloat16").splitlines()

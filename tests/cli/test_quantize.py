@@ -4,6 +4,7 @@ original, loads without quantizing, and refuses what it cannot be (real processe
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,7 +96,19 @@ def test_what_a_stored_checkpoint_cannot_be_is_one_line(tiny, stored, tmp_path):
     run = run_glmv("quantize", tmp_path / "again", "--model", stored["int4"])
     assert run.code == 3 and "already stored in int4; quantize the original checkpoint" in run.err
     run = run_glmv("quantize", stored["int8"], "--model", tiny)  # over an existing checkpoint: nothing lost
-    assert run.code != 0 and "exists and is not empty; name a new folder" in run.err
+    assert run.code == 2 and "exists and is not empty; name a new folder" in run.err
+    for out, words in ((tmp_path / "file", "is a file; name a new folder"), ("/proc/no/where", "cannot be made")):
+        Path(tmp_path / "file").write_text("x")
+        run = run_glmv("quantize", out, "--model", tiny)
+        assert run.code == 2 and words in run.err and run.err.count("\n") == 1, run.err
+    half = tmp_path / "half"  # a folder glmv ask would refuse is refused now, not once stored
+    half.mkdir()
+    for path in tiny.iterdir():
+        if path.name != "tokenizer.json":
+            (half / path.name).write_bytes(path.read_bytes())
+    run = run_glmv("quantize", tmp_path / "from-half", "--model", half)
+    assert run.code == 3 and "has no tokenizer.json" in run.err and not (tmp_path / "from-half").exists()
+    assert run_glmv("info", "--model", half).code == 3
     assert json.loads((stored["int8"] / "config.json").read_text())[STORED_KEY]["scheme"] == "int8"
     future = tmp_path / "future"
     future.mkdir()

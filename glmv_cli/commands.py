@@ -58,7 +58,11 @@ class OutputOptions:
 # -- arguments ------------------------------------------------------------------------------------
 
 def looks_like_path(arg: str) -> bool:
-    return not any(c.isspace() for c in arg) and ("/" in arg or Path(arg).suffix.lower() in FILE_SUFFIXES)
+    """Whether an argument that is no file was meant as one (a typo: an error), not as words of the
+    question: a file's suffix, or a path's start. "Pros/cons?", "TCP/IP" and "config.json?" are words."""
+    if any(c.isspace() for c in arg) or arg.endswith(("?", "!", ",", ";", ":")):
+        return False
+    return Path(arg).suffix.lower() in FILE_SUFFIXES or arg.startswith(("/", "./", "../", "~"))
 
 
 def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True,

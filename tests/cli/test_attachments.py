@@ -80,6 +80,11 @@ def test_argument_rule(media, tmp_path):
     items, q = split_args(["https://example.com/x.png", str(media["pdf"]), "Compare"], stdin)
     assert items == ["https://example.com/x.png", str(media["pdf"])] and q == "Compare"
     assert split_args(["a question with a / slash"], stdin) == ([], "a question with a / slash")
+    for words in ("Pros/cons?", "TCP/IP", "and/or", "config.json?"):  # one word, not a missing file
+        assert split_args([str(media["png"]), words], stdin) == ([str(media["png"])], words)
+    for typo in ("photos/cat.jpg", "/no/such/dir", "./shots", "~/nowhere/x"):
+        with pytest.raises(InputError, match="no such file"):
+            split_args([typo, "what?"], stdin)
     with pytest.raises(InputError, match="missing.png: no such file"):
         split_args(["missing.png", "what?"], stdin)
     with pytest.raises(InputError, match="only once"):

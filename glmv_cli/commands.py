@@ -480,6 +480,11 @@ def _label(item) -> str:
 def generation_options(max_new_tokens=None, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
                        seed=None, think_budget=None, max_context=None, format=None, *,
                        no_think: bool = False, logprobs: int | None = None) -> GenerationOptions:
+    if repetition_penalty is not None and repetition_penalty <= 0:
+        raise InputError("--repetition-penalty divides the logits of repeated tokens: give more than 0 (1 is off)")
+    if no_think and think_budget:
+        raise InputError("--no-think answers without thinking and --think-budget lets it think that long; "
+                         "give one of them")
     return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                              repetition_penalty=repetition_penalty, seed=seed, think_budget=think_budget,
                              max_context=max_context, format=format,

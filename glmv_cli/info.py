@@ -70,13 +70,13 @@ def _memory(cfg: Glm4vConfig, dev: torch.device, dt: torch.dtype, stored: str | 
                  ("int4", dt, "int4")])
     sizes = {label: memory.weight_bytes(cfg, d, q, dev, stored=bool(stored)) for label, d, q in settings}
     t = cfg.text
-    per_token = t.kv_bytes(1, dt.itemsize)
+    per_token, window = t.kv_bytes(1, dt.itemsize), min(8192, t.max_position_embeddings)
     lines = [
         "weights      " + ", ".join(f"{label} {memory.size(n)}" for label, n in sizes.items())
         + (f" (the rest in {str(dt).removeprefix('torch.')})" if stored else
            f" (--quantize int8 or int4, the rest in {str(dt).removeprefix('torch.')})"),
         f"kv cache     {memory.size(per_token)} a token in {str(dt).removeprefix('torch.')} "
-        f"({memory.size(per_token * 8192)} for 8,192 tokens)",
+        f"({memory.size(per_token * window)} for {window:,} tokens)",
     ]
     room = memory.device_room(dev)
     if room is not None:

@@ -49,6 +49,8 @@ def limits() -> tuple[int, float]:
     except ValueError:
         raise InputError("GLMV_FETCH_MAX_BYTES must be an integer and GLMV_FETCH_TIMEOUT a number "
                          "of seconds") from None
+    if max_bytes <= 0 or not timeout > 0:
+        raise InputError("GLMV_FETCH_MAX_BYTES and GLMV_FETCH_TIMEOUT must be more than 0")
     return max_bytes, timeout
 
 

@@ -36,7 +36,7 @@ def state_dir() -> Path:
 
 
 def enabled() -> bool:
-    return os.environ.get("GLMV_NO_HISTORY", "") in ("", "0")
+    return os.environ.get("GLMV_NO_HISTORY", "").strip().lower() in ("", "0", "false", "no", "off")
 
 
 @dataclass

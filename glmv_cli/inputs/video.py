@@ -76,8 +76,10 @@ def _window(probe: VideoProbe, start: float | None, end: float | None) -> tuple[
     duration, name = probe.duration, Path(probe.path).name
     s = 0.0 if start is None else float(start)
     e = duration if end is None else min(float(end), duration)
-    if s < 0 or (end is not None and end <= s):
-        raise InputError(f"bad time window --start {start} --end {end}: need 0 <= start < end")
+    if s < 0:
+        raise InputError(f"--start {s:g}s is before the video begins; give 0 or more")
+    if end is not None and end <= s:
+        raise InputError(f"--end {float(end):g}s is not after --start {s:g}s; give a window that ends after it starts")
     if s >= duration:
         raise InputError(f"--start {s:g}s is past the end of {name} ({duration:.2f}s long)")
     lo = bisect.bisect_left(probe.frame_times, s - 1e-6)  # first frame at or after start

@@ -70,6 +70,15 @@ def test_no_history_keeps_nothing(tiny, tmp_path):
     one_line_error(run_glmv("ask", "-c", "And then?", "--model", tiny, env=env), 2, "no conversation to continue")
 
 
+@pytest.mark.parametrize("value,kept", [("1", False), ("yes", False), ("0", True), ("false", True), ("off", True),
+                                         ("", True)])
+def test_no_history_reads_as_a_switch(monkeypatch, value, kept):
+    from glmv_cli.app import history
+
+    monkeypatch.setenv("GLMV_NO_HISTORY", value)
+    assert history.enabled() is kept
+
+
 def test_a_pdf_is_read_again_as_it_was(tiny, media, env):
     """`glmv pdf doc.pdf --pages 2 --dpi 72`, then -c: the page and DPI come back with it."""
     first = run_glmv("pdf", media["pdf"], "What is on it?", "--pages", "2", "--dpi", "72", "--model", tiny, *ARGS,

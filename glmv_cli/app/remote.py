@@ -12,13 +12,17 @@ the same StreamParser as a local run). vLLM and SGLang are asked for `skip_speci
 without which GLM's tags vanish from the text; extras (top_k, repetition_penalty, think_budget) go
 only to servers that take them. An answer format goes as `response_format` (a JSON schema: every
 such server takes it) or in the server's own field (choice, regex, grammar: vLLM's and glmv's
-`structured_outputs`, SGLang's `regex` / `ebnf`). Server errors become one GlmvError line with the
-local exit codes.
+`structured_outputs`, SGLang's `regex` / `ebnf`). A server not ready to answer (503: its queue is
+full, its model still loading; 429 with Retry-After) is asked again after the wait it asks for, for
+a bounded time, each wait said as a Progress (logged while the session opens). Server errors become
+one GlmvError line with the local exit codes; a connection lost in the middle of an answer says so.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -32,7 +36,13 @@ from glmv_cli.app.session import Done, GenerationOptions, Note, Progress, Result
 from glmv_cli.errors import GlmvError, InputError, ModelError
 from glmv_cli.stream import TAGS, StreamParser
 
+log = logging.getLogger(__name__)
+
 TIMEOUT_S = 600.0
+WAIT_S = {"model_loading": 600.0}  # how long to wait out 503s in all, by code (a 9B model loads for minutes)
+BUSY_WAIT_S = 120.0  # any other 503 (a full queue), or a 429 with Retry-After
+RETRY_AFTER_S = (1.0, 10.0)  # one wait's bounds (at 10 s a loading server's estimate is asked for again)
+DEFAULT_RETRY_S = 5.0  # a 503 without Retry-After
 TAG_SERVERS = ("vllm", "sglang")  # owned_by of servers that strip special tokens unless told not to
 EXTRAS = {"glmv": ("top_k", "repetition_penalty", "think_budget"), "vllm": ("top_k", "repetition_penalty"),
           "sglang": ("top_k", "repetition_penalty")}
@@ -56,8 +66,7 @@ class RemoteSession:
         self.parallel = 1  # questions asked at once from threads (app/ahead.py), for the server to batch
 
     def _pick(self, wanted: str | None) -> tuple[str, str]:
-        with errors(self.base_url):
-            models = list(self.client.models.list().data)
+        models = list(_logged(patiently(lambda: self.client.models.list().data, self.base_url)))
         if not models:
             raise ModelError(f"the server at {self.base_url} serves no model")
         for m in models:
@@ -138,11 +147,17 @@ class RemoteConversation:
         user = {"role": "user", "content": [*parts, {"type": "text", "text": question}]}
         extras, notes = self.session.request_extras(gen)
         notes += _unsent(load, gen, used)
-        yield Progress(f"asking {self.session.name} at {self.session.base_url}")
         preprocess_s = time.perf_counter() - start
-        reply = Reply()
+        reply, asking = Reply(), Progress(f"asking {self.session.name} at {self.session.base_url}")
+        yield asking
+
+        def send():
+            reply.sent = time.perf_counter()
+            return self._stream([*self.messages, user], gen, extras)
+
         try:
-            yield from reply.read(self._stream([*self.messages, user], gen, extras), self.session.base_url)
+            stream = yield from patiently(send, self.session.base_url, asking)
+            yield from reply.read(stream, self.session.base_url)
         finally:
             self.messages += [user, {"role": "assistant", "content": reply.answer.answer}]
             self.attachments.append(used)
@@ -183,10 +198,9 @@ class RemoteConversation:
                 if v is not None}
         if gen.logprobs is not None:
             args.update(logprobs=True, top_logprobs=gen.logprobs)
-        with errors(self.session.base_url):
-            return self.session.client.chat.completions.create(
-                model=self.session.name, messages=messages, stream=True, stream_options={"include_usage": True},
-                extra_body=extras or None, **args)
+        return self.session.client.chat.completions.create(
+            model=self.session.name, messages=messages, stream=True, stream_options={"include_usage": True},
+            extra_body=extras or None, **args)
 
     def transcript(self) -> str:
         """The conversation as Markdown (answers without thinking), for /save."""
@@ -218,7 +232,7 @@ class Reply:
 
     def read(self, stream, base_url: str) -> Iterator:
         try:
-            with errors(base_url):
+            with errors(base_url, answering=True):
                 for chunk in stream:
                     yield from self._chunk(chunk)
             yield from self.reasoning.finish()
@@ -303,11 +317,81 @@ def _image_sizes(used: list[Attachment]) -> list[tuple[str, tuple[int, int]]]:
     return sizes
 
 
-class errors:
-    """Context manager: the openai client's exceptions -> one GlmvError line with glmv's exit codes."""
+def patiently(call, base_url: str, again: Progress | None = None):
+    """call()'s value, asked again while the server answers 503 (its queue full, its model still
+    loading) or 429 with Retry-After: after the wait it asks for (within RETRY_AFTER_S), for at most
+    WAIT_S by its code in all, then its error. Before each wait a Progress says why; after it,
+    `again` (what the call is doing). The openai client's errors become GlmvErrors."""
+    import openai
 
-    def __init__(self, base_url: str):
-        self.base_url = base_url
+    since: dict[str | None, float] = {}
+    while True:
+        try:
+            return call()
+        except openai.APIStatusError as e:
+            code, wait = _code(e), _retry_after(e)
+            left = WAIT_S.get(code, BUSY_WAIT_S) - (time.monotonic() - since.setdefault(code, time.monotonic()))
+            if wait is None or left <= 0:
+                raise _translate(e, base_url) from None
+            wait, why = min(wait, left), _waiting(e, code)
+        except openai.OpenAIError as e:
+            raise _translate(e, base_url) from None
+        yield Progress(f"{why}; waiting" if code == "model_loading" else f"{why}; waiting {math.ceil(wait)} s")
+        time.sleep(wait)  # (Ctrl-C stops it at once)
+        if again is not None:
+            yield again
+
+
+def _logged(steps):
+    """A generator's value, its Progress messages logged (RemoteSession's constructor has no renderer)."""
+    while True:
+        try:
+            log.warning("%s", next(steps).message)
+        except StopIteration as done:
+            return done.value
+
+
+def _code(e) -> str | None:
+    body = e.body if isinstance(getattr(e, "body", None), dict) else {}
+    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    return inner.get("code") if isinstance(inner.get("code"), str) else None
+
+
+def _retry_after(e) -> float | None:
+    """Seconds to wait before asking again, within RETRY_AFTER_S; None for an answer not to wait out."""
+    header = e.response.headers.get("retry-after")
+    if e.status_code != 503 and not (e.status_code == 429 and header):
+        return None
+    try:
+        seconds = float(header)
+    except (TypeError, ValueError):  # (none, or an HTTP date)
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = parsedate_to_datetime(header).timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = DEFAULT_RETRY_S
+    low, high = RETRY_AFTER_S
+    return min(max(seconds, low), high) if math.isfinite(seconds) else DEFAULT_RETRY_S
+
+
+def _waiting(e, code: str | None) -> str:
+    """Why the client waits: "the server is loading its model (40%, about 31 s left)"."""
+    message = re.sub(r"[;,.]?\s*retry in \d+ s\.?$", "", _server_message(e))
+    if code == "model_loading":
+        how_far = re.search(r"\(([^()]*)\)", message)
+        return "the server is loading its model" + (f" ({how_far[1]})" if how_far else "")
+    if code == "queue_full":
+        return "the server is busy (its queue is full)"
+    return f"the server is busy ({message})"
+
+
+class errors:
+    """Context manager: the openai client's exceptions -> one GlmvError line with glmv's exit codes
+    (`answering`: a connection that fails is one lost in the middle of an answer)."""
+
+    def __init__(self, base_url: str, answering: bool = False):
+        self.base_url, self.answering = base_url, answering
 
     def __enter__(self):
         return self
@@ -317,14 +401,17 @@ class errors:
 
         if exc is None or not isinstance(exc, openai.OpenAIError):
             return False
-        raise _translate(exc, self.base_url) from None
+        raise _translate(exc, self.base_url, self.answering) from None
 
 
-def _translate(e, base_url: str) -> GlmvError:
+def _translate(e, base_url: str, answering: bool = False) -> GlmvError:
     import openai
 
     if isinstance(e, openai.APIConnectionError):
         timeout = isinstance(e, openai.APITimeoutError)
+        if answering and not timeout:
+            return ModelError(f"the connection to the server at {base_url} was lost while it answered (it "
+                              f"stopped, or the network failed); check that it runs and ask again")
         return ModelError(f"the server at {base_url} {'did not answer in time' if timeout else 'cannot be reached'}; "
                           f"start it (e.g. glmv serve) or check --base-url")
     if not isinstance(e, openai.APIStatusError):

@@ -1,18 +1,19 @@
-"""The HTTP app (FastAPI): GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/responses
-(OpenAI's Responses API, over the same requests: responses.py) and GET / DELETE /v1/responses/{id}
-(the responses kept: stored.py).
+"""The HTTP app (FastAPI): GET /health, GET /v1/models and /v1/models/{id}, POST /v1/chat/completions,
+POST /v1/responses (OpenAI's Responses API, over the same requests: responses.py) and GET / DELETE
+/v1/responses/{id} (the responses kept: stored.py).
 
-/health answers at once, even while the model is busy. The /v1 routes need `Authorization:
-Bearer KEY` when the server has an API key (compared in constant time). Request bodies over
-`max_body_bytes` are refused with 413 before they are read in full. CORS is off unless origins
-are given.
+/health answers at once, even while the model is busy. Every other route needs `Authorization:
+Bearer KEY` when the server has an API key (compared in constant time; the scheme in any case, as
+RFC 7235 has it), checked before anything else reads the request: a wrong key is a 401 whatever
+the body. Request bodies over `max_body_bytes` are refused with 413 before they are read in full.
+CORS is off unless origins are given.
 """
 
 from __future__ import annotations
 
 import time
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -31,15 +32,19 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
     app = FastAPI(title="glmv", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     errors.install(app)
     app.add_middleware(errors.Unexpected)  # (the innermost: whatever else is added sees its 500)
-    if cors_origins:
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(KeyCheck, api_key=api_key)  # (before the body is read: a wrong key is always a 401)
+    if cors_origins:  # (outside the key: a preflight carries none, and a 401 or 413 gets its CORS headers)
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if request_log:
-        app.add_middleware(RequestLog)  # (outside the body limit: a 413 gets its line too)
-    guard = Depends(key_check(api_key))
+        app.add_middleware(RequestLog)  # (the outermost: a 401 or 413 gets its line too)
     started = int(time.time())
+
+    def model_entry() -> dict:
+        return {"id": service.model_id, "object": "model", "created": started, "owned_by": "glmv",
+                "max_model_len": service.context}
 
     @app.get("/health")
     async def health():
@@ -48,13 +53,18 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
                 "running": w.running, "waiting": w.waiting, "served": w.served, "parallel": s.parallel,
                 "decode_steps": s.glmv.batch_stats() if s.loaded else None}
 
-    @app.get("/v1/models", dependencies=[guard])
+    @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{
-            "id": service.model_id, "object": "model", "created": started, "owned_by": "glmv",
-            "max_model_len": service.context}]}
+        return {"object": "list", "data": [model_entry()]}
 
-    @app.post("/v1/chat/completions", dependencies=[guard])
+    @app.get("/v1/models/{model_id:path}")  # (an id may hold slashes: a Hub name, a checkpoint's folder)
+    async def model(model_id: str):
+        if not model_id or not service.knows(model_id):
+            raise ApiError(404, f"the model {model_id!r} does not exist here; this server serves "
+                                f"{service.model_id!r} (GET /v1/models)", code="model_not_found")
+        return model_entry()
+
+    @app.post("/v1/chat/completions")
     async def completions(body: ChatRequest, request: Request):
         if not service.knows(body.model):
             raise ApiError(404, f"the model {body.model!r} does not exist here; this server serves "
@@ -81,7 +91,7 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
                 job.cancel()
             raise
 
-    @app.post("/v1/responses", dependencies=[guard])
+    @app.post("/v1/responses")
     async def responses_route(body: responses.ResponsesRequest, request: Request):
         kept = service.responses
         history = kept.conversation(body.previous_response_id) if body.previous_response_id else []
@@ -115,7 +125,7 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
             job.cancel()
             raise
 
-    @app.get("/v1/responses/{response_id}", dependencies=[guard])
+    @app.get("/v1/responses/{response_id}")
     async def stored_response(response_id: str):
         found = service.responses.get(response_id)
         if found is None:
@@ -123,7 +133,7 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
                                 f"server's memory until it restarts)", code="response_not_found")
         return found
 
-    @app.delete("/v1/responses/{response_id}", dependencies=[guard])
+    @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str):
         if not service.responses.delete(response_id):
             raise ApiError(404, f"no response {response_id!r} is kept here", code="response_not_found")
@@ -132,12 +142,21 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
     return app
 
 
-def key_check(api_key: str | None):
-    async def check(request: Request):
-        if refused := errors.key_refused(api_key, request.headers.get("authorization", "").encode()):
-            raise refused
+class KeyCheck:
+    """ASGI middleware: the 401 for a request to any route but /health without `Authorization: Bearer
+    KEY`, before the app reads its body (FastAPI parses a body before a route's dependencies run, so
+    a key checked there lets a stranger's bad JSON get a 400 that names its problem)."""
 
-    return check
+    def __init__(self, app, api_key: str | None):
+        self.app, self.api_key = app, api_key
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.api_key and scope["path"] != "/health":
+            header = next((v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"), b"")
+            if refused := errors.key_refused(self.api_key, header):
+                return await errors.response(refused)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
 
 
 class BodyLimit:

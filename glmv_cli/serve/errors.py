@@ -32,9 +32,11 @@ class ApiError(Exception):
 
 
 def key_refused(api_key: str | None, authorization: bytes) -> ApiError | None:
-    """The 401 for a request whose Authorization header is not `Bearer API_KEY`; None if it is, or if
-    the server has no key."""
-    if not api_key or hmac.compare_digest(authorization, f"Bearer {api_key}".encode()):
+    """The 401 for a request whose Authorization header is not `Bearer API_KEY` (the scheme in any
+    case, as RFC 7235 has it); None if it is, or if the server has no key."""
+    scheme, _, credentials = authorization.strip().partition(b" ")
+    given = b"Bearer " + credentials.strip() if scheme.lower() == b"bearer" else authorization
+    if not api_key or hmac.compare_digest(given, f"Bearer {api_key}".encode()):
         return None
     return ApiError(401, "missing or wrong API key; send Authorization: Bearer KEY (the server's --api-key)",
                     code="invalid_api_key")

@@ -1,6 +1,7 @@
-"""`glmv serve`'s guards, on a real process: the API key, the bounded queue (503 + Retry-After), a
-dropped stream freeing the worker, and the request body cap. The `looping` checkpoint answers
-"la la la ..." until max_tokens, so a generation lasts as long as a test needs."""
+"""`glmv serve`'s guards, on a real process: the API key (checked before the body is read; also for
+GET /v1/models/{id}), the bounded queue (503 + Retry-After), a dropped stream freeing the worker,
+and the request body cap. The `looping` checkpoint answers "la la la ..." until max_tokens, so a
+generation lasts as long as a test needs."""
 
 from __future__ import annotations
 
@@ -58,6 +59,34 @@ def test_the_api_key_is_enforced(server, client):
     done = say(client, 6)  # <think>, a thought, </think>, <answer>, then "la", " la"
     assert done.choices[0].message.content == "la la" and done.choices[0].finish_reason == "length"
     assert " POST /v1/" not in server.log.read_text()  # --no-request-log
+
+
+def test_the_key_is_checked_before_the_body_is_read(server):
+    """A wrong or missing key is a 401 whatever the body (not a 400 for its JSON); the scheme's case
+    does not matter (RFC 7235); /health stays open."""
+    broken = b'{"model": "x", "messages": [oops'
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": KEY}):
+        code, body, _ = server.request("POST", "/v1/chat/completions", broken, headers=headers)
+        assert code == 401 and body["error"]["code"] == "invalid_api_key", body
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        code, body, _ = server.request("POST", "/v1/chat/completions", broken,
+                                       headers={"Authorization": f"{scheme} {KEY}"})
+        assert code == 400 and "not valid JSON" in body["error"]["message"], body
+        assert server.request("GET", "/v1/models", headers={"Authorization": f"{scheme} {KEY}"})[0] == 200
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_a_model_is_retrieved_by_any_name_it_answers_to(server, client, looping):
+    """GET /v1/models/{id}: the list's entry, for the id or the checkpoint folder's name (ids hold
+    slashes); an OpenAI-style 404 otherwise; the key as for the list."""
+    (listed,) = client.models.list().data
+    for name in (listed.id, looping.name):
+        assert client.models.retrieve(name).model_dump() == listed.model_dump()
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert missing.value.body["code"] == "model_not_found" and "gpt-9" in missing.value.body["message"]
+    with pytest.raises(openai.AuthenticationError):
+        server.client("wrong-key").models.retrieve(listed.id)
 
 
 def test_a_dropped_stream_frees_the_worker(server, client):
@@ -149,7 +178,8 @@ def test_cors_only_for_the_allowed_origin(server):
     ask = {"Origin": UI, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
     code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers=ask)
     assert code == 200 and headers["access-control-allow-origin"] == UI
-    code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers={**ask, "Origin": "http://evil.example"})
+    code, _, headers = server.request("OPTIONS", "/v1/chat/completions",
+                                      headers={**ask, "Origin": "http://evil.example"})
     assert code == 400 and "access-control-allow-origin" not in {k.lower() for k in headers}
 
 

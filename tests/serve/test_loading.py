@@ -74,6 +74,7 @@ def test_while_loading_a_wrong_api_key_is_a_401_and_a_browser_page_passes_cors(s
         with pytest.raises(openai.APIStatusError) as waiting:
             server.client(key).models.list()
         assert waiting.value.status_code == 503 and waiting.value.body["code"] == "model_loading"
+        assert server.request("GET", "/v1/models", headers={"Authorization": f"bearer {key}"})[0] == 503  # (any case)
         ask = {"Origin": page, "Access-Control-Request-Method": "POST",
                "Access-Control-Request-Headers": "authorization"}
         code, _, headers = server.request("OPTIONS", "/v1/chat/completions", headers=ask)

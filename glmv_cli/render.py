@@ -57,6 +57,7 @@ class Terminal:
         self.color = self.err_tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         self._console = None
         self._status = None  # a rich Status, or the text of a carriage-return status line
+        self._err_open = self._out_open = False  # whether the last text written left its line open
 
     @property
     def console(self):
@@ -116,9 +117,16 @@ class Terminal:
         else:
             self.err.write(text)
         self.err.flush()
+        if text:
+            self._err_open = not text.endswith("\n")
 
     def line(self, prefix: str, message: str, style: str | None = None) -> None:
-        """One whole line on stderr: 'glmv: note: ...'."""
+        """One whole line on stderr: 'glmv: note: ...', on a line of its own (after reasoning, or on a
+        terminal an answer, cut short by an error)."""
+        if self._out_open and self.out_tty and self.err_tty:
+            self.write_out("\n")
+        if self._err_open:
+            self.write_err("\n")
         self.write_err(f"glmv: {prefix}" if prefix else "glmv: ", style=style)
         self.write_err(message + "\n")
 
@@ -130,6 +138,8 @@ class Terminal:
             text = _CONTROL.sub("\ufffd", text)
         self.out.write(text)
         self.out.flush()
+        if text:
+            self._out_open = not text.endswith("\n")
 
 
 def _isatty(stream) -> bool:

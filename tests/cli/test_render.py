@@ -56,6 +56,24 @@ def test_text_renderer_off_a_terminal(monkeypatch):
     assert err == "Let me think.\nglmv: note: careful\n"
 
 
+def test_an_error_after_half_a_line_starts_a_line_of_its_own(monkeypatch):
+    """A server that dies mid-answer: the error is not glued to the reasoning (stderr) or, on a
+    terminal, to the half-written answer (stdout)."""
+    from glmv_cli import render as r
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    for tty in (False, True):
+        out, err = Stream(tty), Stream(tty)
+        renderer = TextRenderer(Terminal(out=out, err=err))
+        renderer.handle(Thinking("Let me thi"))
+        r.error("the connection was lost")
+        assert err.getvalue() == "Let me thi\nglmv: error: the connection was lost\n"
+        renderer.handle(Answer("It is"))
+        r.error("lost again")
+        assert out.getvalue() == ("It is\n" if tty else "It is")  # (off a terminal stdout is the answer alone)
+        assert err.getvalue().endswith("\nglmv: error: lost again\n")
+
+
 def test_text_renderer_on_a_terminal(monkeypatch):
     out, err = render(TextRenderer, True, monkeypatch)
     assert out == "It is 42\n"  # stdout is never styled

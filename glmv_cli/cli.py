@@ -302,10 +302,14 @@ def model_name(model: str | None) -> str:
     return model or os.environ.get("GLMV_MODEL") or DEFAULT_REPO
 
 
+# click's UsageError, whether Typer ships its own click (0.2x) or uses the package
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
-    """Console entry point: one line on stderr and an exit code for every known failure (usage
-    errors are Typer's: a usage message and exit code 2; Ctrl-C: 130). --debug anywhere shows
-    the traceback and debug logs."""
+    """Console entry point: one line on stderr and an exit code for every known failure (a usage
+    error too: an option's bad value, an unknown option, exit code 2; Ctrl-C: 130). --debug
+    anywhere shows the traceback and debug logs."""
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
@@ -314,7 +318,16 @@ def main() -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[LogHandler()],
                         format="%(message)s")
     try:
-        app(prog_name="glmv")
+        code = app(prog_name="glmv", standalone_mode=False)  # (usage errors reach us: one line, not a box)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except UsageError as e:
+        if e.format_message():  # (no arguments at all: the help is shown, nothing to add)
+            command = e.ctx.command_path if e.ctx is not None else "glmv"
+            _error(f"{e.format_message()} ({command} -h lists the options)")
+        sys.exit(e.exit_code)
+    except typer.Abort:  # (Ctrl-C or Ctrl-D at a prompt of click's own)
+        sys.exit(130)
     except GlmvError as e:
         if debug:
             raise

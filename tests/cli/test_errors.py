@@ -78,10 +78,16 @@ def test_bad_input_exits_2(scripted, media, bad_files, args, fragments):
     one_line_error(run_glmv(*args), 2, *fragments)
 
 
-def test_usage_errors_exit_2(scripted):
-    run = run_glmv("ask", "q", "--model", scripted, "--temperature", "hot")
-    assert run.code == 2 and "Traceback" not in run.err and "temperature" in run.err
-    assert run_glmv("ask", "q", "--no-such-option").code == 2
+def test_usage_errors_exit_2_with_one_line(scripted):
+    """A bad option value, an unknown option or command, a missing argument: one line naming it
+    (not a box of a usage message), exit code 2."""
+    one_line_error(run_glmv("ask", "q", "--model", scripted, "--temperature", "hot"), 2,
+                   "Invalid value for '--temperature'", "(glmv ask -h lists the options)")
+    one_line_error(run_glmv("ask", "q", "--max-new-tokens", "0"), 2, "'--max-new-tokens'", "greater than or equal to 1")
+    one_line_error(run_glmv("ask", "q", "--no-such-option"), 2, "No such option: --no-such-option")
+    one_line_error(run_glmv("pdf"), 2, "Missing argument 'FILE'", "(glmv pdf -h lists the options)")
+    one_line_error(run_glmv("nosuch"), 2, "No such command 'nosuch'")
+    assert run_glmv("ask", "-h").code == 0 and run_glmv("--help").code == 0
 
 
 @pytest.mark.parametrize("model,fragment", [

@@ -146,10 +146,18 @@ def generation_defaults(folder: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        log.warning("ignoring unreadable %s", path)
+        defaults = json.loads(path.read_text())
+        if isinstance(defaults, dict):
+            return defaults
+        raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError):  # (json.JSONDecodeError is a ValueError)
+        if path not in _WARNED:  # (the session and the loaded model both read it: said once)
+            _WARNED.add(path)
+            log.warning("ignoring unreadable %s", path)
         return {}
+
+
+_WARNED: set[Path] = set()
 
 
 def _ids(value) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import zipfile
 import pytest
 
 from tests.cli.conftest import hooked_env, random_image, run_glmv
+from tests.cli.crafted import ANSWER
 
 
 def one_line_error(run, code: int, *fragments: str) -> None:
@@ -101,6 +102,18 @@ def test_usage_errors_exit_2_with_one_line(scripted):
 def test_model_problems_exit_3(media, bad_files, tmp_path, model, fragment):
     model = model.format(tmp=tmp_path, bad=bad_files, png=media["png"])
     one_line_error(run_glmv("ask", "q", "--model", model), 3, fragment)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_an_unreadable_generation_config_is_said_once_and_passed_over(scripted, tmp_path, text):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(scripted, model)
+    (model / "generation_config.json").write_text(text)
+    run = run_glmv("ask", "Where?", "--model", model, "-R")
+    assert run.code == 0 and run.out.strip() == ANSWER, run.err
+    assert run.err.count("ignoring unreadable") == 1
 
 
 def test_debug_shows_the_traceback(tmp_path):

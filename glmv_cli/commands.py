@@ -90,7 +90,7 @@ def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True,
     if items.count(att.STDIN) > 1:
         raise InputError("'-' (stdin) can be attached only once")
     if att.STDIN in items:
-        items[items.index(att.STDIN)] = att.from_bytes(_read(stdin))
+        items[items.index(att.STDIN)] = att.from_bytes(_read(stdin, asked_for=True))
     elif read_stdin and not _isatty(stdin):
         data = _read(stdin)
         if data.strip():
@@ -114,11 +114,14 @@ def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True,
 SILENT_STDIN_S = 2.0  # a pipe that sends nothing for this long gets a line saying why glmv waits
 
 
-def _read(stdin) -> bytes:
+def _read(stdin, asked_for: bool = False) -> bytes:
+    """All of stdin; when it was not `asked_for` ("-") and a pipe sends nothing for a while (a slow
+    command before glmv, or a program that spawned glmv and left stdin open), a note says what glmv
+    waits for and how not to."""
     stream = getattr(stdin, "buffer", stdin)
-    if not _sends_within(stream, SILENT_STDIN_S):
-        render.note("waiting for stdin, which is open but has sent nothing (text piped in goes before the "
-                    "question); end it with Ctrl-D, or give --no-stdin")
+    if not asked_for and not _sends_within(stream, SILENT_STDIN_S):
+        render.note("waiting for the text piped into stdin, which goes before the question (nothing yet); "
+                    "if none is coming, end it with Ctrl-D or give -n/--no-stdin")
     data = stream.read()
     return data.encode("utf-8") if isinstance(data, str) else data
 

@@ -99,9 +99,11 @@ def ask(
         from glmv_cli.each import run_each
 
         run = functools.partial(run_each, parallel=parallel)
-    run(items, question or c.default_question(items[:1] if each else items), choice,
-        c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
-                       video_backend),
+    load = c.load_options(max_pixels, min_pixels, pages, dpi, with_text, password, fps, max_frames, start, end,
+                          video_backend)
+    if not resume:  # (with -c, earlier attachments are read again with them)
+        c.note_unused_options(items, load)
+    run(items, question or c.default_question(items[:1] if each else items), choice, load,
         c.generation_options(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                              think_budget, max_context, c.answer_format(schema, choices, regex, grammar),
                              no_think=no_think, logprobs=c.logprobs(logprobs, json or jsonl)), out)

@@ -190,6 +190,27 @@ def check_draw_boxes(items: list, path: Path | None) -> None:
     raise InputError("--draw-boxes draws on the (first) image attached to the question; attach one")
 
 
+def note_unused_options(items: list, load: LoadOptions) -> None:
+    """A note for PDF options with no PDF attached, video options with no video (a user who thinks
+    --pages picks an image, or --start cuts a GIF shown as an image)."""
+    kinds = set()
+    for item in items:
+        if isinstance(item, att.Attachment):
+            kinds.add(item.kind)
+        elif att.is_url(item):
+            return  # (what it is is known once fetched)
+        else:
+            kinds.add(att.kind_of(att.peek(item), item))
+    pdf = [o for o, v in (("--pages", load.pages), ("--dpi", load.dpi), ("--with-text", load.with_text),
+                          ("--password", load.password)) if v]
+    video = [o for o, v in (("--fps", load.fps != 2.0), ("--max-frames", load.max_frames),
+                            ("--start", load.start is not None), ("--end", load.end is not None)) if v]
+    for given, wanted, what in ((pdf, {"pdf", "slides"}, "a PDF or slides"), (video, {"video"}, "a video")):
+        if given and not kinds & wanted:
+            render.note(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to {what}, and none "
+                        f"is attached; {'they are' if len(given) > 1 else 'it is'} not used")
+
+
 def check_file_kind(item, kinds: tuple[str, ...], what: str, also: tuple[str, ...] = ()) -> None:
     """`glmv pdf` takes a PDF (or slides), `glmv video` a video (or an animated GIF, `also`): say so
     before loading anything. `item`: a path, a URL, or an Attachment already read (stdin, a pipe)."""

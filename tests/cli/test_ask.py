@@ -116,6 +116,17 @@ def test_each_takes_piped_text_as_context_for_every_file(scripted, media):
     assert answers[0]["usage"]["prompt_tokens"] > alone["usage"]["prompt_tokens"]  # (the context is in it)
 
 
+def test_options_for_a_kind_not_attached_get_a_note(scripted, media):
+    run = run_glmv("ask", media["png"], "Where?", "--model", scripted, "-R", "--pages", "2", "--dpi", "90",
+                   "--start", "3")
+    assert run.code == 0 and run.out == ANSWER + "\n"
+    assert "note: --pages and --dpi apply to a PDF or slides, and none is attached; they are not used" in run.err
+    assert "note: --start applies to a video, and none is attached; it is not used" in run.err
+    run = run_glmv("ask", media["pdf"], media["mp4"], "Where?", "--model", scripted, "-R", "--pages", "1",
+                   "--start", "0", "--dpi", "72")
+    assert run.code == 0 and "not used" not in run.err
+
+
 def test_hide_reasoning(scripted, media):
     run = run_glmv("ask", media["png"], "where?", "--model", scripted, "-R")
     assert (run.code, run.out, run.err) == (0, ANSWER + "\n", "")

@@ -398,7 +398,7 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
                 continue
             if not line:
                 continue
-            if line.startswith("/"):
+            if line.startswith("/") and not screen.block:  # (a \"\"\" block is a message, whatever it starts with)
                 if chat_command(line, conversation, pending, screen) == "exit":
                     return
                 if line.split()[0] == "/reset":

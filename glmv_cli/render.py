@@ -333,6 +333,7 @@ class ChatScreen:
         self.stdin = stdin or sys.stdin
         self.interactive = _isatty(self.stdin)
         self.close = lambda: None  # (keeps the lines typed, once the chat ends)
+        self.block = False  # whether the last message read was a \"\"\" block
         if self.interactive:
             from glmv_cli import line_editing
 
@@ -348,10 +349,13 @@ class ChatScreen:
     def read(self) -> str:
         """One message: a line, or the lines between a \"\"\" and the next (as ollama's prompt takes
         them; a paste of several lines is one message already, by the terminal's bracketed paste).
-        EOFError at the end (Ctrl-D), KeyboardInterrupt on Ctrl-C (a half-typed block is dropped)."""
+        EOFError at the end (Ctrl-D), KeyboardInterrupt on Ctrl-C (a half-typed block is dropped).
+        `self.block` says whether it was a block: a block is always a message, never a /command."""
+        self.block = False
         line = self._line(self.prompt)
         if not line.lstrip().startswith(QUOTES):
             return line
+        self.block = True
         first = line.lstrip()[len(QUOTES):]
         if first.rstrip().endswith(QUOTES):
             return first.rstrip()[:-len(QUOTES)]

@@ -94,14 +94,15 @@ def test_chat_takes_a_message_of_several_lines_between_triple_quotes(scripted, t
     """As ollama's prompt does: the lines between two \"\"\" are one message; a pipe that ends
     inside a block still sends what it holds."""
     script = "\n".join(['"""Read this log:', "error: disk full", "   at line 3", 'What failed?"""', '"""one"""',
+                        '"""', "/reset the counter, then explain", '"""',  # (a block is a message, not /reset)
                         "/save t.md", '"""', "the end of the file", "closes it"])
     run = run_glmv("chat", "--model", scripted, "--jsonl", input=script, cwd=tmp_path)
     assert run.code == 0, run.err
     done = [json.loads(line) for line in run.out.splitlines() if json.loads(line)["type"] == "done"]
-    assert len(done) == 3
+    assert len(done) == 4 and "conversation cleared" not in run.err
     md = (tmp_path / "t.md").read_text()
     assert "Read this log:\nerror: disk full\n   at line 3\nWhat failed?" in md and '"""' not in md
-    assert "\none\n" in md
+    assert "\none\n" in md and "\n/reset the counter, then explain\n" in md
 
 
 def test_chat_plain_output_is_answers_only(scripted):

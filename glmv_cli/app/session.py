@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from glmv_cli.app import loaders
@@ -88,6 +89,7 @@ class Session:
         self.parallel = max(1, int(parallel))
         self.glmv = None  # glmv_cli.api.Glmv once loaded
         self._loading = threading.RLock()  # (a thread that asks while another loads waits)
+        self._answering, self._answering_lock = 0, threading.Lock()
         self.after_load: list = []  # functions of the session, called once the weights are loaded
 
     @property
@@ -109,6 +111,27 @@ class Session:
 
     def conversation(self, system: str | None = None) -> Conversation:
         return Conversation(self, system)
+
+    @contextmanager
+    def one_question(self):
+        """Around one question's answer: with parallel 1 the model holds one conversation at a time,
+        so a question asked from another thread waits for the one being answered, and one asked
+        from the same thread while its ask() is left half-read (which would wait for ever) is an
+        InputError; never a KV cache that two answers overwrite."""
+        if self.parallel > 1:  # (decoded together: batching.py)
+            yield
+            return
+        me = threading.get_ident()
+        if self._answering == me:
+            raise InputError("this Session is answering another question on this thread (an ask() not read to "
+                             "its end); read it to its end or close() it first, or make the Session with "
+                             "parallel=N to answer N at once from N threads")
+        with self._answering_lock:
+            self._answering = me
+            try:
+                yield
+            finally:
+                self._answering = 0
 
     def ask(self, question: str, attachments: Iterable = (), *, system: str | None = None,
             load: LoadOptions | None = None, generation: GenerationOptions | None = None) -> Iterator[Event]:
@@ -180,6 +203,10 @@ class Conversation:
         generate; the turn joins the history when the generator ends, even when it is stopped
         early (Ctrl-C: the partial answer is kept). role "tool": the question and attachments are
         the result of the tool call `call_id` from the last answer (Result.tool_calls)."""
+        with self.session.one_question():
+            return (yield from self._ask(question, attachments, load, generation, role, call_id))
+
+    def _ask(self, question, attachments, load, generation, role, call_id) -> Iterator[Event]:
         from glmv_cli.prompt import Turn
 
         s, load, gen = self.session, load or LoadOptions(), generation or GenerationOptions()

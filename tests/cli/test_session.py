@@ -126,3 +126,25 @@ def test_think_budget_needs_the_tags(session):
 
 
 torch.set_num_threads(1)
+
+
+def test_one_session_answers_threads_one_at_a_time_and_refuses_a_half_read_ask(tiny, media):
+    """parallel 1: questions from several threads wait their turn (the answers are the ones asked
+    alone), and a second question on the thread of a half-read ask() is an InputError, not a KV
+    cache two answers overwrite."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    session = Session(str(tiny), device="cpu", dtype="float32")
+    greedy = GenerationOptions(temperature=0, max_new_tokens=6)
+    asks = [("What is this?", [media["png"]]), ("Describe it", [media["jpg"]]), ("Hello there", [])] * 2
+    alone = [session.run(q, a, generation=greedy).raw for q, a in asks]
+    assert len(set(alone)) > 1  # (the answers differ: mixed-up caches would show)
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda qa: session.run(*qa, generation=greedy).raw, asks))
+    assert together == alone
+    first = session.ask("What is this?", [media["png"]], generation=greedy)
+    next(first)
+    with pytest.raises(InputError, match="answering another question on this thread"):
+        session.run("Hello there", generation=greedy)
+    assert [e for e in first if isinstance(e, Done)][0].result.raw == alone[0]
+    assert session.run("Hello there", generation=greedy).raw == alone[2]

@@ -125,6 +125,14 @@ def test_chat_turns_attach_save_and_ctrl_d(term, tmp_path):
     assert md.count(ANSWER) == 2 and "Let me look" not in md and "c.jpg" in md
 
 
+def at_the_prompt(term, timeout: float = 30) -> None:
+    """Until the chat is back at its >>> prompt (its answer ended)."""
+    deadline = time.monotonic() + timeout
+    while lines(term.screen())[-1] != ">>>":
+        assert time.monotonic() < deadline, term.screen()
+        time.sleep(0.1)
+
+
 def test_chat_completes_with_tab_and_recalls_the_last_chats_lines_with_up(term):
     term.type("glmv chat --model model")
     term.wait_for(">>>")
@@ -141,6 +149,7 @@ def test_chat_completes_with_tab_and_recalls_the_last_chats_lines_with_up(term):
     term.wait_for("attached c.jpg to your next message")
     term.type("Where is the blue square?")
     term.wait_for(ANSWER)
+    at_the_prompt(term)  # (a Ctrl-D typed while the answer is still being written is not an EOF)
     term.key("C-d")
     assert term.exit_code() == 0
     term.type("clear")
@@ -188,10 +197,7 @@ def test_ctrl_c_in_chat_returns_to_the_prompt(term):
     term.wait_for("la la la la")
     term.key("C-c")
     screen = term.wait_for("stopped (Ctrl-C)")
-    deadline = time.monotonic() + 30
-    while not lines(term.screen())[-1].startswith(">>>") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert lines(term.screen())[-1] == ">>>"  # back at the prompt, still in the chat
+    at_the_prompt(term)  # back at the prompt, still in the chat
     term.key("C-c")  # at the prompt: a fresh prompt, not an exit
     time.sleep(0.5)
     term.key("C-d")

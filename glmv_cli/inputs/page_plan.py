@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -80,7 +81,16 @@ def text_part(number: int, text: str, *, with_image: bool) -> str:
 
 def extract_texts(doc, numbers: tuple[int, ...]) -> dict[int, str]:
     """The text layer of each page, stripped ("" for scans and blank pages)."""
-    return {n: doc[n - 1].get_text().strip() for n in numbers}
+    return {n: page_text(doc[n - 1]) for n in numbers}
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # (not \t or \n)
+
+
+def page_text(page) -> str:
+    """A page's text layer, stripped, without control characters: glyphs a PDF's font maps to no
+    character come out of PyMuPDF as NULs, which would fill a prompt's text budget with nothing."""
+    return _CONTROL.sub("", page.get_text()).strip()
 
 
 @functools.cache

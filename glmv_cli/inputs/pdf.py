@@ -276,7 +276,7 @@ def load_pdf(
 ) -> PdfDocument:
     """Plan (inputs/page_plan.py: all pages as images, or the best ones for `question` as images and
     text), then render and preprocess only the image pages; `progress(done, total)` after each."""
-    from glmv_cli.inputs.page_plan import READABLE_DPI, plan_document
+    from glmv_cli.inputs.page_plan import READABLE_DPI, page_text, plan_document
 
     label = name or ("stdin" if isinstance(source, bytes) else str(source))
     with open_pdf(source, password=password, name=label) as doc:
@@ -291,7 +291,7 @@ def load_pdf(
                 image = render_page(doc, n, page.dpi, name=label)
                 visual = preprocess_image(image, spec, source=f"{label} page {n}")
                 out.append(PdfPage(n, visual, (text or "") if with_text else None,
-                                   "" if with_text else doc[n - 1].get_text().strip()))
+                                   "" if with_text else page_text(doc[n - 1])))
                 if progress:
                     progress(sum(p.visual is not None for p in out), total)
             elif page.mode == "text":

@@ -192,3 +192,21 @@ def test_a_budget_too_small_for_any_page_is_an_input_error(long_pdf):
     path, facts = long_pdf
     with pytest.raises(InputError, match=r"report\.pdf: not even one page fits the 5 tokens left .*--max-context"):
         load_pdf(path, SPEC, budget_tokens=5, question=facts[0].question, name="report.pdf")
+
+
+def test_a_text_layer_loses_its_control_characters():
+    """Glyphs a PDF's font maps to no character come out of PyMuPDF as NULs (141 on one page of
+    CJK and emoji text): they would fill the prompt's text budget with nothing."""
+    import pymupdf
+
+    from glmv_cli.inputs.page_plan import page_text
+
+    doc = pymupdf.open()
+    doc.new_page().insert_text((50, 60), "math \u2211\u222b ok\tthen\nnext line")
+    assert page_text(doc[0]) == doc[0].get_text().strip()  # (nothing to remove: unchanged)
+
+    class Unmapped:  # (what PyMuPDF gave for such a page)
+        def get_text(self):
+            return "math \u2211\u222b \x00\x00\x00\x00 ok\tthen\x0c\nnext\x7f line\n"
+
+    assert page_text(Unmapped()) == "math \u2211\u222b  ok\tthen\nnext line"

@@ -86,7 +86,8 @@ def split_args(args: Sequence[str], stdin=None, *, read_stdin: bool = True,
             hint = " (quote questions that contain a path)" if len(args) > 1 else ""
             raise InputError(f"{arg}: no such file; check the path{hint}")
         else:
-            words.append(well_formed(arg))  # (a byte the locale cannot decode: U+FFFD, not a crash)
+            if arg.strip():  # ("": an unset shell variable)
+                words.append(well_formed(arg))  # (a byte the locale cannot decode: U+FFFD, not a crash)
     if items.count(att.STDIN) > 1:
         raise InputError("'-' (stdin) can be attached only once")
     if att.STDIN in items:

@@ -196,6 +196,8 @@ def looks_like_attachment(arg: str) -> bool:
     """CLI rule: "-", an http(s) URL or an existing path is an attachment; anything else is text."""
     if arg == STDIN or is_url(arg):
         return True
+    if not arg.strip():  # ("": an empty question, not the current folder)
+        return False
     try:
         return Path(arg).expanduser().exists()
     except (OSError, ValueError):  # a long question is not a valid path on every system
@@ -240,6 +242,8 @@ def from_path(path: str | Path, source: str | None = None) -> Attachment:
     """A local file: checked to be a readable, non-empty file; hashed; its type sniffed."""
     p = Path(path).expanduser()
     label = source or str(path)
+    if not str(path).strip():
+        raise InputError("an attachment's path is empty; give a file, a URL or bytes")
     if p.is_dir():
         raise InputError(f"{label} is a directory; attach the files inside it")
     if not p.exists():

@@ -80,6 +80,9 @@ def test_argument_rule(media, tmp_path):
     items, q = split_args(["https://example.com/x.png", str(media["pdf"]), "Compare"], stdin)
     assert items == ["https://example.com/x.png", str(media["pdf"])] and q == "Compare"
     assert split_args(["a question with a / slash"], stdin) == ([], "a question with a / slash")
+    assert split_args([str(media["png"]), ""], stdin) == ([str(media["png"])], None)  # ("$Q" unset: no question)
+    with pytest.raises(InputError, match="an attachment's path is empty"):
+        att.resolve("")
     for words in ("Pros/cons?", "TCP/IP", "and/or", "config.json?"):  # one word, not a missing file
         assert split_args([str(media["png"]), words], stdin) == ([str(media["png"])], words)
     for typo in ("photos/cat.jpg", "/no/such/dir", "./shots", "~/nowhere/x"):

@@ -285,6 +285,8 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
                           f"turn{'s' if n > 1 else ''})") from None
     finally:
         term.clear_status()
+    if result is not None and map_reduce:
+        history.not_kept("--map-reduce")
     if result is not None and not map_reduce:
         history.answered(record, _local_name(session, model), question, conversation.attachments[-1], result, load)
         save_cache(session)

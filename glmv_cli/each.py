@@ -34,6 +34,7 @@ def label(item) -> str:
 def run_each(items: list, question: str, model, load: LoadOptions, gen: GenerationOptions, out,
              parallel: int = 1) -> None:
     """Ask `question` about each of `items` in a fresh conversation of one session (`parallel` at once)."""
+    from glmv_cli.app import history
     from glmv_cli.commands import open_session, query_for
 
     if not items:
@@ -55,6 +56,7 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
               for item in items]
     with Ahead(makers, parallel) as asks:
         _render_all(items, asks, term, out, failed)
+    history.not_kept("--each")  # (a -c after it says so, not continuing an older conversation)
     stats = session.glmv.batch_stats() if parallel > 1 and getattr(session, "glmv", None) else None
     if out.verbose and stats and stats["steps"]:
         term.line("", f"--parallel {parallel}: {stats['steps']} decode steps, {stats['rows'] / stats['steps']:.2f} "

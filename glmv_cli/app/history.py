@@ -90,6 +90,9 @@ def load_last() -> Record:
         data = json.loads(path.read_text())
         if data.get("version") != VERSION:
             raise ValueError(f"version {data.get('version')}")
+        if data.get("not_kept"):
+            raise InputError(f"the last command ({data['not_kept']}) keeps no conversation to continue; ask "
+                             f"about the file again without -c")
         return Record(model=data.get("model"), system=data.get("system"), turns=list(data["turns"]))
     except FileNotFoundError:
         raise InputError("no conversation to continue (-c continues the last `glmv ask`); ask without -c "
@@ -97,6 +100,20 @@ def load_last() -> Record:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"the last conversation ({path}) cannot be read ({e}); ask without -c to start "
                          "a new one") from None
+
+
+def not_kept(command: str) -> None:
+    """The last command (`glmv pdf --map-reduce`, `glmv ask --each`) answered without a conversation
+    to go on with: a later -c says so instead of continuing an older one."""
+    if not enabled():
+        return
+    try:
+        state_dir().mkdir(parents=True, exist_ok=True)
+        tmp = state_dir() / f"last.json.{os.getpid()}"
+        tmp.write_text(json.dumps({"version": VERSION, "not_kept": command}))
+        tmp.replace(state_dir() / "last.json")
+    except OSError as e:
+        log.warning("could not note that -c has nothing to continue (%s)", e)
 
 
 def save(record: Record) -> None:

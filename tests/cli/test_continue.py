@@ -63,6 +63,18 @@ def test_a_changed_file_and_nothing_to_continue_are_one_line_errors(tiny, env, t
     one_line_error(run_glmv("ask", "-c", "--each", "q", env=env), 2, "leave out -c")
 
 
+def test_after_map_reduce_or_each_c_says_there_is_nothing_to_continue(tiny, media, env):
+    """They answer without a conversation to go on with: -c must not continue the one before them."""
+    assert run_glmv("ask", media["png"], "What is it?", "--model", tiny, *ARGS, env=env).code == 0
+    assert run_glmv("ask", "-c", "And then?", *ARGS, env=env).code == 0
+    for command in (["pdf", media["pdf"], "Where?", "--map-reduce", "--dpi", "72"],
+                    ["ask", media["png"], media["jpg"], "What?", "--each"]):
+        assert run_glmv(*command, "--model", tiny, *ARGS, env=env).code == 0
+        one_line_error(run_glmv("ask", "-c", "And then?", env=env), 2,
+                       f"the last command ({command[-1] if command[0] == 'ask' else '--map-reduce'}) keeps no "
+                       f"conversation to continue")
+
+
 def test_no_history_keeps_nothing(tiny, tmp_path):
     env = glmv_env(XDG_STATE_HOME=str(tmp_path / "state"), GLMV_NO_HISTORY="1")
     assert run_glmv("ask", "Hello", "--model", tiny, *ARGS, env=env).code == 0

@@ -21,7 +21,15 @@ import torch
 from glmv_cli.batching import DecodeBatcher
 from glmv_cli.generate import Generation, Sampling, StaticStep, compiled_step
 from glmv_cli.kernels import triton_compiles
-from glmv_cli.loading import DEFAULT_REPO, emulated_note, load_model, pick_device, pick_dtype, resolve_checkpoint
+from glmv_cli.loading import (
+    DEFAULT_REPO,
+    check_device,
+    emulated_note,
+    load_model,
+    pick_device,
+    pick_dtype,
+    resolve_checkpoint,
+)
 from glmv_cli.lookup import RecentAnswers
 from glmv_cli.model.config import Glm4vConfig
 from glmv_cli.model.glm4v import Glm4v
@@ -172,7 +180,10 @@ def load(path_or_repo_id: str | Path = DEFAULT_REPO, *, device: str | torch.devi
     quantize="int8" stores the text decoder's weights in int8 (model/quant.py). `progress`
     (optional): called as progress(bytes read, bytes in all) as the weights are read."""
     start = time.perf_counter()
+    if isinstance(device, str):
+        check_device(device)  # (as the Session and the CLI say it)
     folder = resolve_checkpoint(path_or_repo_id)
+    Glm4vConfig.from_folder(folder)  # (a folder without a readable config.json: a ModelError, first)
     dev = pick_device(device)
     dt = pick_dtype(dtype, folder, dev)
     if note := emulated_note(dev, dt):

@@ -262,6 +262,9 @@ def from_path(path: str | Path, source: str | None = None) -> Attachment:
     return Attachment(source=label, mime=sniff(head, p.name), sha256=digest.hexdigest(), path=p, name=p.name)
 
 
+BYTES = "bytes"  # what messages call an attachment given as bytes in the Python API
+
+
 def from_bytes(data: bytes, source: str = STDIN, name: str = "", mime: str | None = None) -> Attachment:
     """Bytes from stdin or a download; `mime` (a server's Content-Type, a data: URI's type) is used
     when sniffing finds nothing better than application/octet-stream, and text declared an image,
@@ -291,8 +294,18 @@ def resolve(item: str | Path | bytes | Attachment, *, stdin: io.BufferedIOBase |
     """Anything the Python API accepts as an attachment -> an Attachment (URLs are fetched)."""
     if isinstance(item, Attachment):
         return item
-    if isinstance(item, (bytes, bytearray)):
-        return from_bytes(bytes(item))
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return from_bytes(bytes(item), source=BYTES)
+    if hasattr(item, "read"):  # an open file, io.BytesIO
+        data = item.read()
+        return from_bytes(data if isinstance(data, bytes) else str(data).encode("utf-8"), source=BYTES,
+                          name=Path(str(getattr(item, "name", ""))).name)
+    if type(item).__module__.startswith("PIL.") and hasattr(item, "save"):  # a PIL image, as PNG
+        out = io.BytesIO()
+        (item.convert("RGB") if item.mode in ("CMYK", "YCbCr", "LAB", "HSV") else item).save(out, format="PNG")
+        return from_bytes(out.getvalue(), source="a PIL image", name="image.png")
+    if not isinstance(item, (str, Path)):
+        raise InputError(f"an attachment is a path, a URL, bytes, a file or a PIL image, not a {type(item).__name__}")
     text = str(item)
     if text == STDIN:
         if stdin is None:

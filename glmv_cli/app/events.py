@@ -55,6 +55,31 @@ class GenerationOptions:
     logprobs: int | None = None  # the answer's log-probabilities, with this many alternatives (app/logprobs.py)
     prediction: str | None = None  # text the answer is expected to repeat (OpenAI's `prediction`): drafted from
 
+    def __post_init__(self):
+        """An InputError naming the field for a value no model could use (the CLI's options and the
+        server's fields are checked as they are read; this is the Python API's check)."""
+        def number(name, value, low=None, high=None, *, whole=False, above=False):
+            if value is None:
+                return
+            kind = int if whole else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise InputError(f"GenerationOptions.{name} is {value!r}; give {'a whole' if whole else 'a'} number")
+            if (low is not None and (value <= low if above else value < low)) or (high is not None and value > high):
+                span = f"more than {low}" if above else f"at least {low}" if high is None else f"{low} to {high}"
+                raise InputError(f"GenerationOptions.{name} is {value!r}; give {span}")
+
+        number("max_new_tokens", self.max_new_tokens, 1, whole=True)
+        number("temperature", self.temperature, 0)
+        number("top_p", self.top_p, 0, 1)
+        number("top_k", self.top_k, 0, whole=True)
+        number("repetition_penalty", self.repetition_penalty, 0, above=True)
+        number("seed", self.seed, whole=True)
+        number("presence_penalty", self.presence_penalty, -2, 2)
+        number("frequency_penalty", self.frequency_penalty, -2, 2)
+        number("think_budget", self.think_budget, 0, whole=True)
+        number("max_context", self.max_context, 1, whole=True)
+        number("logprobs", self.logprobs, 0, 20, whole=True)
+
 
 @dataclass(frozen=True)
 class Usage:

@@ -177,6 +177,27 @@ class Session:
         return ThinkBudget(budget, ids[0], ids[1], tuple(ids[1:]))  # </think>, then <answer> where it is used
 
 
+def _checked(question, attachments, load, generation) -> tuple[str, list]:
+    """The Python API's arguments, as ask() takes them: an InputError naming a wrong one (not an
+    AttributeError deep inside); one attachment given bare (a path, a URL, bytes, a PIL image) is
+    a list of one."""
+    if not isinstance(question, str):
+        raise InputError(f"the question is {type(question).__name__}, not text; ask with a str")
+    for name, value, kind in (("load", load, LoadOptions), ("generation", generation, GenerationOptions)):
+        if value is not None and not isinstance(value, kind):
+            raise InputError(f"{name}= takes a {kind.__name__}(...), not a {type(value).__name__}")
+    if attachments is None:
+        return question, []
+    if isinstance(attachments, (str, bytes, bytearray, memoryview, Path, Attachment)) or hasattr(attachments, "read") \
+            or type(attachments).__module__.startswith("PIL."):
+        return question, [attachments]
+    try:
+        return question, list(attachments)
+    except TypeError:
+        raise InputError(f"attachments are a list of paths, URLs, bytes or PIL images, not a "
+                         f"{type(attachments).__name__}") from None
+
+
 class Conversation:
     """A chat: the turns so far (answers only, no thinking) and the session that answers."""
 
@@ -203,6 +224,7 @@ class Conversation:
         generate; the turn joins the history when the generator ends, even when it is stopped
         early (Ctrl-C: the partial answer is kept). role "tool": the question and attachments are
         the result of the tool call `call_id` from the last answer (Result.tool_calls)."""
+        question, attachments = _checked(question, attachments, load, generation)
         with self.session.one_question():
             return (yield from self._ask(question, attachments, load, generation, role, call_id))
 

@@ -148,3 +148,33 @@ def test_one_session_answers_threads_one_at_a_time_and_refuses_a_half_read_ask(t
         session.run("Hello there", generation=greedy)
     assert [e for e in first if isinstance(e, Done)][0].result.raw == alone[0]
     assert session.run("Hello there", generation=greedy).raw == alone[2]
+
+
+def test_the_python_api_takes_a_bare_attachment_a_pil_image_or_a_file(session, media):
+    from PIL import Image
+
+    want = session.run("Where?", [media["png"]]).usage.image_tokens
+    with open(media["png"], "rb") as f:
+        for given in (str(media["png"]), media["png"], Image.open(media["png"]), [Image.open(media["png"])], [f],
+                      [memoryview(media["png"].read_bytes())]):
+            result = session.run("Where?", given)
+            assert result.answer == ANSWER and result.usage.image_tokens == want, given
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda s: s.run(None), "the question is NoneType, not text"),
+    (lambda s: s.run("q", 42), "attachments are a list of paths, URLs, bytes or PIL images, not a int"),
+    (lambda s: s.run("q", [3.5]), "an attachment is a path, a URL, bytes, a file or a PIL image, not a float"),
+    (lambda s: s.run("q", generation={"max_new_tokens": 5}), "generation= takes a GenerationOptions(...), not a dict"),
+    (lambda s: s.run("q", load={"dpi": 72}), "load= takes a LoadOptions(...), not a dict"),
+    (lambda s: s.run("q", [b""]), "bytes is empty"),
+    (lambda s: __import__("glmv_cli").load(s.folder, device="tpu"), "unknown device 'tpu'"),
+    (lambda s: GenerationOptions(temperature=-1), "GenerationOptions.temperature is -1; give at least 0"),
+    (lambda s: GenerationOptions(top_p=2), "GenerationOptions.top_p is 2; give 0 to 1"),
+    (lambda s: GenerationOptions(repetition_penalty=0), "GenerationOptions.repetition_penalty is 0; give more than 0"),
+    (lambda s: GenerationOptions(max_new_tokens=5.5), "GenerationOptions.max_new_tokens is 5.5; give a whole number"),
+])
+def test_python_api_misuse_is_an_input_error_naming_it(session, call, words):
+    with pytest.raises(InputError) as raised:
+        call(session)
+    assert str(raised.value) == words or str(raised.value).startswith(words)

@@ -201,7 +201,10 @@ def note_unused_options(items: list, load: LoadOptions) -> None:
         elif att.is_url(item):
             return  # (what it is is known once fetched)
         else:
-            kinds.add(att.kind_of(att.peek(item), item))
+            try:
+                kinds.add(att.kind_of(att.peek(item), item))
+            except InputError:  # (an empty or unreadable file: its own error comes when it is read)
+                return
     pdf = [o for o, v in (("--pages", load.pages), ("--dpi", load.dpi), ("--with-text", load.with_text),
                           ("--password", load.password)) if v]
     video = [o for o, v in (("--fps", load.fps != 2.0), ("--max-frames", load.max_frames),

@@ -48,7 +48,7 @@ from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.app.messages import TextPart
 from glmv_cli.app.meter import Meter
 from glmv_cli.app.tools import CallSplitter, split_calls, split_events, strip_calls
-from glmv_cli.errors import InputError
+from glmv_cli.errors import ContextFull, InputError
 from glmv_cli.inputs.visual import VisualInput
 from glmv_cli.stream import StreamParser
 
@@ -316,6 +316,10 @@ class Conversation:
 
         s = self.session
         max_context, max_new, room = self._limits(gen, question)
+        attachments = list(attachments)
+        if room <= 0 and gen.max_new_tokens is not None and any(not isinstance(a, TextPart) for a in attachments):
+            raise ContextFull(f"--max-new-tokens {gen.max_new_tokens:,} leaves no room for the attachments in the "
+                              f"{max_context:,}-token context; allow fewer new tokens (or a longer --max-context)")
         if role not in ("user", "tool"):
             raise InputError(f"a question is asked as the user or answered as a tool, not as {role!r}")
         fmt = self._format(gen)  # (a format that does not compile fails before anything is loaded)

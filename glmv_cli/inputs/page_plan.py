@@ -216,8 +216,9 @@ def _select(doc, numbers, spec, *, dpi, budget, question, with_text, count, labe
         if n not in chosen and not texts[n] and (plan := image(n)).tokens <= left:
             chosen[n], left = plan, left - plan.tokens
     if not chosen:
-        raise ContextFull(f"{name}: not even one page fits the {budget} tokens left in the context; allow a "
-                         f"longer context with --max-context or ask a shorter question")
+        left = f"the {budget:,} tokens left in" if budget > 1 else "what is left of"
+        raise ContextFull(f"{name}: not even one page fits {left} the context; allow fewer new tokens "
+                          f"(--max-new-tokens), a longer context with --max-context, or ask a shorter question")
     pages = tuple(chosen.get(n, PagePlan(n, "skipped")) for n in numbers)
     images = tuple(p.number for p in pages if p.mode == "image")
     render = RenderPlan(images, dpi, dpi, sum(page_cost(doc, n, dpi, spec, name) for n in images), budget)
@@ -231,5 +232,6 @@ def _message(plan: DocumentPlan, name: str, budget: int, dpi: int, why: str) -> 
                f"{images} went in as images at {dpi} DPI, {text} as their text layer and {skipped} not at "
                f"all; pages chosen as {why}")
     if skipped:
-        message += "; name the pages with --pages, or use --map-reduce to read them all"
+        message += ("; name the pages with --pages, use --map-reduce to read them all, or allow fewer new "
+                    "tokens (--max-new-tokens) to leave more room")
     return message

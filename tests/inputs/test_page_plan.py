@@ -65,8 +65,8 @@ def test_the_fact_page_goes_in_as_an_image_within_the_budget(long_pdf):
     assert plan.message == (
         f"report.pdf: 300 pages do not fit the {CONTEXT} tokens left at a readable DPI; {len(images)} went in "
         f"as images at 180 DPI, {plan.count('text')} as their text layer and {plan.count('skipped')} not at all; "
-        f"pages chosen as the best matches for the question by their text; name the pages with --pages, or "
-        f"use --map-reduce to read them all")
+        f"pages chosen as the best matches for the question by their text; name the pages with --pages, use "
+        f"--map-reduce to read them all, or allow fewer new tokens (--max-new-tokens) to leave more room")
 
 
 def test_recall_of_the_fact_page_over_200_questions(long_pdf):

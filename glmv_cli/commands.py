@@ -291,7 +291,8 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
     if result is not None and map_reduce:
         history.not_kept("--map-reduce")
     if result is not None and not map_reduce:
-        history.answered(record, _local_name(session, model), question, conversation.attachments[-1], result, load)
+        history.answered(record, _local_name(session, model), question, conversation.attachments[-1], result, load,
+                         gen)
         save_cache(session)
     if out.draw_boxes and result is not None:
         draw(conversation, result, out.draw_boxes, term)
@@ -413,7 +414,8 @@ def run_chat(items: list, model: ModelChoice, load: LoadOptions, gen: Generation
             with screen.busy():
                 result = ask_in_chat(conversation, line, pending, load, gen, out, term)
             if result is not None:
-                history.answered(record, _local_name(session, model), line, conversation.attachments[-1], result, load)
+                history.answered(record, _local_name(session, model), line, conversation.attachments[-1], result,
+                                 load, gen)
             pending.clear()
     finally:
         screen.close()

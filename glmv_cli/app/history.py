@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glmv_cli.app.attachments import Attachment, from_path
+from glmv_cli.app.events import GenerationOptions
 from glmv_cli.app.loaders import LoadOptions
 from glmv_cli.errors import InputError
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 NOT_KEPT = ("password",)  # a PDF's password is a secret
+ROOM = ("max_new_tokens", "max_context")  # a turn's settings that chose how much of a long PDF went in
 
 
 def state_dir() -> Path:
@@ -48,13 +50,17 @@ class Record:
     turns: list[dict] = field(default_factory=list)
     new_bytes: dict[str, bytes] = field(default_factory=dict, repr=False)  # sha256 -> bytes for save() to write
 
-    def add(self, question: str, attachments: list[Attachment], raw: str, answer: str, load: LoadOptions) -> None:
+    def add(self, question: str, attachments: list[Attachment], raw: str, answer: str, load: LoadOptions,
+            generation=None) -> None:
         kept = {k: v for k, v in dataclasses.asdict(load).items() if k not in NOT_KEPT}
         for a in attachments:
             if a.path is None:
                 self.new_bytes[a.sha256] = a.data
-        self.turns.append({"question": question, "attachments": [_keep(a) for a in attachments], "raw": raw,
-                           "answer": answer, "load": kept})
+        turn = {"question": question, "attachments": [_keep(a) for a in attachments], "raw": raw, "answer": answer,
+                "load": kept}
+        if generation is not None:  # (the room its answer had: a long PDF's pages were chosen for it)
+            turn["room"] = {k: getattr(generation, k) for k in ROOM}
+        self.turns.append(turn)
 
 
 def begin(resume: bool, model: str | None, system: str | None) -> tuple[Record, str | None, str | None]:
@@ -69,17 +75,20 @@ def begin(resume: bool, model: str | None, system: str | None) -> tuple[Record, 
 def restore_into(conversation, record: Record, load: LoadOptions, generation) -> None:
     """The record's turns into `conversation` (a Conversation or RemoteConversation)."""
     for turn in record.turns:
+        room = {k: v for k, v in (turn.get("room") or {}).items() if k in ROOM}
+        gen = dataclasses.replace(generation or GenerationOptions(), **room) if room else generation
         conversation.restore(turn["question"], attachments_of(turn), raw=turn["raw"], answer=turn["answer"],
-                             load=load_options_of(turn, load), generation=generation)
+                             load=load_options_of(turn, load), generation=gen)
 
 
 def answered(record: Record, model: str | None, question: str, attachments: list[Attachment], result,
-             load: LoadOptions) -> None:
+             load: LoadOptions, generation=None) -> None:
     """A new turn (its `result`) joins the record, which is saved; `model`: the local checkpoint's
-    name (None for a server's, which is not kept)."""
+    name (None for a server's, which is not kept); `generation`: the turn's, whose answer room
+    restore_into gives it again (its PDF pages are then chosen as they were)."""
     if model is not None:  # a relative folder, as a path that works from anywhere
         record.model = str(Path(model).resolve()) if Path(model).is_dir() else model
-    record.add(question, attachments, result.raw, result.answer, load)
+    record.add(question, attachments, result.raw, result.answer, load, generation)
     save(record)
 
 

@@ -120,3 +120,19 @@ def test_long_slide_decks_are_planned_and_read_by_map_reduce(scripted, long_pdf,
                    env=env)
     assert run.code == 0, run.err
     assert [n for c in run.json["chunks"] for n in c["pages"]] == list(range(1, 41))
+
+
+def test_c_reads_an_earlier_pdf_as_it_was_whatever_room_the_new_answer_asks(scripted, long_pdf, tmp_path):
+    """A long PDF's pages are chosen for the answer room of the turn that attached it; -c with a
+    different --max-new-tokens gives that turn its own room again: the same pages, the same prompt
+    (all of it from the kept KV cache)."""
+    path, facts = long_pdf
+    env = glmv_env(XDG_STATE_HOME=str(tmp_path / "state"))
+    first = run_glmv("pdf", path, facts[0].question, "--model", scripted, "--dpi", "30", "--json",
+                     "--max-new-tokens", "20", env=env)
+    assert first.code == 0, first.err
+    again = run_glmv("ask", "-c", "And the year?", "--json", "--max-new-tokens", "1500", env=env)
+    assert again.code == 0, again.err
+    before, after = first.json["usage"], again.json["usage"]
+    assert after["image_tokens"] == before["image_tokens"]  # (the same pages as images)
+    assert after["cached_tokens"] >= before["prompt_tokens"]  # (the first prompt, token for token)

@@ -355,6 +355,9 @@ class Conversation:
         s = self.session
         if gen.max_new_tokens is not None and gen.max_new_tokens < 1:
             raise InputError(f"--max-new-tokens must be at least 1, got {gen.max_new_tokens}")
+        if gen.max_context and gen.max_context > s.config.text.max_position_embeddings:
+            raise InputError(f"--max-context {gen.max_context:,} is over the model's context "
+                             f"({s.config.text.max_position_embeddings:,} tokens); give at most that")
         max_context = gen.max_context or s.config.text.max_position_embeddings
         max_new = gen.max_new_tokens or int(s.defaults.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
         answer_room = max_new if gen.max_new_tokens is not None else min(max_new, max_context // 4)

@@ -54,6 +54,7 @@ def bad_files(tmp_path_factory, media):
     (["video", "{mp4}", "--start", "30"], ["past the end"]),
     (["ask", "q", "--max-new-tokens", "5000"], ["over the 4,096-token context"]),
     (["ask", "{png}", "q", "--max-context", "20"], ["over the 20-token context"]),
+    (["ask", "q", "--max-context", "100000"], ["--max-context 100,000 is over the model's context (4,096 tokens)"]),
     (["pdf", "{pdf}", "q", "--max-new-tokens", "4090"], ["--max-new-tokens 4,090 leaves no room for the attachments",
                                                         "allow fewer new tokens"]),
     (["ask"], ["nothing to ask"]),

@@ -150,15 +150,16 @@ def _isatty(stream) -> bool:
         return True  # no usable stdin: do not read it
 
 
+def kind_of_item(item) -> str:
+    """What an attachment of the command line is (image, pdf, video, ...), from its first bytes
+    without reading it all; "url" for a URL, which is known once fetched."""
+    if isinstance(item, att.Attachment):
+        return item.kind
+    return "url" if att.is_url(item) else att.kind_of(att.peek(item), item)
+
+
 def default_question(items: list) -> str:
-    kinds = []
-    for item in items:
-        if isinstance(item, att.Attachment):
-            kinds.append(item.kind)
-        elif att.is_url(item):
-            kinds.append("url")
-        else:
-            kinds.append(att.kind_of(att.peek(item), item))
+    kinds = [kind_of_item(item) for item in items]
     if not kinds:
         raise InputError("nothing to ask: give a question, e.g. glmv ask photo.jpg \"what is this?\"")
     if all(k == "image" for k in kinds):
@@ -182,29 +183,20 @@ def check_draw_boxes(items: list, path: Path | None) -> None:
     if not path.expanduser().parent.is_dir():
         raise InputError(f"--draw-boxes {path}: the folder {path.expanduser().parent} does not exist; create it "
                          f"or name another")
-    for item in items:
-        if isinstance(item, att.Attachment):
-            if item.kind == "image":
-                return
-        elif att.is_url(item) or att.kind_of(att.peek(item), item) == "image":
-            return
+    if any(kind_of_item(item) in ("image", "url") for item in items):
+        return
     raise InputError("--draw-boxes draws on the (first) image attached to the question; attach one")
 
 
 def note_unused_options(items: list, load: LoadOptions) -> None:
     """A note for PDF options with no PDF attached, video options with no video (a user who thinks
     --pages picks an image, or --start cuts a GIF shown as an image)."""
-    kinds = set()
-    for item in items:
-        if isinstance(item, att.Attachment):
-            kinds.add(item.kind)
-        elif att.is_url(item):
-            return  # (what it is is known once fetched)
-        else:
-            try:
-                kinds.add(att.kind_of(att.peek(item), item))
-            except InputError:  # (an empty or unreadable file: its own error comes when it is read)
-                return
+    try:
+        kinds = {kind_of_item(item) for item in items}
+    except InputError:  # (an empty or unreadable file: its own error comes when it is read)
+        return
+    if "url" in kinds:  # (what it is is known once fetched)
+        return
     pdf = [o for o, v in (("--pages", load.pages), ("--dpi", load.dpi), ("--with-text", load.with_text),
                           ("--password", load.password)) if v]
     video = [o for o, v in (("--fps", load.fps != 2.0), ("--max-frames", load.max_frames),
@@ -268,7 +260,7 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
 
             session.parallel = parallel
             if note := getattr(session, "parallel_note", lambda: None)():
-                term.line("note: ", note, style="yellow")
+                render.note(note, term)
 
             events = read_all(session, question, items[0], system=out.system, load=load, generation=gen)
         else:
@@ -290,7 +282,7 @@ def run_ask(items: list, question: str, model: ModelChoice, load: LoadOptions, g
         term.clear_status()
     if result is not None and map_reduce:
         history.not_kept("--map-reduce")
-    if result is not None and not map_reduce:
+    elif result is not None:
         history.answered(record, _local_name(session, model), question, conversation.attachments[-1], result, load,
                          gen)
         save_cache(session)
@@ -361,7 +353,7 @@ def draw(conversation: Conversation, result, path: Path, term: render.Terminal) 
     except (OSError, ValueError) as e:
         raise InputError(f"cannot write {path} ({e}); give a .png or .jpg path in a writable folder") from None
     if not result.boxes:
-        term.line("note: ", f"the answer holds no boxes; {path} is {first.label} unchanged", style="yellow")
+        render.note(f"the answer holds no boxes; {path} is {first.label} unchanged", term)
 
 
 # -- chat -----------------------------------------------------------------------------------------

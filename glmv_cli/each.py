@@ -51,7 +51,7 @@ def run_each(items: list, question: str, model, load: LoadOptions, gen: Generati
     failed: list[InputError] = []
     session.parallel = parallel  # (a RemoteSession: that many requests at once, for the server to batch)
     if note := getattr(session, "parallel_note", lambda: None)():
-        term.line("note: ", note, style="yellow")
+        render.note(note, term)
     makers = [lambda item=item: session.conversation(out.system).ask(question, [item], load=load, generation=gen)
               for item in items]
     with Ahead(makers, parallel) as asks:

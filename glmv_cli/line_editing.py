@@ -67,9 +67,9 @@ def start(history: Path | None, prompt: str = "") -> Callable[[], None]:
     readline.set_completer(lambda text, state: (candidates(text) + [None])[state])
     libedit = "libedit" in (readline.__doc__ or "") or getattr(readline, "backend", "") == "editline"
     readline.parse_and_bind("bind ^I rl_complete" if libedit else "tab: complete")
-    if not libedit:  # (Python turns it off: a paste of several lines would be as many messages)
+    if not libedit:  # (bracketed paste: Python turns it off, so a paste of several lines was as many messages)
         readline.parse_and_bind("set enable-bracketed-paste on")
-    if not libedit:
+
         def listing(_substitution, matches, _longest):
             print("\n" + "  ".join(shown(m) for m in matches))
             print(prompt + readline.get_line_buffer(), end="", flush=True)

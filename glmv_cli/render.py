@@ -183,9 +183,7 @@ class LogHandler(logging.Handler):
 
 def note(message: str, term: Terminal | None = None) -> None:
     """A line that tells the user something they may not expect (not a failure)."""
-    term = term or _current()
-    term.clear_status()
-    term.line("note: ", message, style="yellow")
+    (term or _current()).line("note: ", message, style="yellow")
 
 
 def error(message: str, term: Terminal | None = None) -> None:
@@ -224,7 +222,7 @@ class TextRenderer:
                 self._out_open = not event.text.endswith("\n")
         elif isinstance(event, Note):
             self._end_lines()
-            self.term.line("note: ", event.message, style="yellow")
+            note(event.message, self.term)
         elif isinstance(event, Done):
             self.finish(event.result)
 
@@ -266,7 +264,7 @@ class JsonRenderer:
         if isinstance(event, Progress):
             self.term.progress(event)
         elif isinstance(event, Note):
-            self.term.line("note: ", event.message, style="yellow")
+            note(event.message, self.term)
         elif isinstance(event, Done):
             obj = ({"source": self.source} if self.source else {}) | event.result.to_json()
             self.term.write_out(json.dumps(obj, ensure_ascii=False) + "\n")

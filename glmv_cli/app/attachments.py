@@ -290,6 +290,16 @@ def from_text(text: str, source: str = STDIN) -> Attachment:
                       name="stdin")
 
 
+def is_one(item) -> bool:
+    """Whether `item` is one attachment as resolve() takes it (not a list of them)."""
+    return isinstance(item, (str, Path, bytes, bytearray, memoryview, Attachment)) or hasattr(item, "read") \
+        or _is_pil(item)
+
+
+def _is_pil(item) -> bool:
+    return type(item).__module__.startswith("PIL.") and hasattr(item, "save")
+
+
 def resolve(item: str | Path | bytes | Attachment, *, stdin: io.BufferedIOBase | None = None) -> Attachment:
     """Anything the Python API accepts as an attachment -> an Attachment (URLs are fetched)."""
     if isinstance(item, Attachment):
@@ -300,7 +310,7 @@ def resolve(item: str | Path | bytes | Attachment, *, stdin: io.BufferedIOBase |
         data = item.read()
         return from_bytes(data if isinstance(data, bytes) else str(data).encode("utf-8"), source=BYTES,
                           name=Path(str(getattr(item, "name", ""))).name)
-    if type(item).__module__.startswith("PIL.") and hasattr(item, "save"):  # a PIL image, as PNG
+    if _is_pil(item):  # a PIL image, as PNG
         out = io.BytesIO()
         (item.convert("RGB") if item.mode in ("CMYK", "YCbCr", "LAB", "HSV") else item).save(out, format="PNG")
         return from_bytes(out.getvalue(), source="a PIL image", name="image.png")

@@ -118,11 +118,15 @@ def not_kept(command: str) -> None:
         return
     try:
         state_dir().mkdir(parents=True, exist_ok=True)
-        tmp = state_dir() / f"last.json.{os.getpid()}"
-        tmp.write_text(json.dumps({"version": VERSION, "not_kept": command}))
-        tmp.replace(state_dir() / "last.json")
+        _write_last(state_dir(), {"version": VERSION, "not_kept": command})
     except OSError as e:
         log.warning("could not note that -c has nothing to continue (%s)", e)
+
+
+def _write_last(folder: Path, data: dict) -> None:
+    tmp = folder / f"last.json.{os.getpid()}"  # each process its own, then one atomic rename
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    tmp.replace(folder / "last.json")
 
 
 def save(record: Record) -> None:
@@ -137,10 +141,8 @@ def save(record: Record) -> None:
             if not (blobs / digest).exists():
                 blobs.mkdir(exist_ok=True)
                 (blobs / digest).write_bytes(data)
-        tmp = folder / f"last.json.{os.getpid()}"  # each process its own, then one atomic rename
-        tmp.write_text(json.dumps({"version": VERSION, "model": record.model, "system": record.system,
-                                   "turns": record.turns}, ensure_ascii=False, indent=1))
-        tmp.replace(folder / "last.json")
+        _write_last(folder, {"version": VERSION, "model": record.model, "system": record.system,
+                             "turns": record.turns})
         _prune(blobs, record)
     except OSError as e:
         log.warning("could not keep this conversation for -c (%s); set GLMV_STATE_DIR to a writable folder", e)

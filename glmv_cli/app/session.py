@@ -30,7 +30,7 @@ from pathlib import Path
 
 from glmv_cli.app import loaders
 from glmv_cli.app.answer_format import AnswerFormat
-from glmv_cli.app.attachments import Attachment, is_url, resolve
+from glmv_cli.app.attachments import Attachment, is_one, is_url, resolve
 from glmv_cli.app.boxes import find_boxes
 from glmv_cli.app.events import (  # noqa: F401  (the session's types, importable from here as before)
     Done,
@@ -188,8 +188,7 @@ def _checked(question, attachments, load, generation) -> tuple[str, list]:
             raise InputError(f"{name}= takes a {kind.__name__}(...), not a {type(value).__name__}")
     if attachments is None:
         return question, []
-    if isinstance(attachments, (str, bytes, bytearray, memoryview, Path, Attachment)) or hasattr(attachments, "read") \
-            or type(attachments).__module__.startswith("PIL."):
+    if is_one(attachments):
         return question, [attachments]
     try:
         return question, list(attachments)
@@ -353,8 +352,6 @@ class Conversation:
     def _limits(self, gen: GenerationOptions, question: str) -> tuple[int, int, int]:
         """(context, max new tokens, tokens left for attachments)."""
         s = self.session
-        if gen.max_new_tokens is not None and gen.max_new_tokens < 1:
-            raise InputError(f"--max-new-tokens must be at least 1, got {gen.max_new_tokens}")
         if gen.max_context and gen.max_context > s.config.text.max_position_embeddings:
             raise InputError(f"--max-context {gen.max_context:,} is over the model's context "
                              f"({s.config.text.max_position_embeddings:,} tokens); give at most that")

@@ -33,7 +33,7 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
     errors.install(app)
     app.add_middleware(errors.Unexpected)  # (the innermost: whatever else is added sees its 500)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(KeyCheck, api_key=api_key)  # (before the body is read: a wrong key is always a 401)
+    app.add_middleware(errors.KeyCheck, api_key=api_key)  # (before the body is read: a wrong key is always a 401)
     if cors_origins:  # (outside the key: a preflight carries none, and a 401 or 413 gets its CORS headers)
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -140,23 +140,6 @@ def create_app(service: chat.Service, *, api_key: str | None = None, cors_origin
         return {"id": response_id, "object": "response", "deleted": True}
 
     return app
-
-
-class KeyCheck:
-    """ASGI middleware: the 401 for a request to any route but /health without `Authorization: Bearer
-    KEY`, before the app reads its body (FastAPI parses a body before a route's dependencies run, so
-    a key checked there lets a stranger's bad JSON get a 400 that names its problem)."""
-
-    def __init__(self, app, api_key: str | None):
-        self.app, self.api_key = app, api_key
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and self.api_key and scope["path"] != "/health":
-            header = next((v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"), b"")
-            if refused := errors.key_refused(self.api_key, header):
-                return await errors.response(refused)(scope, receive, send)
-        return await self.app(scope, receive, send)
-
 
 
 class BodyLimit:

@@ -42,6 +42,22 @@ def key_refused(api_key: str | None, authorization: bytes) -> ApiError | None:
                     code="invalid_api_key")
 
 
+class KeyCheck:
+    """ASGI middleware: the 401 for a request to any route but /health without `Authorization: Bearer
+    KEY`, before the app reads its body (FastAPI parses a body before a route's dependencies run, so
+    a key checked there lets a stranger's bad JSON get a 400 that names its problem)."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app, self.api_key = app, api_key
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.api_key and scope["path"] != "/health":
+            header = next((v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"), b"")
+            if refused := key_refused(self.api_key, header):
+                return await response(refused)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def describe(e: BaseException) -> tuple[int, str, str, str | None]:
     """(status, message, error type, code) for any exception."""
     if isinstance(e, ApiError):

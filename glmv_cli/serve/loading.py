@@ -14,7 +14,7 @@ import json
 import math
 
 from glmv_cli.app.meter import Meter
-from glmv_cli.serve.errors import key_refused
+from glmv_cli.serve.errors import KeyCheck
 from glmv_cli.serve.protocol import error_body
 
 
@@ -22,12 +22,12 @@ class Gate:
     """An ASGI app: `loading` answers until `open(app)`; then `app` answers everything."""
 
     def __init__(self, model_id: str, meter: Meter, *, api_key: str | None = None, cors_origins=()):
-        self.model_id, self.meter, self.api_key, self.app = model_id, meter, api_key, None
-        self.loading = self._loading
+        self.model_id, self.meter, self.app = model_id, meter, None
+        self.loading = KeyCheck(self._loading, api_key)  # (a wrong key is a 401 now, as it will be once loaded)
         if cors_origins:  # (a browser page's preflight and its 503 pass CORS, as they will once loaded)
             from starlette.middleware.cors import CORSMiddleware
 
-            self.loading = CORSMiddleware(self._loading, allow_origins=list(cors_origins), allow_methods=["*"],
+            self.loading = CORSMiddleware(self.loading, allow_origins=list(cors_origins), allow_methods=["*"],
                                           allow_headers=["*"])
 
     def open(self, app) -> None:
@@ -40,8 +40,6 @@ class Gate:
             await self.loading(scope, receive, send)
 
     async def _loading(self, scope, receive, send):
-        if scope["path"] != "/health" and (refused := key_refused(self.api_key, _header(scope, b"authorization"))):
-            return await _json(send, refused.status, error_body(refused.message, refused.kind, refused.code))
         left = self.meter.seconds_left()
         wait = max(1, math.ceil(left)) if left is not None else 5
         if scope["path"] == "/health":
@@ -53,14 +51,9 @@ class Gate:
         await _json(send, 503, body, wait)
 
 
-def _header(scope, name: bytes) -> bytes:
-    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
-
-
-async def _json(send, status: int, body: dict, retry_after: int | None = None) -> None:
+async def _json(send, status: int, body: dict, retry_after: int) -> None:
     data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"retry-after", str(retry_after).encode())]})
     await send({"type": "http.response.body", "body": data})
